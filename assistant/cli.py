@@ -1,0 +1,238 @@
+"""Command line: ``assistant run | ask | say | transcribe | models``.
+
+The only module that prints. Errors print ``error [code]: message`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from . import __version__
+from .config import Config, load_config
+from .errors import AssistantError, ConfigError
+from .latency import TurnRecord
+
+_LOGGER = logging.getLogger("assistant")
+
+
+def _model_dir(config: Config, args: argparse.Namespace) -> Path:
+    from .models import default_model_dir
+
+    if getattr(args, "model_dir", None):
+        return Path(args.model_dir)
+    return Path(config.model_dir) if config.model_dir else default_model_dir()
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.pipeline)
+    if getattr(args, "fast", False):
+        from dataclasses import replace
+
+        config = replace(config, input=replace(config.input, realtime=False))
+    return config
+
+
+def _sink(target: str | None, config: Config):  # type: ignore[no-untyped-def]
+    from .audio.sinks import RawSink, WavSink
+
+    if target is None:
+        return None
+    if target == "-":
+        return RawSink()
+    return WavSink(target, gap_ms=config.output.gap_ms)
+
+
+class _Report:
+    """Writes one JSON line per finished turn (the ``--report`` file)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._file: IO[str] | None = None
+        if path == "-":
+            self._file = sys.stderr
+        elif path:
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def __call__(self, rec: TurnRecord) -> None:
+        line = rec.to_json()
+        _LOGGER.info("turn %d %s: %s", rec.turn_id, rec.outcome, json.dumps(line["spans_ms"]))
+        if self._file is not None:
+            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and self._file is not sys.stderr:
+            self._file.close()
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from .audio.sources import PcmSource, StreamSource
+    from .pipeline import Pipeline, load_engines
+
+    config = _config(args)
+    if args.input is None:
+        raise ConfigError("live microphone input is not available yet: give --input FILE.wav or --input -")
+    if args.output == "-" and args.report == "-":
+        raise ConfigError("--output - and --report - would both write to the terminal's streams; pick a file")
+    engines = await asyncio.to_thread(load_engines, config, _model_dir(config, args))
+    source = (
+        StreamSource(config.input, rate=args.input_rate, channels=args.input_channels)
+        if args.input == "-"
+        else PcmSource.from_file(args.input, config.input)
+    )
+    report = _Report(args.report)
+    try:
+        pipeline = Pipeline(config, engines, _sink(args.output, config), on_turn=report)
+        await pipeline.run(source)
+    finally:
+        report.close()
+    return 0
+
+
+async def _cmd_ask(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline, load_engines
+
+    config = _config(args)
+    speak = args.output is not None
+    engines = await asyncio.to_thread(load_engines, config, _model_dir(config, args), asr=False, tts=speak)
+    out = sys.stdout if args.output != "-" else sys.stderr
+
+    def show(token: object) -> None:
+        out.write(getattr(token, "text", ""))
+        out.flush()
+
+    pipeline = Pipeline(config, engines, _sink(args.output, config), on_token=show)
+    await pipeline.run_text(1, args.text)
+    out.write("\n")
+    return 1 if pipeline.errors else 0
+
+
+async def _cmd_say(args: argparse.Namespace) -> int:
+    from .chunker import split_for_speech
+    from .engines.piper import PiperEngine
+    from .models import resolve
+
+    config = _config(args)
+    path = resolve(config.tts.voice, "tts", _model_dir(config, args))
+    engine = await asyncio.to_thread(PiperEngine, path, config.tts)
+    sink = _sink(args.output, config)
+    assert sink is not None
+    for chunk in split_for_speech(args.text, config.chunker):
+        await sink.write(await asyncio.to_thread(engine.synthesize_all, chunk), engine.sample_rate)
+    await sink.close()
+    return 0
+
+
+async def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from .audio.convert import read_audio_file
+    from .engines.whisper import WhisperEngine
+    from .models import resolve
+
+    config = _config(args)
+    pcm = read_audio_file(args.file)
+    path = resolve(config.asr.model, "asr", _model_dir(config, args))
+    engine = await asyncio.to_thread(WhisperEngine, path, config.asr)
+    result = await asyncio.to_thread(engine.transcribe, pcm)
+    print(result.text)
+    return 0
+
+
+def _log_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import models
+
+    config = _config(args)
+    model_dir = _model_dir(config, args)
+    manifest = models.load_manifest()
+    names = args.names
+    if not names and args.models_command == "pull":
+        names = [config.asr.model, config.llm.model, config.tts.voice]
+    unknown = [name for name in names if name not in manifest]
+    if unknown:
+        raise ConfigError(f"unknown model {unknown[0]!r}: choose one of {sorted(manifest)}")
+    if args.models_command == "list":
+        print(f"models in {model_dir}")
+        for spec, status in models.list_models(model_dir, manifest):
+            if not names or spec.name in names:
+                size = f"{spec.size / 1e6:,.0f} MB" if spec.size else "?"
+                print(f"  {spec.name:34} {spec.role:9} {status:8} {size:>9}  {spec.license}")
+        return 0
+    if args.models_command == "pull":
+        for name in names:
+            print(models.pull(manifest[name], model_dir, log=_log_line))
+        return 0
+    if args.models_command == "verify":
+        failed = 0
+        for name in names or [s.name for s, status in models.list_models(model_dir, manifest) if status != "missing"]:
+            problems = models.verify(manifest[name], model_dir)
+            print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
+            failed += bool(problems)
+        return 1 if failed else 0
+    if not names:
+        raise ConfigError("models rm needs the names of the models to remove")
+    for name in names:
+        removed = models.remove(manifest[name], model_dir)
+        print(f"{name}: {'removed' if removed else 'not present'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistant", description="An offline voice assistant.")
+    parser.add_argument("--version", action="version", version=f"assistant {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv for debug)")
+    parser.add_argument("--pipeline", default="default", help="pipeline name in pipelines/ or a .toml path")
+    parser.add_argument(
+        "--model-dir", help="model cache (default: $ASSISTANT_MODEL_DIR or ~/.cache/assistant/models)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="listen and answer: audio in, spoken answers out")
+    run.add_argument("--input", help="WAV (any rate/channels) or - for raw s16le PCM on stdin")
+    run.add_argument("--input-rate", type=int, default=16_000, help="sample rate of raw stdin PCM (Hz)")
+    run.add_argument("--input-channels", type=int, default=1, help="channels of raw stdin PCM")
+    run.add_argument("--output", help="WAV file for the spoken answers, or - for raw s16le PCM on stdout")
+    run.add_argument("--report", help="JSON lines, one per turn (- for stderr)")
+    run.add_argument("--fast", action="store_true", help="feed input as fast as the pipeline takes it")
+
+    ask = sub.add_parser("ask", help="answer a typed question; the reply streams to stdout")
+    ask.add_argument("text")
+    ask.add_argument("--output", help="also speak the reply into this WAV (- for raw PCM on stdout)")
+
+    say = sub.add_parser("say", help="speak text into a WAV file")
+    say.add_argument("text")
+    say.add_argument("--output", required=True, help="WAV file, or - for raw s16le PCM on stdout")
+
+    tr = sub.add_parser("transcribe", help="print what is said in an audio file")
+    tr.add_argument("file")
+
+    mod = sub.add_parser("models", help="list, pull, verify or remove models")
+    mod.add_argument("models_command", choices=["list", "pull", "verify", "rm"])
+    mod.add_argument("names", nargs="*", help="model names (pull: default models when none given)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    commands = {"run": _cmd_run, "ask": _cmd_ask, "say": _cmd_say, "transcribe": _cmd_transcribe}
+    try:
+        if args.command == "models":
+            return _cmd_models(args)
+        return asyncio.run(commands[args.command](args))
+    except AssistantError as err:
+        print(f"error [{err.code}]: {err.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

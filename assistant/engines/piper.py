@@ -1,0 +1,50 @@
+"""piper-tts adapter: text in, int16 audio chunks out, stoppable between sentences."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import TtsConfig
+from ..errors import ModelCorruptError, ModelMissingError, StageError
+
+
+class PiperEngine:
+    """A loaded piper voice. Thread-safe: one lock around the ONNX session."""
+
+    def __init__(self, onnx_path: Path, config: TtsConfig) -> None:
+        try:
+            from piper import PiperVoice
+            from piper.config import SynthesisConfig
+        except ImportError as err:
+            raise ModelMissingError("piper-tts is not installed: pip install piper-tts") from err
+        self.config = config
+        self._lock = threading.Lock()
+        try:
+            self._voice: Any = PiperVoice.load(onnx_path, config_path=Path(f"{onnx_path}.json"))
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelCorruptError(f"{onnx_path}: piper cannot load this voice: {err}") from err
+        self._syn_config = SynthesisConfig(speaker_id=config.speaker_id, length_scale=config.length_scale)
+        self.sample_rate: int = int(self._voice.config.sample_rate)
+        """Hz of the audio this voice produces."""
+
+    def synthesize(
+        self, text: str, on_audio: Callable[[bytes], None], stop: threading.Event | None = None
+    ) -> None:
+        """Speak ``text``, calling ``on_audio`` with int16 bytes per sentence; blocks."""
+        try:
+            with self._lock:
+                for chunk in self._voice.synthesize(text, self._syn_config):
+                    if stop is not None and stop.is_set():
+                        return
+                    on_audio(chunk.audio_int16_bytes)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise StageError("tts", f"synthesis failed for {text[:60]!r}: {err}") from err
+
+    def synthesize_all(self, text: str) -> bytes:
+        """The whole of ``text`` as one int16 buffer."""
+        parts: list[bytes] = []
+        self.synthesize(text, parts.append)
+        return b"".join(parts)

@@ -1,0 +1,123 @@
+"""Typed, frozen items carried by the queues between stages.
+
+Two kinds: *data* (audio, text) and *control* (turn boundaries, end of stream). Every item
+of a turn carries its ``turn_id``; audio before a turn exists (microphone frames) carries
+none. Times are milliseconds on the input stream's own timeline (see ``clock.StreamClock``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SAMPLE_RATE = 16_000
+"""Sample rate of all audio between the source and the ASR, in Hz (mono, int16)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every queue item."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream(Message):
+    """Control: the input has ended. Each stage forwards it and stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioIn(Message):
+    """Data: a piece of input audio, 16 kHz mono signed 16-bit little-endian."""
+
+    pcm: bytes
+    """Raw samples; always a whole number of samples."""
+    start_ms: float
+    """Position of the first sample on the input timeline, in ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMessage(Message):
+    """Base of every item that belongs to a turn."""
+
+    turn_id: int
+    """Turn number, counted from 1 in the order the endpointer saw speech."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted(TurnMessage):
+    """Control: the endpointer heard speech; a turn begins."""
+
+    start_ms: float
+    """Input-timeline position of the first voiced frame, in ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance(TurnMessage):
+    """Data: one user's utterance, from pre-roll to the end of speech."""
+
+    pcm: bytes = field(repr=False)
+    """16 kHz mono int16 samples, pre-roll included."""
+    speech_start_ms: float
+    """Input-timeline position of the first voiced frame, in ms."""
+    speech_end_ms: float
+    """Input-timeline position of the end of the last voiced frame, in ms."""
+    endpoint_ms: float
+    """Input-timeline position where the endpointer decided the turn was over, in ms."""
+    truncated: bool = False
+    """True when the utterance was cut at the maximum utterance length."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript(TurnMessage):
+    """Data: the final transcript of a turn (never empty)."""
+
+    text: str
+    """What the user said."""
+
+
+@dataclass(frozen=True, slots=True)
+class Token(TurnMessage):
+    """Data: one piece of LLM output text, as generated."""
+
+    text: str
+    """The piece's text (may be part of a word, may be empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone(TurnMessage):
+    """Control: the LLM finished (or was stopped) for this turn."""
+
+    text: str
+    """The whole reply as generated."""
+    finish_reason: str
+    """``stop``, ``length`` or ``cancelled``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk(TurnMessage):
+    """Data: speakable text for TTS, cut at a clause or sentence boundary."""
+
+    text: str
+    """Cleaned text, markdown and emoji removed; never empty."""
+    index: int
+    """0 for the turn's first chunk, then 1, 2, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDone(TurnMessage):
+    """Control: no more text chunks for this turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOut(TurnMessage):
+    """Data: synthesized speech for the sink, mono int16."""
+
+    pcm: bytes = field(repr=False)
+    """Raw samples, signed 16-bit little-endian."""
+    sample_rate: int
+    """Hz, the voice's own rate (22,050 for the default voice)."""
+    answer: bool = True
+    """False for an acknowledgement ("one moment"), True for the answer itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone(TurnMessage):
+    """Control: the turn's last audio has been handed over."""

@@ -1,0 +1,214 @@
+"""A clock-free endpointer: VAD decisions in, turn boundaries out.
+
+In the spirit of Home Assistant's ``assist_pipeline/vad.py::VoiceCommandSegmenter``: no clock
+inside, every position is counted from the samples fed so far (ms on the input timeline, 0 at
+the first frame), so tests are exact and deterministic.
+
+Feed it one whole VAD frame at a time with the VAD's verdict::
+
+    seg = Segmenter(VadConfig())
+    for frame, voiced in frames:
+        for event in seg.process(frame, voiced):
+            ...
+    events = seg.finish()
+
+States and rules:
+
+- *listening*: a turn starts (``Started``) once ``start_ms`` worth of voiced frames lie within a
+  window of twice that length and the current frame is voiced, so an isolated click (one or two
+  voiced frames) does not start a turn. The turn's speech starts at the window's first voiced
+  frame; its audio begins up to ``preroll_ms`` before that (less at the very start of input).
+- *in speech*: the turn ends (``Ended``) once ``end_silence_ms`` of non-speech follows the last
+  voiced frame (``endpoint_ms`` is the end of the frame that completed the silence), or it is
+  cut (``Ended(truncated=True)``) once ``max_utterance_ms`` have passed since its first voiced
+  frame. A turn with less than ``min_speech_ms`` of voiced frames is ``Dropped`` instead.
+  The audio ends at the last voiced frame plus up to ``tail_ms`` (200 ms) of what followed, so
+  ASR hears the natural decay of the last word but not the whole end-of-turn silence.
+- *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
+  non-speech has been seen. Endless speech-like input (TV, noise) thus gives one truncated
+  utterance and then nothing until it pauses.
+
+``finish()`` at end of input ends an open turn with its endpoint at the end of input (or drops
+it when it has too little speech). Frames of a partly filled start window are forgotten.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from .config import VadConfig
+from .messages import SAMPLE_RATE
+
+TAIL_MS = 200
+"""Default trailing audio kept after the last voiced frame, in ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterEvent:
+    """Base of what ``Segmenter`` reports."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started(SegmenterEvent):
+    """A turn has started (reported at the frame that completed the start window)."""
+
+    start_ms: float
+    """Input-timeline position of the turn's first voiced frame, in ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended(SegmenterEvent):
+    """The started turn is over and had enough speech."""
+
+    pcm: bytes = field(repr=False)
+    """16 kHz mono int16: pre-roll, the speech, and up to ``tail_ms`` after it."""
+    speech_start_ms: float
+    """Input-timeline position of the first voiced frame, in ms."""
+    speech_end_ms: float
+    """Input-timeline position of the end of the last voiced frame, in ms."""
+    endpoint_ms: float
+    """Input-timeline position where the turn was declared over, in ms."""
+    truncated: bool = False
+    """True when cut at ``max_utterance_ms`` rather than ended by silence or end of input."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped(SegmenterEvent):
+    """The started turn is over but had too little voiced audio; nothing should come of it."""
+
+    reason: str
+    """Human-readable why, e.g. ``"too little speech: 120 ms < 250 ms"``."""
+    voiced_ms: float
+    """Voiced audio the turn had, in ms."""
+
+
+_LISTENING, _SPEECH, _WAIT_SILENCE = "listening", "speech", "wait_silence"
+
+
+class Segmenter:
+    """Turns a stream of (frame, is_speech) into ``Started``/``Ended``/``Dropped`` events."""
+
+    def __init__(self, config: VadConfig, *, tail_ms: int = TAIL_MS) -> None:
+        self.config = config
+        self.frame_samples = SAMPLE_RATE * config.frame_ms // 1000
+        """Samples per frame."""
+        self.frame_bytes = 2 * self.frame_samples
+        """Bytes per frame (int16)."""
+        frames = self._frames
+        self._start_frames = frames(config.start_ms)
+        self._end_frames = frames(config.end_silence_ms)
+        self._preroll_frames = frames(config.preroll_ms)
+        self._tail_samples = SAMPLE_RATE * tail_ms // 1000
+        self._window: deque[bool] = deque(maxlen=2 * self._start_frames)
+        self._history: deque[bytes] = deque(maxlen=self._preroll_frames + 2 * self._start_frames)
+        self._state = _LISTENING
+        self._frame_index = 0
+        """Frames processed so far (the next frame's index)."""
+        self._buffer = bytearray()
+        self._buffer_start = 0  # samples, input position of self._buffer[0]
+        self._speech_start = 0  # samples, first voiced frame
+        self._speech_end = 0  # samples, end of the last voiced frame
+        self._voiced_frames = 0
+        self._silent_frames = 0
+
+    def _frames(self, ms: int) -> int:
+        """Whole frames covering at least ``ms`` (at least one)."""
+        return max(1, math.ceil(ms / self.config.frame_ms))
+
+    @property
+    def in_speech(self) -> bool:
+        """True between ``Started`` and the turn's ``Ended``/``Dropped``."""
+        return self._state == _SPEECH
+
+    @property
+    def position_ms(self) -> float:
+        """Input-timeline position after the frames processed so far, in ms."""
+        return _ms(self._frame_index * self.frame_samples)
+
+    def process(self, frame_pcm: bytes, is_speech: bool) -> list[SegmenterEvent]:
+        """Feed one whole frame and the VAD's verdict on it; return what happened."""
+        if len(frame_pcm) != self.frame_bytes:
+            raise ValueError(f"frame is {len(frame_pcm)} bytes; expected {self.frame_bytes}")
+        index = self._frame_index
+        self._frame_index += 1
+        frame_end = self._frame_index * self.frame_samples
+        if self._state == _SPEECH:
+            return self._continue(frame_pcm, is_speech, frame_end)
+        self._history.append(frame_pcm)
+        if self._state == _WAIT_SILENCE:
+            self._silent_frames = 0 if is_speech else self._silent_frames + 1
+            if self._silent_frames >= self._end_frames:
+                self._state = _LISTENING
+                self._window.clear()
+            return []
+        self._window.append(is_speech)
+        if not is_speech or sum(self._window) < self._start_frames:
+            return []
+        return self._start(index)
+
+    def finish(self) -> list[SegmenterEvent]:
+        """End of input: end or drop an open turn (endpoint at the end of input); reset."""
+        events = self._end(truncated=False) if self._state == _SPEECH else []
+        self._state = _LISTENING
+        self._window.clear()
+        self._history.clear()
+        return events
+
+    def _start(self, index: int) -> list[SegmenterEvent]:
+        window = list(self._window)
+        first_voiced = index - len(window) + 1 + window.index(True)
+        history_first = index - len(self._history) + 1
+        first_kept = max(first_voiced - self._preroll_frames, history_first)
+        self._buffer = bytearray(b"".join(list(self._history)[first_kept - history_first :]))
+        self._buffer_start = first_kept * self.frame_samples
+        self._speech_start = first_voiced * self.frame_samples
+        self._speech_end = (index + 1) * self.frame_samples
+        self._voiced_frames = sum(window[window.index(True) :])
+        self._silent_frames = 0
+        self._state = _SPEECH
+        self._window.clear()
+        self._history.clear()
+        return [Started(start_ms=_ms(self._speech_start))]
+
+    def _continue(self, frame_pcm: bytes, is_speech: bool, frame_end: int) -> list[SegmenterEvent]:
+        self._buffer += frame_pcm
+        if is_speech:
+            self._voiced_frames += 1
+            self._silent_frames = 0
+            self._speech_end = frame_end
+        else:
+            self._silent_frames += 1
+            if self._silent_frames >= self._end_frames:
+                return self._end(truncated=False)
+        if _ms(frame_end - self._speech_start) >= self.config.max_utterance_ms:
+            return self._end(truncated=True)
+        return []
+
+    def _end(self, *, truncated: bool) -> list[SegmenterEvent]:
+        """Close the open turn at the current position."""
+        self._state = _WAIT_SILENCE if truncated else _LISTENING
+        self._silent_frames = 0
+        self._window.clear()
+        buffer, self._buffer = self._buffer, bytearray()
+        voiced_ms = float(self._voiced_frames * self.config.frame_ms)
+        if voiced_ms < self.config.min_speech_ms:
+            reason = f"too little speech: {voiced_ms:g} ms < {self.config.min_speech_ms} ms"
+            return [Dropped(reason=reason, voiced_ms=voiced_ms)]
+        end = min(self._speech_end + self._tail_samples, self._frame_index * self.frame_samples)
+        pcm = bytes(buffer[: 2 * (end - self._buffer_start)])
+        return [
+            Ended(
+                pcm=pcm,
+                speech_start_ms=_ms(self._speech_start),
+                speech_end_ms=_ms(self._speech_end),
+                endpoint_ms=self.position_ms,
+                truncated=truncated,
+            )
+        ]
+
+
+def _ms(samples: int) -> float:
+    """Samples at 16 kHz to ms."""
+    return samples * 1000 / SAMPLE_RATE

@@ -1,0 +1,1 @@
+"""Pipeline stages: each an object with ``async def run(inbox, outbox)``."""

@@ -1,0 +1,41 @@
+"""Chunker stage: ``Token`` items in, speakable ``TextChunk`` items out, clause by clause."""
+
+from __future__ import annotations
+
+from ..chunker import SpeechChunker
+from ..config import ChunkerConfig
+from ..messages import Message, ReplyDone, TextChunk, TextDone, Token
+from .base import Queue, Turns, run_inbox
+
+
+class ChunkerStage:
+    """Cuts each turn's token stream at natural breaks, so TTS can start on the first clause."""
+
+    def __init__(self, config: ChunkerConfig, turns: Turns) -> None:
+        self.config = config
+        self.turns = turns
+        self._chunkers: dict[int, SpeechChunker] = {}
+
+    def _chunker(self, turn_id: int) -> SpeechChunker:
+        chunker = self._chunkers.get(turn_id)
+        if chunker is None:
+            chunker = self._chunkers[turn_id] = SpeechChunker(self.config)
+        return chunker
+
+    async def _emit(self, turn_id: int, texts: list[str], outbox: Queue) -> None:
+        first = self._chunker(turn_id).chunk_count - len(texts)
+        for offset, text in enumerate(texts):
+            await outbox.put(TextChunk(turn_id, text, first + offset))
+
+    async def run(self, inbox: Queue, outbox: Queue) -> None:
+        async def handle(item: Message) -> None:
+            if isinstance(item, Token):
+                await self._emit(item.turn_id, self._chunker(item.turn_id).push(item.text), outbox)
+            elif isinstance(item, ReplyDone):
+                await self._emit(item.turn_id, self._chunker(item.turn_id).flush(), outbox)
+                self._chunkers.pop(item.turn_id, None)
+                await outbox.put(TextDone(item.turn_id))
+            else:
+                await outbox.put(item)
+
+        await run_inbox(inbox, outbox, self.turns, handle)

@@ -1,0 +1,67 @@
+"""TTS stage: ``TextChunk`` items in, ``AudioOut`` pieces out as each sentence is synthesized."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from ..errors import AssistantError
+from ..messages import AudioDone, AudioOut, Message, TextChunk, TextDone
+from .base import Queue, Turns, run_inbox, stream_from_thread
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Synthesizer(Protocol):
+    sample_rate: int
+
+    def synthesize(
+        self, text: str, on_audio: Callable[[bytes], None], stop: threading.Event | None = None
+    ) -> None: ...
+
+
+class TtsStage:
+    """Speaks chunks in order; a cancelled turn's synthesis stops between sentences."""
+
+    def __init__(
+        self,
+        engine: Synthesizer,
+        turns: Turns,
+        on_error: Callable[[int, AssistantError], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.turns = turns
+        self.on_error = on_error
+        self.chunks = 0
+
+    async def run(self, inbox: Queue, outbox: Queue) -> None:
+        async def handle(item: Message) -> None:
+            if isinstance(item, TextChunk):
+                await self._speak(item, outbox)
+            elif isinstance(item, TextDone):
+                await outbox.put(AudioDone(item.turn_id))
+            else:
+                await outbox.put(item)
+
+        await run_inbox(inbox, outbox, self.turns, handle)
+
+    async def _speak(self, chunk: TextChunk, outbox: Queue) -> None:
+        stop = self.turns.stop_event(chunk.turn_id)
+        rate = self.engine.sample_rate
+
+        async def forward(pcm: bytes) -> None:
+            if pcm and not self.turns.is_cancelled(chunk.turn_id):
+                await outbox.put(AudioOut(chunk.turn_id, pcm, rate))
+
+        def work(emit: Callable[[bytes], None]) -> None:
+            self.engine.synthesize(chunk.text, emit, stop)
+
+        try:
+            await stream_from_thread(work, forward, stop)
+            self.chunks += 1
+        except AssistantError as err:
+            _LOGGER.error("turn %d: %s: %s", chunk.turn_id, err.code, err.message)
+            if self.on_error is not None:
+                self.on_error(chunk.turn_id, err)

@@ -1,0 +1,209 @@
+"""The VAD/endpointer stage: ``AudioIn`` in, ``SpeechStarted`` and ``Utterance`` out.
+
+Audio pieces of any length are re-chunked by ``Framer`` into whole ``frame_ms`` frames (webrtcvad
+takes only 10, 20 or 30 ms of 16 kHz mono int16), each frame is classified by webrtcvad, and
+``segmenter.Segmenter`` decides where turns start and end.
+
+Turn ids count up by one per started turn, from ``first_turn_id``. ``SpeechStarted`` goes out as
+soon as the segmenter starts a turn; if that turn is later dropped (too little speech: a cough,
+a door), its id is used up and the turn is cancelled through ``Turns.cancel``, so every stage
+drops whatever of it is still queued or in flight. No ``Utterance`` follows a dropped turn.
+
+Mains hum: webrtcvad calls a plain 50/60 Hz sine of moderate level (about -20 dBFS) speech in
+every mode. The stage therefore classifies a high-passed copy of the audio (``HighPass``, 150 Hz,
+linear-phase FIR, 8 ms delay, about -45 dB at 50 Hz and -36 dB at 60 Hz); utterances carry the
+original audio. Hum harmonics above the cut-off (a 100/150 Hz buzz) are not removed.
+
+Warm-up: webrtcvad's noise model starts empty, so it calls the first two or three frames of any
+noise speech. The first ``warmup_ms`` (90 ms) of input are classified (to train it) but taken as
+non-speech; their audio still serves as pre-roll, so speech at the very start is kept.
+
+Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
+the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
+left at ``EndOfStream`` (under ``frame_ms``) is discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ..config import VadConfig
+from ..errors import StageError
+from ..messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
+from ..segmenter import Dropped, Ended, Segmenter, SegmenterEvent, Started
+from .base import Queue, Turns, run_inbox
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Framer:
+    """Re-chunks arbitrary byte pieces into whole frames of ``frame_ms`` at 16 kHz int16 mono."""
+
+    def __init__(self, frame_ms: int) -> None:
+        self.frame_bytes = 2 * SAMPLE_RATE * frame_ms // 1000
+        """Bytes per frame."""
+        self._pending = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back until the next piece completes a frame (possibly an odd count)."""
+        return len(self._pending)
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        """Add a piece; return every frame now complete, oldest first."""
+        self._pending += pcm
+        whole = len(self._pending) - len(self._pending) % self.frame_bytes
+        if whole == 0:
+            return []
+        chunk = bytes(self._pending[:whole])
+        del self._pending[:whole]
+        size = self.frame_bytes
+        return [chunk[i : i + size] for i in range(0, whole, size)]
+
+    def reset(self) -> None:
+        """Forget the partial frame."""
+        self._pending.clear()
+
+
+HIGHPASS_HZ = 150.0
+"""Default cut-off of the filter in front of webrtcvad, in Hz."""
+WARMUP_MS = 90
+"""Default length of input whose VAD verdicts are ignored while webrtcvad adapts, in ms."""
+
+
+class HighPass:
+    """Streaming linear-phase FIR high-pass for 16 kHz int16 audio (numpy only, no per-sample loop)."""
+
+    def __init__(self, cutoff_hz: float = HIGHPASS_HZ, taps: int = 257) -> None:
+        n = np.arange(taps) - (taps - 1) / 2
+        lowpass = np.sinc(2 * cutoff_hz / SAMPLE_RATE * n) * np.hamming(taps)
+        self._taps = -lowpass / lowpass.sum()
+        self._taps[(taps - 1) // 2] += 1.0
+        self._history = np.zeros(taps - 1)
+        self.delay_ms = (taps - 1) / 2 * 1000 / SAMPLE_RATE
+        """Group delay of the filter, in ms."""
+
+    def __call__(self, pcm: bytes) -> bytes:
+        """Filter a whole number of samples, continuing from the previous call."""
+        samples = np.concatenate([self._history, np.frombuffer(pcm, dtype="<i2")])
+        self._history = samples[len(samples) - len(self._history) :]
+        out = np.convolve(samples, self._taps, mode="valid")
+        return np.clip(np.rint(out), -32768, 32767).astype("<i2").tobytes()
+
+
+class VadStage:
+    """Frames audio, runs webrtcvad on each frame, and emits turn boundaries."""
+
+    name = "vad"
+
+    def __init__(
+        self,
+        config: VadConfig,
+        turns: Turns,
+        first_turn_id: int = 1,
+        *,
+        highpass_hz: float | None = HIGHPASS_HZ,
+        warmup_ms: int = WARMUP_MS,
+    ) -> None:
+        try:
+            import webrtcvad
+        except ImportError as err:
+            raise StageError(
+                "vad", "webrtcvad is not installed: install the 'webrtcvad-wheels' package"
+            ) from err
+        self.config = config
+        self._turns = turns
+        self._vad: Any = webrtcvad.Vad(config.aggressiveness)
+        self._framer = Framer(config.frame_ms)
+        self._highpass = HighPass(highpass_hz) if highpass_hz else None
+        self._warmup_frames = -(-warmup_ms // config.frame_ms)
+        self._segmenter = Segmenter(config)
+        self._next_turn_id = first_turn_id
+        self._turn_id: int | None = None
+        self._origin_ms: float | None = None
+        self.frames = 0
+        """Frames classified."""
+        self.voiced_frames = 0
+        """Frames webrtcvad called speech."""
+        self.utterances = 0
+        """Utterances emitted (truncated ones included)."""
+        self.dropped = 0
+        """Started turns dropped for too little speech (and cancelled)."""
+        self.truncated = 0
+        """Utterances cut at ``max_utterance_ms``."""
+
+    async def run(self, inbox: Queue, outbox: Queue) -> None:
+        """Read ``AudioIn`` until ``EndOfStream``; then flush the segmenter and forward it."""
+
+        async def handle(item: Message) -> None:
+            if not isinstance(item, AudioIn):
+                await outbox.put(item)
+                return
+            for message in self.feed(item):
+                await outbox.put(message)
+
+        async def on_end() -> None:
+            for message in self.finish():
+                await outbox.put(message)
+
+        await run_inbox(inbox, outbox, self._turns, handle, on_end)
+
+    def feed(self, item: AudioIn) -> list[Message]:
+        """Classify and segment one piece of audio (no awaiting); return the messages to send."""
+        if self._origin_ms is None:
+            self._origin_ms = item.start_ms
+        frames = self._framer.push(item.pcm)
+        if not frames:
+            return []
+        heard = frames
+        if self._highpass is not None:
+            filtered = self._highpass(b"".join(frames))
+            size = self._framer.frame_bytes
+            heard = [filtered[i : i + size] for i in range(0, len(filtered), size)]
+        messages: list[Message] = []
+        for frame, vad_frame in zip(frames, heard, strict=True):
+            voiced = bool(self._vad.is_speech(vad_frame, SAMPLE_RATE))
+            voiced &= self.frames >= self._warmup_frames
+            self.frames += 1
+            self.voiced_frames += voiced
+            messages += self._translate(self._segmenter.process(frame, voiced))
+        return messages
+
+    def finish(self) -> list[Message]:
+        """End of input: close an open turn; return the messages to send."""
+        self._framer.reset()
+        return self._translate(self._segmenter.finish())
+
+    def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
+        origin = self._origin_ms or 0.0
+        messages: list[Message] = []
+        for event in events:
+            if isinstance(event, Started):
+                self._turn_id = self._next_turn_id
+                self._next_turn_id += 1
+                _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, origin + event.start_ms)
+                messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=origin + event.start_ms))
+                continue
+            turn_id, self._turn_id = self._turn_id, None
+            assert turn_id is not None, "segmenter ended a turn it never started"
+            if isinstance(event, Dropped):
+                self.dropped += 1
+                _LOGGER.info("turn %d dropped: %s", turn_id, event.reason)
+                self._turns.cancel(turn_id)
+            elif isinstance(event, Ended):
+                self.utterances += 1
+                self.truncated += event.truncated
+                messages.append(
+                    Utterance(
+                        turn_id=turn_id,
+                        pcm=event.pcm,
+                        speech_start_ms=origin + event.speech_start_ms,
+                        speech_end_ms=origin + event.speech_end_ms,
+                        endpoint_ms=origin + event.endpoint_ms,
+                        truncated=event.truncated,
+                    )
+                )
+        return messages

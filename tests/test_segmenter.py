@@ -1,0 +1,165 @@
+"""Pure tests of the clock-free endpointer: synthetic frames, given VAD verdicts, exact positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assistant.config import VadConfig
+from assistant.segmenter import Dropped, Ended, Segmenter, SegmenterEvent, Started
+
+# 30 ms frames: start 3 voiced frames (window 6), end 20 silent frames, pre-roll 10 frames,
+# min speech 9 frames (270 ms >= 250 ms; 8 frames = 240 ms is too few), max 40 frames.
+CONFIG = VadConfig(
+    frame_ms=30, preroll_ms=300, start_ms=90, end_silence_ms=600, min_speech_ms=250, max_utterance_ms=1200
+)
+BYTES_PER_MS = 32  # 16 kHz int16 mono
+Events = list[tuple[int, SegmenterEvent]]
+
+
+def frame(index: int, frame_ms: int = 30) -> bytes:
+    """A frame whose every sample holds its own frame index, so audio can be traced back."""
+    return np.full(16 * frame_ms, index, dtype="<i2").tobytes()
+
+
+def run(pattern: str, config: VadConfig = CONFIG, *, finish: bool = False) -> Events:
+    """Feed one frame per character ('1' voiced, '0' not); return (frame index, event) pairs."""
+    seg = Segmenter(config)
+    events: Events = []
+    for i, flag in enumerate(pattern):
+        events += [(i, e) for e in seg.process(frame(i, config.frame_ms), flag == "1")]
+    if finish:
+        events += [(len(pattern), e) for e in seg.finish()]
+    return events
+
+
+def only(events: Events, kind: type[SegmenterEvent]) -> list[SegmenterEvent]:
+    return [e for _, e in events if isinstance(e, kind)]
+
+
+def first_frame_of(pcm: bytes) -> int:
+    return int(np.frombuffer(pcm[:2], dtype="<i2")[0])
+
+
+def test_start_needs_enough_voiced_frames() -> None:
+    assert run("00000" + "11" + "0" * 40, finish=True) == []
+    assert run("00000" + "111") == [(7, Started(start_ms=150.0))]
+
+
+def test_start_tolerates_gaps_within_the_window() -> None:
+    # 3 voiced frames in 5: starts at the 3rd voiced frame, speech starts at the 1st.
+    assert run("0000" + "10101") == [(8, Started(start_ms=120.0))]
+    # 3 voiced frames spread over 7 frames: never 3 inside a 6-frame window.
+    assert run("0000" + "1001001" + "0" * 30) == []
+
+
+def test_single_click_does_not_start_a_turn() -> None:
+    assert run("0" * 10 + "1" + "0" * 40, finish=True) == []
+    assert run(("1" + "0" * 6) * 20, finish=True) == []
+
+
+def test_end_after_end_silence() -> None:
+    assert only(run("0" * 20 + "1" * 20 + "0" * 19), Ended) == []
+    events = run("0" * 20 + "1" * 20 + "0" * 20)
+    assert [(i, type(e)) for i, e in events] == [(22, Started), (59, Ended)]
+    (ended,) = only(events, Ended)
+    assert isinstance(ended, Ended)
+    assert (ended.speech_start_ms, ended.speech_end_ms, ended.endpoint_ms) == (600.0, 1200.0, 1800.0)
+    assert not ended.truncated
+
+
+def test_pcm_has_preroll_and_a_200_ms_tail() -> None:
+    (ended,) = only(run("0" * 20 + "1" * 20 + "0" * 20), Ended)
+    assert isinstance(ended, Ended)
+    # From 300 ms before the first voiced frame (frame 10) to 200 ms after the last one.
+    assert first_frame_of(ended.pcm) == 10
+    assert len(ended.pcm) == (1400 - 300) * BYTES_PER_MS
+
+
+def test_preroll_is_clamped_at_start_of_input() -> None:
+    (ended,) = only(run("000" + "1" * 20 + "0" * 20), Ended)
+    assert isinstance(ended, Ended)
+    assert first_frame_of(ended.pcm) == 0
+    assert len(ended.pcm) == (690 + 200) * BYTES_PER_MS
+
+
+def test_short_blip_is_dropped() -> None:
+    events = run("0" * 10 + "1" * 8 + "0" * 20)
+    assert [type(e) for _, e in events] == [Started, Dropped]
+    (dropped,) = only(events, Dropped)
+    assert isinstance(dropped, Dropped)
+    assert dropped.voiced_ms == 240.0
+    assert "250" in dropped.reason
+    assert [type(e) for _, e in run("0" * 10 + "1" * 9 + "0" * 20)] == [Started, Ended]
+
+
+def test_max_length_cut_then_waits_for_silence() -> None:
+    pattern = "0" * 10 + "1" * 100 + "0" * 19 + "1" + "0" * 20 + "1" * 20 + "0" * 20
+    events = run(pattern)
+    assert [(i, type(e)) for i, e in events] == [(12, Started), (49, Ended), (152, Started), (189, Ended)]
+    cut, second = only(events, Ended)
+    assert isinstance(cut, Ended) and isinstance(second, Ended)
+    assert cut.truncated and not second.truncated
+    assert (cut.speech_start_ms, cut.speech_end_ms, cut.endpoint_ms) == (300.0, 1500.0, 1500.0)
+    assert len(cut.pcm) == 1500 * BYTES_PER_MS  # pre-roll (300 ms) + max length (1200 ms)
+    # The 60 voiced frames after the cut and the lone voiced frame (index 129) that broke the first
+    # silence do not start a turn; 20 silent frames (130..149) re-arm it; speech from frame 150 starts one.
+    assert second.speech_start_ms == 150 * 30
+
+
+def test_endless_speech_gives_one_truncated_utterance() -> None:
+    events = run("1" * 1000, finish=True)
+    assert [type(e) for _, e in events] == [Started, Ended]
+    (cut,) = only(events, Ended)
+    assert isinstance(cut, Ended) and cut.truncated
+
+
+def test_finish_ends_open_utterance_at_end_of_input() -> None:
+    events = run("0" * 5 + "1" * 20 + "0" * 5, finish=True)
+    assert [(i, type(e)) for i, e in events] == [(7, Started), (30, Ended)]
+    (ended,) = only(events, Ended)
+    assert isinstance(ended, Ended)
+    assert (ended.speech_start_ms, ended.speech_end_ms, ended.endpoint_ms) == (150.0, 750.0, 900.0)
+    assert not ended.truncated
+    assert len(ended.pcm) == 900 * BYTES_PER_MS  # tail capped by the end of input
+
+
+def test_finish_drops_open_utterance_with_too_little_speech() -> None:
+    assert [type(e) for _, e in run("0" * 5 + "1" * 5, finish=True)] == [Started, Dropped]
+
+
+def test_segmenter_keeps_working_after_finish() -> None:
+    seg = Segmenter(CONFIG)
+    for i in range(20):
+        seg.process(frame(i), True)
+    assert [type(e) for e in seg.finish()] == [Ended]
+    events = [e for i in range(20, 60) for e in seg.process(frame(i), 20 <= i < 40)]
+    assert [type(e) for e in events] == [Started, Ended]
+    assert seg.finish() == []
+
+
+def test_two_utterances_in_order() -> None:
+    events = run("0" * 10 + "1" * 15 + "0" * 30 + "1" * 12 + "0" * 20)
+    assert [type(e) for _, e in events] == [Started, Ended, Started, Ended]
+    first, second = only(events, Ended)
+    assert isinstance(first, Ended) and isinstance(second, Ended)
+    assert (first.speech_start_ms, first.speech_end_ms) == (300.0, 750.0)
+    assert (second.speech_start_ms, second.speech_end_ms) == (55 * 30, 67 * 30)
+    assert first.endpoint_ms < second.speech_start_ms
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+def test_positions_for_every_frame_length(frame_ms: int) -> None:
+    config = VadConfig(frame_ms=frame_ms, preroll_ms=300, start_ms=60, end_silence_ms=600, min_speech_ms=0)
+    block = 1200 // frame_ms  # 1.2 s of frames
+    pattern = "0" * block + "1" * block + "0" * block
+    (ended,) = only(run(pattern, config), Ended)
+    assert isinstance(ended, Ended)
+    assert (ended.speech_start_ms, ended.speech_end_ms) == (1200.0, 2400.0)
+    assert ended.endpoint_ms == 2400 + 600
+    assert len(ended.pcm) == (2600 - 900) * BYTES_PER_MS
+
+
+def test_wrong_frame_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected 960"):
+        Segmenter(CONFIG).process(b"\0" * 100, True)
