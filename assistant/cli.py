@@ -172,7 +172,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return 0
     if args.models_command == "verify":
         failed = 0
-        for name in names or [s.name for s, status in models.list_models(model_dir, manifest) if status != "missing"]:
+        present = [s.name for s, status in models.list_models(model_dir, manifest) if status != "missing"]
+        for name in names or present:
             problems = models.verify(manifest[name], model_dir)
             print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
             failed += bool(problems)
