@@ -108,7 +108,7 @@ async def _cmd_ask(args: argparse.Namespace) -> int:
         out.flush()
 
     pipeline = Pipeline(config, engines, _sink(args.output, config), on_token=show)
-    await pipeline.run_text(1, args.text)
+    await pipeline.run_text(args.text)
     out.write("\n")
     return 1 if pipeline.errors else 0
 

@@ -52,6 +52,8 @@ class TurnRecord:
     """The error code, when the turn failed."""
     reply_audio_ms: float = 0.0
     """Duration of the reply audio handed to the sink, ms."""
+    listener: Callable[[int, str], None] | None = field(default=None, repr=False, compare=False)
+    """Called with (turn id, mark name) each time a mark is set."""
 
     def mark(self, name: str, position_ms: float, mono_ns: int | None = None) -> bool:
         """Set a mark if not set yet (the first occurrence counts); True if it was set now."""
@@ -62,6 +64,8 @@ class TurnRecord:
         self.marks[name] = position_ms
         if mono_ns is not None:
             self.mono_ns[name] = mono_ns
+        if self.listener is not None:
+            self.listener(self.turn_id, name)
         return True
 
     def spans(self) -> dict[str, float]:
@@ -88,9 +92,14 @@ class TurnRecord:
 class LatencyTracker:
     """Holds the records of turns in flight; hands each finished one to ``on_finish``."""
 
-    def __init__(self, on_finish: Callable[[TurnRecord], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_finish: Callable[[TurnRecord], None] | None = None,
+        on_mark: Callable[[int, str], None] | None = None,
+    ) -> None:
         self._open: dict[int, TurnRecord] = {}
         self._on_finish = on_finish
+        self._on_mark = on_mark
         self.finished: list[TurnRecord] = []
         """Finished records, oldest first (bounded by ``keep``)."""
         self.keep = 1000
@@ -98,7 +107,7 @@ class LatencyTracker:
     def record(self, turn_id: int) -> TurnRecord:
         rec = self._open.get(turn_id)
         if rec is None:
-            rec = self._open[turn_id] = TurnRecord(turn_id)
+            rec = self._open[turn_id] = TurnRecord(turn_id, listener=self._on_mark)
         return rec
 
     def is_open(self, turn_id: int) -> bool:

@@ -1,30 +1,43 @@
-"""Wiring: the stages, the bounded queues between them, the turn lifecycle.
+"""Wiring: the stages, the bounded queues between them, the turn lifecycle, the commands.
 
     source -> vad -> asr -> llm -> chunker -> tts -> output(sink)
 
 One TaskGroup owns every stage task; each task is named. ``EndOfStream`` from the source runs
 down the chain and ends each stage in turn, so ``run()`` returns once the last reply has been
-written. A new turn's transcript cancels the turns still in flight (``barge_in``); a cancelled
-turn's items are dropped wherever they are queued, and its generation and synthesis stop.
+written. Turns begin from speech, or from the ``ask``/``say`` commands (which enter the chain
+after the ASR or after the LLM). A new turn cancels the turns still in flight (``barge_in``);
+a cancelled turn's items are dropped wherever they are queued, and its generation and
+synthesis stop. Observers follow along on ``events`` without ever slowing the voice path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .audio.sinks import AudioSink
 from .audio.sources import AudioSource
+from .chunker import split_for_speech
 from .clock import StreamClock
 from .config import Config
-from .errors import AssistantError
+from .errors import AssistantError, ConfigError
+from .events import (
+    ErrorEvent,
+    EventBus,
+    ReplyChunk,
+    ReplyFinished,
+    StateChanged,
+    TranscriptReady,
+    TurnFinished,
+)
 from .latency import LatencyTracker, TurnRecord
-from .messages import EndOfStream, Message, Token, Transcript
+from .messages import EndOfStream, Message, ReplyDone, TextChunk, TextDone, Token, Transcript
 from .stages.asr import AsrStage, Transcriber
-from .stages.base import Turns
+from .stages.base import Stage, Turns
 from .stages.chunker import ChunkerStage
 from .stages.llm import ChatEngine, LlmStage
 from .stages.output import OutputStage
@@ -65,8 +78,17 @@ def load_engines(
     return engines
 
 
+@dataclass
+class TurnInfo:
+    """How a turn began."""
+
+    kind: str
+    """``voice``, ``ask`` or ``say``."""
+    request_id: str | None = None
+
+
 class Pipeline:
-    """One running voice pipeline. Build it, then ``await run()``."""
+    """One running voice pipeline. Build it, then ``await run(source)``."""
 
     def __init__(
         self,
@@ -84,32 +106,147 @@ class Pipeline:
         self.sink = sink
         self.clock = clock or StreamClock(realtime=config.input.realtime)
         self.turns = Turns()
-        self.tracker = LatencyTracker(on_turn)
+        self.tracker = LatencyTracker(self._finished, self._marked)
+        self.events = EventBus()
+        self.on_turn = on_turn
         self.on_token = on_token
         self.barge_in = barge_in
         self.errors: list[tuple[int, AssistantError]] = []
-        """(turn id, error) for every turn that failed, oldest first."""
+        """(turn id, error) for every turn that failed, newest last (the last 100)."""
+        self.state = "idle"
+        self.muted = False
+        self._info: dict[int, TurnInfo] = {}
+        self._inboxes: dict[str, asyncio.Queue[Message]] = {}
+        self._vad: VadStage | None = None
+        self._listen_once = False
+
+    # -- turn lifecycle -------------------------------------------------------------------
+
+    def _begin(self, turn_id: int, kind: str, request_id: str | None = None) -> None:
+        if self.barge_in:
+            for older in self.tracker.open_turns():
+                if older < turn_id and not self.turns.is_cancelled(older):
+                    self.cancel(older)
+        self._info[turn_id] = TurnInfo(kind, request_id)
+
+    def _request_id(self, turn_id: int) -> str | None:
+        info = self._info.get(turn_id)
+        return info.request_id if info else None
 
     def _on_error(self, turn_id: int, err: AssistantError) -> None:
         self.errors.append((turn_id, err))
         del self.errors[:-100]
+        self.events.publish(ErrorEvent(turn_id, self._request_id(turn_id), err.code, err.message))
         self.turns.cancel(turn_id)
         self.tracker.finish(turn_id, "error", err.code)
 
     def _on_transcript(self, transcript: Transcript) -> None:
-        if not self.barge_in:
-            return
-        for turn_id in self.tracker.open_turns():
-            if turn_id < transcript.turn_id:
-                self.cancel(turn_id)
+        self._begin(transcript.turn_id, "voice")
+        self.events.publish(TranscriptReady(transcript.turn_id, None, transcript.text, "voice"))
+        if self._listen_once:
+            self._listen_once = False
+            self.set_muted(True)
 
-    def cancel(self, turn_id: int) -> None:
-        """Stop a turn everywhere: queued items dropped, generation and synthesis stopped."""
-        self.turns.cancel(turn_id)
-        self.tracker.finish(turn_id, "cancelled")
+    def _on_chunk(self, chunk: TextChunk) -> None:
+        self.events.publish(
+            ReplyChunk(chunk.turn_id, self._request_id(chunk.turn_id), chunk.text, chunk.index)
+        )
 
-    def _text_stages(self) -> list[tuple[str, object]]:
-        stages: list[tuple[str, object]] = []
+    def _on_reply(self, done: ReplyDone) -> None:
+        rid = self._request_id(done.turn_id)
+        self.events.publish(ReplyFinished(done.turn_id, rid, done.text.strip(), done.finish_reason))
+
+    def _marked(self, turn_id: int, mark: str) -> None:
+        if mark == "speech_start":
+            self._set_state("listening")
+        elif mark in ("endpoint", "transcript"):
+            self._set_state("thinking")
+        elif mark == "first_audio":
+            self._set_state("speaking")
+
+    def _finished(self, rec: TurnRecord) -> None:
+        info = self._info.pop(rec.turn_id, TurnInfo("voice"))
+        self.turns.forget(rec.turn_id)
+        if self.on_turn is not None:
+            self.on_turn(rec)
+        self.events.publish(TurnFinished(rec.turn_id, info.request_id, rec.to_json(), info.kind))
+        if not self.tracker.open_turns():
+            self._set_state("idle")
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.events.publish(StateChanged(state, self.muted))
+
+    # -- commands -------------------------------------------------------------------------
+
+    def cancel(self, turn_id: int | None = None) -> list[int]:
+        """Stop one turn, or every turn in flight: queued items dropped, generation and synthesis
+        stopped. Returns the turns cancelled."""
+        targets = [turn_id] if turn_id is not None else self.tracker.open_turns()
+        done = []
+        for target in targets:
+            if self.tracker.is_open(target):
+                self.turns.cancel(target)
+                self.tracker.finish(target, "cancelled")
+                done.append(target)
+        return done
+
+    def set_muted(self, muted: bool) -> None:
+        """While muted, the microphone is heard as silence; commands still work."""
+        self.muted = muted
+        if self._vad is not None:
+            self._vad.muted = muted
+        self.events.publish(StateChanged(self.state, muted))
+
+    def listen(self) -> None:
+        """Push-to-talk: open the microphone for one turn even when muted."""
+        if self.muted:
+            self._listen_once = True
+            self.set_muted(False)
+
+    def busy(self) -> bool:
+        """True when the queue that commands enter is close to full."""
+        inbox = self._inboxes.get("llm")
+        return inbox is None or inbox.qsize() >= max(1, inbox.maxsize - 4)
+
+    async def ask(self, text: str, request_id: str | None = None, *, speak: bool = True) -> int:
+        """Answer ``text`` as a new turn (user-role data, like a transcript); returns its id."""
+        inbox = self._require("llm")
+        turn_id = self.turns.new_id()
+        self._begin(turn_id, "ask", request_id)
+        if not speak:
+            self.turns.set_silent(turn_id)
+        rec = self.tracker.record(turn_id)
+        rec.transcript = text
+        rec.mark("transcript", self.clock.position_ms())
+        self.events.publish(TranscriptReady(turn_id, request_id, text, "text"))
+        await inbox.put(Transcript(turn_id, text))
+        return turn_id
+
+    async def say(self, text: str, request_id: str | None = None) -> int:
+        """Speak ``text`` as it is (no LLM) as a new turn; returns its id."""
+        inbox = self._require("chunker")
+        turn_id = self.turns.new_id()
+        self._begin(turn_id, "say", request_id)
+        rec = self.tracker.record(turn_id)
+        rec.reply = text
+        rec.mark("transcript", self.clock.position_ms())
+        for index, chunk in enumerate(split_for_speech(text, self.config.chunker)):
+            await inbox.put(TextChunk(turn_id, chunk, index))
+        await inbox.put(TextDone(turn_id))
+        return turn_id
+
+    def _require(self, stage: str) -> asyncio.Queue[Message]:
+        inbox = self._inboxes.get(stage)
+        if inbox is None:
+            raise ConfigError(f"this pipeline has no running {stage} stage")
+        return inbox
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _text_stages(self) -> list[tuple[str, Stage]]:
+        stages: list[tuple[str, Stage]] = []
         if self.engines.llm is not None:
             stages.append(
                 (
@@ -125,19 +262,27 @@ class Pipeline:
                     ),
                 )
             )
-        if self.engines.tts is not None and self.sink is not None:
-            stages.append(("chunker", ChunkerStage(self.config.chunker, self.turns)))
-            stages.append(("tts", TtsStage(self.engines.tts, self.turns, self._on_error)))
         if self.sink is not None:
+            stages.append(
+                ("chunker", ChunkerStage(self.config.chunker, self.turns, self._on_chunk, self._on_reply))
+            )
+            if self.engines.tts is not None:
+                stages.append(("tts", TtsStage(self.engines.tts, self.turns, self._on_error)))
             stages.append(("output", OutputStage(self.sink, self.turns, self.tracker, self.clock)))
         return stages
 
-    async def run(self, source: AudioSource) -> None:
-        """Listen to ``source`` until it ends and every reply has been written."""
+    async def run(self, source: AudioSource, *, extra: list[Coroutine[Any, Any, None]] | None = None) -> None:
+        """Listen to ``source`` until it ends and every reply has been written.
+
+        ``extra`` coroutines (e.g. the MQTT bridge) run in the same task group and are cancelled
+        when the pipeline ends.
+        """
         if self.engines.asr is None:
-            raise AssistantError("the voice pipeline needs an ASR engine", code="config_invalid")
-        stages: list[tuple[str, object]] = [
-            ("vad", VadStage(self.config.vad, self.turns)),
+            raise ConfigError("the voice pipeline needs an ASR engine")
+        self._vad = VadStage(self.config.vad, self.turns)
+        self._vad.muted = self.muted
+        stages: list[tuple[str, Stage]] = [
+            ("vad", self._vad),
             (
                 "asr",
                 AsrStage(
@@ -152,31 +297,38 @@ class Pipeline:
             *self._text_stages(),
         ]
         first: asyncio.Queue[Message] = asyncio.Queue(self.config.queues.audio)
-        await self._run_chain(stages, first, source.run(first, self.clock))
+        await self._run_chain(stages, first, source.run(first, self.clock), extra or [])
 
-    async def run_text(self, turn_id: int, text: str) -> None:
+    async def run_text(self, text: str) -> None:
         """Answer typed ``text`` as one turn (no audio in), then end."""
-        first: asyncio.Queue[Message] = asyncio.Queue(self.config.queues.text)
-        self.tracker.record(turn_id).transcript = text
 
-        async def feed() -> None:
+        async def feed(first: asyncio.Queue[Message]) -> None:
             self.clock.start()
             self.clock.ended()
-            self.tracker.record(turn_id).mark("transcript", self.clock.position_ms())
-            await first.put(Transcript(turn_id, text))
+            await self.ask(text)
             await first.put(EndOfStream())
 
-        await self._run_chain(self._text_stages(), first, feed())
+        first: asyncio.Queue[Message] = asyncio.Queue(self.config.queues.text)
+        await self._run_chain(self._text_stages(), first, feed(first), [])
 
     async def _run_chain(
-        self, stages: list[tuple[str, object]], first: asyncio.Queue[Message], feeder: object
+        self,
+        stages: list[tuple[str, Stage]],
+        first: asyncio.Queue[Message],
+        feeder: Coroutine[Any, Any, None],
+        extra: list[Coroutine[Any, Any, None]],
     ) -> None:
-        queues = [first] + [asyncio.Queue(self._bound(name)) for name, _ in stages]
+        queues = [first] + [asyncio.Queue[Message](self._bound(name)) for name, _ in stages]
+        self._inboxes = {name: queues[index] for index, (name, _) in enumerate(stages)}
         async with asyncio.TaskGroup() as group:
-            group.create_task(feeder, name="source")  # type: ignore[arg-type]
+            helpers = [group.create_task(coro, name=f"extra-{i}") for i, coro in enumerate(extra)]
+            chain = [group.create_task(feeder, name="source")]
             for index, (name, stage) in enumerate(stages):
-                run = stage.run  # type: ignore[attr-defined]
-                group.create_task(run(queues[index], queues[index + 1]), name=name)
+                chain.append(group.create_task(stage.run(queues[index], queues[index + 1]), name=name))
+            await asyncio.gather(*chain)
+            for task in helpers:
+                task.cancel()
+        self._inboxes = {}
 
     def _bound(self, stage: str) -> int:
         return self.config.queues.audio if stage in ("vad", "tts") else self.config.queues.text

@@ -141,4 +141,18 @@ class StreamSource:
         await feed(self._pieces(), outbox, clock, self.config)
 
 
-__all__ = ["AudioSource", "PcmSource", "StreamSource", "feed", "resample"]
+
+class IdleSource:
+    """No audio at all (an MQTT-only daemon): ends the stream when ``stop()`` is called."""
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, outbox: asyncio.Queue[Message], clock: StreamClock) -> None:
+        clock.start()
+        await self._stop.wait()
+        clock.ended()
+        await outbox.put(EndOfStream())

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..messages import EndOfStream, Message, TurnMessage
 
@@ -35,6 +35,20 @@ class Turns:
         self._events: dict[int, threading.Event] = {}
         self.cancel_count = 0
         """How many turns were cancelled."""
+        self._last_id = 0
+        self._silent: set[int] = set()
+
+    def set_silent(self, turn_id: int) -> None:
+        """The turn's reply is published as text but not spoken."""
+        self._silent.add(turn_id)
+
+    def is_silent(self, turn_id: int) -> bool:
+        return turn_id in self._silent
+
+    def new_id(self) -> int:
+        """A fresh turn id: 1, 2, 3... in the order turns begin, whatever their source."""
+        self._last_id += 1
+        return self._last_id
 
     def cancel(self, turn_id: int) -> None:
         if turn_id in self._cancelled:
@@ -56,8 +70,17 @@ class Turns:
         return event
 
     def forget(self, turn_id: int) -> None:
-        """Drop the turn's stop event once every stage is done with it (bounded memory)."""
+        """Drop the turn's state once every stage is done with it (bounded memory)."""
         self._events.pop(turn_id, None)
+        self._silent.discard(turn_id)
+        if len(self._cancelled) > 10_000:
+            self._cancelled = {t for t in self._cancelled if t > self._last_id - 1000}
+
+
+class Stage(Protocol):
+    """A pipeline stage: reads its inbox until ``EndOfStream``, which it forwards."""
+
+    async def run(self, inbox: Queue, outbox: Queue) -> None: ...
 
 
 def is_dropped(turns: Turns, item: Message) -> bool:

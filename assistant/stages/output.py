@@ -32,7 +32,7 @@ class OutputStage:
                 await self.sink.turn_done()
                 rec = self.tracker.record(item.turn_id)
                 rec.mark("done", self.clock.position_ms())
-                answered = "first_answer_audio" in rec.marks
+                answered = "first_answer_audio" in rec.marks or bool(rec.reply)
                 self.tracker.finish(item.turn_id, "answered" if answered else "empty_reply")
                 self.turns.forget(item.turn_id)
 

@@ -39,7 +39,8 @@ class TtsStage:
     async def run(self, inbox: Queue, outbox: Queue) -> None:
         async def handle(item: Message) -> None:
             if isinstance(item, TextChunk):
-                await self._speak(item, outbox)
+                if not self.turns.is_silent(item.turn_id):
+                    await self._speak(item, outbox)
             elif isinstance(item, TextDone):
                 await outbox.put(AudioDone(item.turn_id))
             else:

@@ -4,7 +4,7 @@ Audio pieces of any length are re-chunked by ``Framer`` into whole ``frame_ms`` 
 takes only 10, 20 or 30 ms of 16 kHz mono int16), each frame is classified by webrtcvad, and
 ``segmenter.Segmenter`` decides where turns start and end.
 
-Turn ids count up by one per started turn, from ``first_turn_id``. ``SpeechStarted`` goes out as
+Turn ids come from the shared ``Turns`` registry, one per started turn. ``SpeechStarted`` goes out as
 soon as the segmenter starts a turn; if that turn is later dropped (too little speech: a cough,
 a door), its id is used up and the turn is cancelled through ``Turns.cancel``, so every stage
 drops whatever of it is still queued or in flight. No ``Utterance`` follows a dropped turn.
@@ -103,7 +103,6 @@ class VadStage:
         self,
         config: VadConfig,
         turns: Turns,
-        first_turn_id: int = 1,
         *,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
@@ -121,7 +120,8 @@ class VadStage:
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
         self._segmenter = Segmenter(config)
-        self._next_turn_id = first_turn_id
+        self.muted = False
+        """While True, input is heard as silence (an open utterance ends as if the room went quiet)."""
         self._turn_id: int | None = None
         self._origin_ms: float | None = None
         self.frames = 0
@@ -155,7 +155,7 @@ class VadStage:
         """Classify and segment one piece of audio (no awaiting); return the messages to send."""
         if self._origin_ms is None:
             self._origin_ms = item.start_ms
-        frames = self._framer.push(item.pcm)
+        frames = self._framer.push(bytes(len(item.pcm)) if self.muted else item.pcm)
         if not frames:
             return []
         heard = frames
@@ -182,8 +182,7 @@ class VadStage:
         messages: list[Message] = []
         for event in events:
             if isinstance(event, Started):
-                self._turn_id = self._next_turn_id
-                self._next_turn_id += 1
+                self._turn_id = self._turns.new_id()
                 _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, origin + event.start_ms)
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=origin + event.start_ms))
                 continue

@@ -1,0 +1,99 @@
+"""Events the pipeline publishes for observers (the MQTT bridge, logs, tests).
+
+The voice path never waits on an observer: each subscriber has a bounded queue, and when it is
+full the oldest event is dropped and counted (``EventBus.dropped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+STATES = ("idle", "listening", "thinking", "speaking")
+"""What the assistant is doing, as published on ``state``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every published event."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(Event):
+    state: str
+    """One of ``STATES``."""
+    muted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent(Event):
+    turn_id: int
+    request_id: str | None
+    """The ``id`` of the command that started the turn, echoed back; None for spoken turns."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptReady(TurnEvent):
+    text: str
+    source: str
+    """``voice`` (heard) or ``text`` (an ``ask`` command)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyChunk(TurnEvent):
+    text: str
+    """A speakable piece of the reply, in order."""
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFinished(TurnEvent):
+    text: str
+    """The whole reply text (answer only, never reasoning)."""
+    finish_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningText(TurnEvent):
+    text: str
+    """Reasoning text of a reasoning model (published only where enabled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFinished(TurnEvent):
+    record: dict[str, Any]
+    """The turn's latency record, as in the ``--report`` line."""
+    kind: str
+    """``voice``, ``ask`` or ``say``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(TurnEvent):
+    code: str
+    message: str
+
+
+class EventBus:
+    """Fan-out of events to subscribers, never blocking the publisher."""
+
+    def __init__(self) -> None:
+        self._queues: list[asyncio.Queue[Event]] = []
+        self.dropped = 0
+        """Events dropped because a subscriber's queue was full."""
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self._queues.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        if queue in self._queues:
+            self._queues.remove(queue)
+
+    def publish(self, event: Event) -> None:
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(event)
