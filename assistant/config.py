@@ -64,6 +64,10 @@ class VadConfig:
     """Utterances with less voiced audio than this are dropped as noise."""
     max_utterance_ms: int = 15_000
     """An utterance is cut here even if the speaker goes on (TV, noise)."""
+    speculate_after_ms: int = 0
+    """Silence after which ASR, LLM and TTS start speculatively, before the endpoint; 0 = off."""
+    quick_end_silence_ms: int = 300
+    """End-of-turn silence when the speculative transcript is clearly a complete sentence."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))
@@ -73,6 +77,9 @@ class VadConfig:
         _check_range("vad.end_silence_ms", self.end_silence_ms, 100, 5000)
         _check_range("vad.min_speech_ms", self.min_speech_ms, 0, 5000)
         _check_range("vad.max_utterance_ms", self.max_utterance_ms, 1000, 30_000)
+        _check_range("vad.speculate_after_ms", self.speculate_after_ms, 0, self.end_silence_ms)
+        quick = self.quick_end_silence_ms
+        _check_range("vad.quick_end_silence_ms", quick, self.frame_ms, self.end_silence_ms)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,18 @@ class AsrConfig:
     """Segments whose no-speech probability is above this are dropped."""
     min_avg_logprob: float = -1.0
     """Segments less confident than this are dropped when also likely no speech."""
+    window: str = "short"
+    """``short``: encode only the utterance plus ``window_margin_ms`` (falling back to the full window
+    when the result looks wrong); ``full``: Whisper's 30 s window, as faster-whisper does it."""
+    window_margin_ms: int = 500
+    """Padding after the utterance in the short window, in ms."""
+    max_tokens_per_s: float = 5.0
+    """Decode bound: at most this many tokens per second of audio, plus ``max_tokens_extra``."""
+    max_tokens_extra: int = 10
+    """Tokens allowed on top of the per-second bound (short utterances, numbers)."""
+    fallback_logprob: float = -0.8
+    """A short-window result less confident than this (mean log-probability per token) is redone
+    on the full window."""
 
     def __post_init__(self) -> None:
         _check_choice("asr.compute_type", self.compute_type, ("int8", "int8_float32", "float32", "default"))
@@ -97,6 +116,11 @@ class AsrConfig:
         _check_range("asr.cpu_threads", self.cpu_threads, 0, 64)
         _check_range("asr.no_speech_threshold", self.no_speech_threshold, 0.0, 1.0)
         _check_range("asr.min_avg_logprob", self.min_avg_logprob, -10.0, 0.0)
+        _check_choice("asr.window", self.window, ("short", "full"))
+        _check_range("asr.window_margin_ms", self.window_margin_ms, 0, 5000)
+        _check_range("asr.max_tokens_per_s", self.max_tokens_per_s, 1.0, 20.0)
+        _check_range("asr.max_tokens_extra", self.max_tokens_extra, 0, 200)
+        _check_range("asr.fallback_logprob", self.fallback_logprob, -10.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -113,6 +137,35 @@ class LlmConfig:
     n_threads: int = 0
     """0 uses every core."""
     seed: int = 0
+    engine: str = "llama"
+    """``llama``: in-process llama-cpp-python; ``openai``: an OpenAI-compatible server at ``llm.url``."""
+    url: str = "http://127.0.0.1:8080/v1"
+    """Base URL of the OpenAI-compatible server (``llm.engine = "openai"``), up to and with ``/v1``."""
+    api_key: str = ""
+    """Bearer token for the server; empty sends none."""
+    remote_model: str = ""
+    """Model name sent to the server; empty sends ``llm.model``."""
+    request_timeout_s: float = 30.0
+    """Seconds to wait for the server to connect and for each streamed piece."""
+    reasoning: str = "hidden"
+    """Reasoning models (``<think>...</think>``): ``hidden`` thinks but never speaks it;
+    ``skip`` prefills an empty think block so the model answers at once; ``budget`` thinks up to
+    ``think_budget_tokens``/``think_budget_ms``, then closes the block (action ``thinking_cut``).
+    Models without think tokens ignore this."""
+    think_budget_tokens: int = 256
+    """``budget`` mode: reasoning tokens before the think block is closed."""
+    think_budget_ms: int = 0
+    """``budget`` mode: reasoning time, in ms from the start of generation, before the block is
+    closed; 0 = no time limit."""
+    history_tokens: int = 1024
+    """Tokens of earlier turns kept as conversation memory (oldest dropped first); 0 = none."""
+    session_idle_s: float = 300.0
+    """Seconds without a turn after which the conversation starts afresh."""
+    warm: bool = True
+    """Evaluate the system prompt at start-up and keep its KV state on disk (llama engine)."""
+    state_cache: str = ""
+    """Folder for saved KV states; empty means ``state`` beside the model cache
+    (``~/.cache/assistant/state``)."""
 
     def __post_init__(self) -> None:
         _check_range("llm.max_tokens", self.max_tokens, 1, 8192)
@@ -122,6 +175,20 @@ class LlmConfig:
         _check_range("llm.n_threads", self.n_threads, 0, 256)
         if not self.system_prompt.strip():
             raise ConfigError("llm.system_prompt is empty: give the assistant a short instruction")
+        _check_choice("llm.engine", self.engine, ("llama", "openai"))
+        if self.engine == "openai" and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"llm.url = {self.url!r} is not allowed: give an http:// or https:// URL")
+        _check_range("llm.request_timeout_s", self.request_timeout_s, 0.1, 3600.0)
+        _check_choice("llm.reasoning", self.reasoning, ("hidden", "skip", "budget"))
+        _check_range("llm.think_budget_tokens", self.think_budget_tokens, 1, 32_768)
+        _check_range("llm.think_budget_ms", self.think_budget_ms, 0, 600_000)
+        if self.reasoning == "budget" and self.think_budget_tokens >= self.max_tokens:
+            raise ConfigError(
+                f"llm.think_budget_tokens = {self.think_budget_tokens} is out of range: in budget mode"
+                f" it must be below llm.max_tokens = {self.max_tokens}, to leave room for the answer"
+            )
+        _check_range("llm.history_tokens", self.history_tokens, 0, 131_072)
+        _check_range("llm.session_idle_s", self.session_idle_s, 0.0, 604_800.0)
 
 
 @dataclass(frozen=True)
@@ -167,6 +234,35 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """The latency budget and what the tracker may do to keep it (see DESIGN.md, Latency)."""
+
+    budget_ms: int = 800
+    """The user hears something within this long after they stop speaking."""
+    ack: bool = True
+    """Play a short acknowledgement when the answer's first audio would miss the budget."""
+    ack_margin_ms: int = 150
+    """The acknowledgement starts this long before the deadline, if the answer has not."""
+    acks: tuple[str, ...] = ("One moment.", "Let me see.", "Hmm, let me think.")
+    """Acknowledgements, synthesized at start-up and used in turn."""
+    asr_ms: int = 150
+    """Per-stage budgets (ms): a turn whose stage takes longer is counted as over budget."""
+    llm_first_token_ms: int = 250
+    tts_first_audio_ms: int = 250
+    stats_window: int = 200
+    """Turns over which the rolling p50/p95/p99 are computed."""
+
+    def __post_init__(self) -> None:
+        _check_range("latency.budget_ms", self.budget_ms, 100, 10_000)
+        _check_range("latency.ack_margin_ms", self.ack_margin_ms, 0, self.budget_ms)
+        for key in ("asr_ms", "llm_first_token_ms", "tts_first_audio_ms"):
+            _check_range(f"latency.{key}", getattr(self, key), 1, 60_000)
+        _check_range("latency.stats_window", self.stats_window, 1, 100_000)
+        if self.ack and not any(text.strip() for text in self.acks):
+            raise ConfigError("latency.acks is empty: give at least one phrase, or set latency.ack = false")
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     """Bounds of the queues between stages."""
 
@@ -190,6 +286,7 @@ class Config:
     tts: TtsConfig = field(default_factory=TtsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     queues: QueueConfig = field(default_factory=QueueConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     model_dir: str = ""
     """Where models are cached; empty means ``$ASSISTANT_MODEL_DIR`` or the user cache directory."""
 
@@ -213,6 +310,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]
+    if origin is tuple:
+        (item_type, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            expected = f"a list of {_type_name(item_type)}"
+            raise ConfigError(f"{key} = {value!r} has the wrong type: expected {expected}")
+        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool):

@@ -6,9 +6,13 @@ where they have it, its ``monotonic_ns``. The names are DESIGN.md's and are used
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+_LOGGER = logging.getLogger(__name__)
 
 MARKS = (
     "speech_start",
@@ -52,6 +56,8 @@ class TurnRecord:
     """The error code, when the turn failed."""
     reply_audio_ms: float = 0.0
     """Duration of the reply audio handed to the sink, ms."""
+    actions: list[str] = field(default_factory=list)
+    """Budget actions taken on this turn, in order (``ack_played``, ``first_chunk_shortened``...)."""
     listener: Callable[[int, str], None] | None = field(default=None, repr=False, compare=False)
     """Called with (turn id, mark name) each time a mark is set."""
 
@@ -86,6 +92,7 @@ class TurnRecord:
             "marks_ms": {k: round(self.marks[k], 1) for k in MARKS if k in self.marks},
             "spans_ms": self.spans(),
             "reply_audio_ms": round(self.reply_audio_ms, 1),
+            "actions": list(self.actions),
         }
 
 
@@ -103,6 +110,8 @@ class LatencyTracker:
         self.finished: list[TurnRecord] = []
         """Finished records, oldest first (bounded by ``keep``)."""
         self.keep = 1000
+        self.actions: Counter[str] = Counter()
+        """How often each budget action fired, over all turns."""
 
     def record(self, turn_id: int) -> TurnRecord:
         rec = self._open.get(turn_id)
@@ -131,3 +140,70 @@ class LatencyTracker:
 
     def open_turns(self) -> list[int]:
         return sorted(self._open)
+
+    def action(self, turn_id: int, name: str) -> None:
+        """Count a named budget action taken on a turn."""
+        self.actions[name] += 1
+        if turn_id in self._open:
+            self._open[turn_id].actions.append(name)
+        _LOGGER.info("turn %d: latency action %s", turn_id, name)
+
+    def stats(self, window: int = 200) -> dict[str, dict[str, float]]:
+        """Rolling p50/p95/p99/max per span over the last ``window`` answered turns."""
+        recent = [r for r in self.finished if r.outcome == "answered"][-window:]
+        return span_stats([r.spans() for r in recent])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation; values need not be sorted."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def span_stats(spans: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """p50/p95/p99/max and count per span name, over per-turn span dicts."""
+    out: dict[str, dict[str, float]] = {}
+    for name in SPANS:
+        values = [s[name] for s in spans if name in s]
+        if values:
+            out[name] = {
+                "n": len(values),
+                "p50": round(percentile(values, 50), 1),
+                "p95": round(percentile(values, 95), 1),
+                "p99": round(percentile(values, 99), 1),
+                "max": round(max(values), 1),
+            }
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """When to act on a turn's budget. Pure: positions in, decisions out."""
+
+    budget_ms: float = 800.0
+    ack_margin_ms: float = 150.0
+    stage_budgets: tuple[tuple[str, float], ...] = ()
+    """(span name, ms) pairs: spans over these count as ``over_budget:<span>``."""
+
+    def ack_due_ms(self, speech_end_ms: float) -> float:
+        """Input-timeline position at which to play an acknowledgement if no answer is heard yet."""
+        return speech_end_ms + self.budget_ms - self.ack_margin_ms
+
+    def should_ack(self, rec: TurnRecord, now_ms: float) -> bool:
+        """True if, at ``now_ms``, a turn known to be speech (it has a transcript) is still waiting
+        for its first audio past the due time."""
+        if rec.outcome != "open" or "first_audio" in rec.marks or "speech_end" not in rec.marks:
+            return False
+        if "transcript" not in rec.marks:
+            return False
+        return now_ms >= self.ack_due_ms(rec.marks["speech_end"])
+
+    def over_budget(self, rec: TurnRecord) -> list[str]:
+        """The stage spans of a finished turn that went over their budgets."""
+        spans = rec.spans()
+        return [name for name, limit in self.stage_budgets if spans.get(name, 0.0) > limit]

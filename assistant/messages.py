@@ -63,6 +63,9 @@ class Utterance(TurnMessage):
     """Input-timeline position where the endpointer decided the turn was over, in ms."""
     truncated: bool = False
     """True when the utterance was cut at the maximum utterance length."""
+    speculative: bool = False
+    """True when sent at a pause, before the endpoint; ``endpoint_ms`` is then the pause's position.
+    Its audio is held until the turn is committed, and dropped if speech resumes."""
 
 
 @dataclass(frozen=True, slots=True)

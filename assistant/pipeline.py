@@ -34,7 +34,7 @@ from .events import (
     TranscriptReady,
     TurnFinished,
 )
-from .latency import LatencyTracker, TurnRecord
+from .latency import BudgetPolicy, LatencyTracker, TurnRecord
 from .messages import EndOfStream, Message, ReplyDone, TextChunk, TextDone, Token, Transcript
 from .stages.asr import AsrStage, Transcriber
 from .stages.base import Stage, Turns
@@ -43,6 +43,7 @@ from .stages.llm import ChatEngine, LlmStage
 from .stages.output import OutputStage
 from .stages.tts import Synthesizer, TtsStage
 from .stages.vad import VadStage
+from .text import looks_complete
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Pipeline:
         clock: StreamClock | None = None,
         on_turn: Callable[[TurnRecord], None] | None = None,
         on_token: Callable[[Token], None] | None = None,
-        barge_in: bool = True,
+        barge_in: bool | None = None,
     ) -> None:
         self.config = config
         self.engines = engines
@@ -110,7 +111,9 @@ class Pipeline:
         self.events = EventBus()
         self.on_turn = on_turn
         self.on_token = on_token
-        self.barge_in = barge_in
+        self.barge_in = config.input.realtime if barge_in is None else barge_in
+        """A new turn cancels turns in flight. Off by default for unpaced input (a recording is
+        processed as fast as possible, so its questions must not cut each other's answers off)."""
         self.errors: list[tuple[int, AssistantError]] = []
         """(turn id, error) for every turn that failed, newest last (the last 100)."""
         self.state = "idle"
@@ -118,7 +121,22 @@ class Pipeline:
         self._info: dict[int, TurnInfo] = {}
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
+        self._output: OutputStage | None = None
         self._listen_once = False
+        self._heard: dict[int, Transcript] = {}
+        """Speculative transcripts whose turn is not committed yet."""
+        self._void: set[int] = set()
+        """Turns in which ASR found no speech."""
+        lat = config.latency
+        stage_budgets = (
+            ("asr", float(lat.asr_ms)),
+            ("llm_first_token", float(lat.llm_first_token_ms)),
+            ("tts_first_audio", float(lat.tts_first_audio_ms)),
+        )
+        self.policy = BudgetPolicy(float(lat.budget_ms), float(lat.ack_margin_ms), stage_budgets)
+        self._acks: list[tuple[bytes, int]] = []
+        self._ack_index = 0
+        self._deadlines: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
 
     # -- turn lifecycle -------------------------------------------------------------------
 
@@ -141,13 +159,50 @@ class Pipeline:
         self.tracker.finish(turn_id, "error", err.code)
 
     def _on_transcript(self, transcript: Transcript) -> None:
+        turn_id = transcript.turn_id
+        if self.turns.is_held(turn_id):  # a speculation: takes effect when the endpoint is final
+            self._heard[turn_id] = transcript
+            if self._vad is not None and looks_complete(transcript.text):
+                self._vad.quick_end(turn_id)
+            return
+        self._commit_effects(transcript)
+
+    def _commit_effects(self, transcript: Transcript) -> None:
         self._begin(transcript.turn_id, "voice")
         self.events.publish(TranscriptReady(transcript.turn_id, None, transcript.text, "voice"))
         if self._listen_once:
             self._listen_once = False
             self.set_muted(True)
 
+    def _on_commit(self, turn_id: int, speech_end_ms: float, endpoint_ms: float) -> None:
+        """The endpointer's decision on ``turn_id`` is final."""
+        if turn_id in self._void:
+            self._void.discard(turn_id)
+            return
+        rec = self.tracker.record(turn_id)
+        rec.mark("speech_end", speech_end_ms)
+        rec.mark("endpoint", endpoint_ms)
+        self.turns.release(turn_id)
+        heard = self._heard.pop(turn_id, None)
+        if heard is not None:
+            self._commit_effects(heard)
+        if self._acks:
+            self._deadlines.put_nowait((turn_id, self.policy.ack_due_ms(speech_end_ms)))
+
+    def _on_discard(self, turn_id: int) -> None:
+        """Speech resumed: the speculation on ``turn_id`` is void."""
+        self._heard.pop(turn_id, None)
+        self._void.discard(turn_id)
+        self.tracker.discard(turn_id)
+
+    def _on_no_speech(self, turn_id: int) -> None:
+        self._heard.pop(turn_id, None)
+        if self.turns.is_held(turn_id):
+            self._void.add(turn_id)
+
     def _on_chunk(self, chunk: TextChunk) -> None:
+        if chunk.index == 0 and not chunk.text.rstrip("\"')”’»").endswith((".", "!", "?", "…")):
+            self.tracker.action(chunk.turn_id, "first_chunk_shortened")
         self.events.publish(
             ReplyChunk(chunk.turn_id, self._request_id(chunk.turn_id), chunk.text, chunk.index)
         )
@@ -166,6 +221,9 @@ class Pipeline:
 
     def _finished(self, rec: TurnRecord) -> None:
         info = self._info.pop(rec.turn_id, TurnInfo("voice"))
+        if rec.outcome == "answered":
+            for span in self.policy.over_budget(rec):
+                self.tracker.actions[f"over_budget.{span}"] += 1
         self.turns.forget(rec.turn_id)
         if self.on_turn is not None:
             self.on_turn(rec)
@@ -268,7 +326,8 @@ class Pipeline:
             )
             if self.engines.tts is not None:
                 stages.append(("tts", TtsStage(self.engines.tts, self.turns, self._on_error)))
-            stages.append(("output", OutputStage(self.sink, self.turns, self.tracker, self.clock)))
+            self._output = OutputStage(self.sink, self.turns, self.tracker, self.clock)
+            stages.append(("output", self._output))
         return stages
 
     async def run(self, source: AudioSource, *, extra: list[Coroutine[Any, Any, None]] | None = None) -> None:
@@ -279,25 +338,54 @@ class Pipeline:
         """
         if self.engines.asr is None:
             raise ConfigError("the voice pipeline needs an ASR engine")
-        self._vad = VadStage(self.config.vad, self.turns)
+        self._vad = VadStage(
+            self.config.vad, self.turns, on_commit=self._on_commit, on_discard=self._on_discard
+        )
         self._vad.muted = self.muted
-        stages: list[tuple[str, Stage]] = [
-            ("vad", self._vad),
-            (
-                "asr",
-                AsrStage(
-                    self.engines.asr,
-                    self.turns,
-                    self.tracker,
-                    self.clock,
-                    self._on_transcript,
-                    self._on_error,
-                ),
-            ),
-            *self._text_stages(),
-        ]
+        asr = AsrStage(
+            self.engines.asr,
+            self.turns,
+            self.tracker,
+            self.clock,
+            self._on_transcript,
+            self._on_error,
+            self._on_no_speech,
+        )
+        stages: list[tuple[str, Stage]] = [("vad", self._vad), ("asr", asr), *self._text_stages()]
+        extra = list(extra or [])
+        if self.config.latency.ack and self.clock.realtime and self._output is not None:
+            await self._prepare_acks()
+            extra.append(self._watchdog())
         first: asyncio.Queue[Message] = asyncio.Queue(self.config.queues.audio)
-        await self._run_chain(stages, first, source.run(first, self.clock), extra or [])
+        await self._run_chain(stages, first, source.run(first, self.clock), extra)
+
+    async def _prepare_acks(self) -> None:
+        """Synthesize the acknowledgements once, before listening."""
+        tts = self.engines.tts
+        if tts is None or self._acks:
+            return
+        for text in self.config.latency.acks:
+            if text.strip():
+                pcm = await asyncio.to_thread(_synthesize_all, tts, text)
+                self._acks.append((pcm, tts.sample_rate))
+
+    async def _watchdog(self) -> None:
+        """At each committed turn's ack due time, play an acknowledgement if nothing was heard yet."""
+        while True:
+            turn_id, due = await self._deadlines.get()
+            delay = (due - self.clock.position_ms()) / 1000
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # noise must not get an acknowledgement: wait until ASR has heard words (or nothing)
+            while self.tracker.is_open(turn_id) and "transcript" not in self.tracker.record(turn_id).marks:
+                await asyncio.sleep(0.02)
+            if not self.tracker.is_open(turn_id) or self._output is None:
+                continue
+            if self.policy.should_ack(self.tracker.record(turn_id), self.clock.position_ms()):
+                pcm, rate = self._acks[self._ack_index % len(self._acks)]
+                self._ack_index += 1
+                if await self._output.play_ack(turn_id, pcm, rate):
+                    self.tracker.action(turn_id, "ack_played")
 
     async def run_text(self, text: str) -> None:
         """Answer typed ``text`` as one turn (no audio in), then end."""
@@ -332,3 +420,9 @@ class Pipeline:
 
     def _bound(self, stage: str) -> int:
         return self.config.queues.audio if stage in ("vad", "tts") else self.config.queues.text
+
+
+def _synthesize_all(tts: Synthesizer, text: str) -> bytes:
+    parts: list[bytes] = []
+    tts.synthesize(text, parts.append)
+    return b"".join(parts)

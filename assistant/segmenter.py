@@ -24,6 +24,11 @@ States and rules:
   frame. A turn with less than ``min_speech_ms`` of voiced frames is ``Dropped`` instead.
   The audio ends at the last voiced frame plus up to ``tail_ms`` (200 ms) of what followed, so
   ASR hears the natural decay of the last word but not the whole end-of-turn silence.
+- *speculation*: with ``speculate_after_ms`` set, once that much silence follows enough speech,
+  ``Paused`` carries the utterance so far, so ASR and the LLM can start before the endpoint;
+  if speech comes back, ``Resumed`` says the speculation is void. ``quick_end()`` (called when
+  the speculative transcript looks like a complete sentence) shortens the end-of-turn silence to
+  ``quick_end_silence_ms`` (adaptive endpointing).
 - *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
   non-speech has been seen. Endless speech-like input (TV, noise) thus gives one truncated
   utterance and then nothing until it pauses.
@@ -75,6 +80,23 @@ class Ended(SegmenterEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Paused(SegmenterEvent):
+    """Speech has paused for ``speculate_after_ms``: the turn may be over (a speculation point)."""
+
+    pcm: bytes = field(repr=False)
+    """16 kHz mono int16 so far: pre-roll, the speech, and the silence since (up to ``tail_ms``)."""
+    speech_start_ms: float
+    """Input-timeline position of the first voiced frame, in ms."""
+    speech_end_ms: float
+    """Input-timeline position of the end of the last voiced frame, in ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed(SegmenterEvent):
+    """Speech came back after a ``Paused``: whatever was started from it is void."""
+
+
+@dataclass(frozen=True, slots=True)
 class Dropped(SegmenterEvent):
     """The started turn is over but had too little voiced audio; nothing should come of it."""
 
@@ -112,6 +134,10 @@ class Segmenter:
         self._speech_end = 0  # samples, end of the last voiced frame
         self._voiced_frames = 0
         self._silent_frames = 0
+        self._pause_frames = frames(config.speculate_after_ms) if config.speculate_after_ms else 0
+        self._quick_frames = frames(config.quick_end_silence_ms)
+        self._paused = False
+        self._quick = False
 
     def _frames(self, ms: int) -> int:
         """Whole frames covering at least ``ms`` (at least one)."""
@@ -172,24 +198,55 @@ class Segmenter:
         self._history.clear()
         return [Started(start_ms=_ms(self._speech_start))]
 
+    def quick_end(self) -> list[SegmenterEvent]:
+        """The speech so far looks complete: end the turn after ``quick_end_silence_ms`` of
+        silence instead of ``end_silence_ms`` (adaptive endpointing). If that much silence has
+        already passed, the turn ends now. Applies until speech resumes."""
+        if self._state != _SPEECH or not self._paused:
+            return []
+        self._quick = True
+        if self._silent_frames >= self._quick_frames:
+            return self._end(truncated=False)
+        return []
+
     def _continue(self, frame_pcm: bytes, is_speech: bool, frame_end: int) -> list[SegmenterEvent]:
         self._buffer += frame_pcm
+        events: list[SegmenterEvent] = []
         if is_speech:
             self._voiced_frames += 1
             self._silent_frames = 0
             self._speech_end = frame_end
+            if self._paused:
+                self._paused = self._quick = False
+                events.append(Resumed())
         else:
             self._silent_frames += 1
-            if self._silent_frames >= self._end_frames:
+            end_frames = self._quick_frames if self._quick else self._end_frames
+            if self._silent_frames >= end_frames:
                 return self._end(truncated=False)
+            if self._silent_frames == self._pause_frames and self._enough_speech():
+                self._paused = True
+                events.append(self._pause())
         if _ms(frame_end - self._speech_start) >= self.config.max_utterance_ms:
-            return self._end(truncated=True)
-        return []
+            return events + self._end(truncated=True)
+        return events
+
+    def _enough_speech(self) -> bool:
+        return self._voiced_frames * self.config.frame_ms >= self.config.min_speech_ms
+
+    def _pause(self) -> Paused:
+        end = min(self._speech_end + self._tail_samples, self._frame_index * self.frame_samples)
+        return Paused(
+            pcm=bytes(self._buffer[: 2 * (end - self._buffer_start)]),
+            speech_start_ms=_ms(self._speech_start),
+            speech_end_ms=_ms(self._speech_end),
+        )
 
     def _end(self, *, truncated: bool) -> list[SegmenterEvent]:
         """Close the open turn at the current position."""
         self._state = _WAIT_SILENCE if truncated else _LISTENING
         self._silent_frames = 0
+        self._paused = self._quick = False
         self._window.clear()
         buffer, self._buffer = self._buffer, bytearray()
         voiced_ms = float(self._voiced_frames * self.config.frame_ms)

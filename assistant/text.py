@@ -86,3 +86,66 @@ def clean_for_speech(text: str) -> str:
 def is_speakable(text: str) -> bool:
     """True if ``text`` still has a letter or digit once cleaned for speech."""
     return any(ch.isalnum() for ch in clean_for_speech(text))
+
+
+_TRAILING_OPEN = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "so",
+        "because",
+        "if",
+        "of",
+        "to",
+        "for",
+        "with",
+        "in",
+        "on",
+        "at",
+        "by",
+        "from",
+        "about",
+        "than",
+        "then",
+        "um",
+        "uh",
+        "er",
+        "like",
+        "is",
+        "are",
+        "was",
+        "were",
+        "my",
+        "your",
+        "his",
+        "her",
+        "their",
+        "our",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "which",
+        "who",
+    ]
+)
+
+
+def looks_complete(transcript: str) -> bool:
+    """True if a transcript reads as a finished sentence or question (adaptive endpointing).
+
+    It must end in ``.``, ``?`` or ``!``, have at least two words, and not end on a word that
+    leaves the sentence open ("the", "and", "um"...). Whisper punctuates partial speech too, so
+    this is a heuristic: a wrong "yes" only means the turn ends after the short silence.
+    """
+    text = transcript.strip()
+    if not text or text[-1] not in ".?!" or text.endswith("..."):
+        return False
+    words = re.findall(r"[\w']+", text.lower())
+    return len(words) >= 2 and words[-1] not in _TRAILING_OPEN

@@ -37,7 +37,9 @@ async def _drive(pipeline: Pipeline, script: Callable[[Pipeline], Awaitable[None
 
 def _pipeline(chat: FakeChat, sink: MemorySink | None = None) -> Pipeline:
     config = replace(Config(), input=replace(Config().input, realtime=False))
-    return Pipeline(config, Engines(FakeTranscriber([]), chat, FakeSynth()), sink or MemorySink())
+    return Pipeline(
+        config, Engines(FakeTranscriber([]), chat, FakeSynth()), sink or MemorySink(), barge_in=True
+    )
 
 
 async def _until_finished(pipeline: Pipeline, turn_id: int) -> None:

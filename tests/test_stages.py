@@ -81,6 +81,7 @@ async def test_tts_and_output_write_audio_and_finish_turn() -> None:
     turns, tracker, sink = Turns(), LatencyTracker(), MemorySink()
     audio = await run_stage(TtsStage(FakeSynth(), turns), [TextChunk(1, "Hello there.", 0), TextDone(1)])
     assert audio == [AudioOut(1, b"\x01\x00" * 12, 100), AudioDone(1)]
+    tracker.record(1)  # the turn is open (the ASR stage or a command opened it)
     await run_stage(OutputStage(sink, turns, tracker, _clock()), audio)
     assert sink.turns == [b"\x01\x00" * 12]
     (rec,) = tracker.finished

@@ -21,7 +21,7 @@ from ..clock import StreamClock
 from ..config import InputConfig
 from ..errors import AudioError
 from ..messages import SAMPLE_RATE, AudioIn, EndOfStream, Message
-from .convert import float_to_pcm16, read_audio_file, resample, to_mono_float
+from .convert import float_to_pcm16, read_audio_file, to_mono_float
 
 BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
 

@@ -32,8 +32,10 @@ class AsrStage:
         clock: StreamClock,
         on_transcript: Callable[[Transcript], None] | None = None,
         on_error: Callable[[int, AssistantError], None] | None = None,
+        on_no_speech: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_no_speech = on_no_speech
         self.turns = turns
         self.tracker = tracker
         self.clock = clock
@@ -57,7 +59,8 @@ class AsrStage:
         rec = self.tracker.record(utt.turn_id)
         rec.mark("speech_start", utt.speech_start_ms)
         rec.mark("speech_end", utt.speech_end_ms)
-        rec.mark("endpoint", utt.endpoint_ms)
+        if not utt.speculative:
+            rec.mark("endpoint", utt.endpoint_ms)
         try:
             result = await asyncio.to_thread(self.engine.transcribe, utt.pcm)
         except AssistantError as err:
@@ -71,6 +74,8 @@ class AsrStage:
         if not result.text:
             self.no_speech += 1
             self.tracker.discard(utt.turn_id)
+            if self.on_no_speech is not None:
+                self.on_no_speech(utt.turn_id)
             _LOGGER.info("turn %d: no speech in %.0f ms of audio", utt.turn_id, result.audio_ms)
             return
         rec.mark("transcript", self.clock.position_ms())

@@ -37,6 +37,27 @@ class Turns:
         """How many turns were cancelled."""
         self._last_id = 0
         self._silent: set[int] = set()
+        self._held: dict[int, asyncio.Event] = {}
+
+    def hold(self, turn_id: int) -> None:
+        """The turn is a speculation: its audio waits until ``release`` (or is dropped on cancel)."""
+        self._held.setdefault(turn_id, asyncio.Event())
+
+    def release(self, turn_id: int) -> None:
+        """The turn's endpoint is final: its audio may play."""
+        event = self._held.pop(turn_id, None)
+        if event is not None:
+            event.set()
+
+    def is_held(self, turn_id: int) -> bool:
+        return turn_id in self._held
+
+    async def wait_released(self, turn_id: int) -> bool:
+        """Wait until the turn may play; False if it was cancelled instead."""
+        event = self._held.get(turn_id)
+        if event is not None:
+            await event.wait()
+        return not self.is_cancelled(turn_id)
 
     def set_silent(self, turn_id: int) -> None:
         """The turn's reply is published as text but not spoken."""
@@ -56,6 +77,7 @@ class Turns:
         self._cancelled.add(turn_id)
         self.cancel_count += 1
         self.stop_event(turn_id).set()
+        self.release(turn_id)
         _LOGGER.info("turn %d cancelled", turn_id)
 
     def is_cancelled(self, turn_id: int) -> bool:

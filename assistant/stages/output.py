@@ -1,6 +1,13 @@
-"""Output stage: ``AudioOut`` to the sink; marks ``first_audio``/``first_answer_audio``; ends turns."""
+"""Output stage: ``AudioOut`` to the sink; marks ``first_audio``/``first_answer_audio``; ends turns.
+
+A speculative turn's audio waits here until its endpoint is final (``Turns.release``) and is
+dropped if the speculation is void. Acknowledgements (``play_ack``) go through the same lock, so
+the answer follows an acknowledgement without overlap.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from ..audio.sinks import AudioSink
 from ..clock import StreamClock
@@ -17,24 +24,44 @@ class OutputStage:
         self.turns = turns
         self.tracker = tracker
         self.clock = clock
+        self._lock = asyncio.Lock()
+
+    async def _write(self, turn_id: int, pcm: bytes, rate: int, *, answer: bool) -> None:
+        async with self._lock:
+            if self.turns.is_cancelled(turn_id) or not self.tracker.is_open(turn_id):
+                return
+            rec = self.tracker.record(turn_id)
+            now = self.clock.position_ms()
+            rec.mark("first_audio", now)
+            if answer:
+                rec.mark("first_answer_audio", now)
+                rec.reply_audio_ms += len(pcm) / 2 / rate * 1000
+            await self.sink.write(pcm, rate)
+
+    async def play_ack(self, turn_id: int, pcm: bytes, rate: int) -> bool:
+        """Play an acknowledgement for a turn that has not been heard yet; False if too late."""
+        rec = self.tracker.record(turn_id) if self.tracker.is_open(turn_id) else None
+        if rec is None or "first_audio" in rec.marks:
+            return False
+        await self._write(turn_id, pcm, rate, answer=False)
+        return True
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
         async def handle(item: Message) -> None:
             if isinstance(item, AudioOut):
-                rec = self.tracker.record(item.turn_id)
-                now = self.clock.position_ms()
-                rec.mark("first_audio", now)
-                if item.answer:
-                    rec.mark("first_answer_audio", now)
-                    rec.reply_audio_ms += len(item.pcm) / 2 / item.sample_rate * 1000
-                await self.sink.write(item.pcm, item.sample_rate)
+                if self.turns.is_held(item.turn_id) and not await self.turns.wait_released(item.turn_id):
+                    return
+                await self._write(item.turn_id, item.pcm, item.sample_rate, answer=item.answer)
             elif isinstance(item, AudioDone):
+                if self.turns.is_held(item.turn_id) and not await self.turns.wait_released(item.turn_id):
+                    return
+                if not self.tracker.is_open(item.turn_id):
+                    return
                 await self.sink.turn_done()
                 rec = self.tracker.record(item.turn_id)
                 rec.mark("done", self.clock.position_ms())
                 answered = "first_answer_audio" in rec.marks or bool(rec.reply)
                 self.tracker.finish(item.turn_id, "answered" if answered else "empty_reply")
-                self.turns.forget(item.turn_id)
 
         async def end() -> None:
             await self.sink.close()

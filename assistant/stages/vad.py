@@ -18,6 +18,13 @@ Warm-up: webrtcvad's noise model starts empty, so it calls the first two or thre
 noise speech. The first ``warmup_ms`` (90 ms) of input are classified (to train it) but taken as
 non-speech; their audio still serves as pre-roll, so speech at the very start is kept.
 
+Speculation (``vad.speculate_after_ms``): at a pause the stage sends the utterance so far as a
+*speculative* ``Utterance``, so ASR, the LLM and TTS start before the endpoint. If speech
+resumes, that turn is cancelled everywhere (``on_discard``) and the speech continues under a new
+turn id. When the endpoint is final, ``on_commit(turn_id, speech_end_ms, endpoint_ms)`` says so; a speculated
+turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
+speculative transcript looks complete (adaptive endpointing).
+
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
 the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
 left at ``EndOfStream`` (under ``frame_ms``) is discarded.
@@ -26,6 +33,7 @@ left at ``EndOfStream`` (under ``frame_ms``) is discarded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +41,7 @@ import numpy as np
 from ..config import VadConfig
 from ..errors import StageError
 from ..messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
-from ..segmenter import Dropped, Ended, Segmenter, SegmenterEvent, Started
+from ..segmenter import Dropped, Ended, Paused, Resumed, Segmenter, SegmenterEvent, Started
 from .base import Queue, Turns, run_inbox
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,6 +112,8 @@ class VadStage:
         config: VadConfig,
         turns: Turns,
         *,
+        on_commit: Callable[[int, float, float], None] | None = None,
+        on_discard: Callable[[int], None] | None = None,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
     ) -> None:
@@ -120,6 +130,16 @@ class VadStage:
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
         self._segmenter = Segmenter(config)
+        self.on_commit = on_commit
+        """Called with (turn id, speech end ms, endpoint ms) when a turn's endpoint is final."""
+        self.on_discard = on_discard
+        """Called with the turn id of a speculation made void because speech resumed."""
+        self._speculating = False
+        self._speech_start_ms = 0.0
+        self.speculations = 0
+        """Speculative utterances sent (at a pause in speech)."""
+        self.discarded = 0
+        """Speculations made void because speech resumed."""
         self.muted = False
         """While True, input is heard as silence (an open utterance ends as if the room went quiet)."""
         self._turn_id: int | None = None
@@ -177,17 +197,41 @@ class VadStage:
         self._framer.reset()
         return self._translate(self._segmenter.finish())
 
+    def quick_end(self, turn_id: int) -> None:
+        """The speculative transcript of ``turn_id`` looks complete: end the turn sooner."""
+        if turn_id == self._turn_id and self._speculating:
+            self._translate(self._segmenter.quick_end())
+
     def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
         origin = self._origin_ms or 0.0
         messages: list[Message] = []
         for event in events:
             if isinstance(event, Started):
                 self._turn_id = self._turns.new_id()
-                _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, origin + event.start_ms)
-                messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=origin + event.start_ms))
+                self._speech_start_ms = origin + event.start_ms
+                _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
+                messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
                 continue
-            turn_id, self._turn_id = self._turn_id, None
-            assert turn_id is not None, "segmenter ended a turn it never started"
+            turn_id = self._turn_id
+            assert turn_id is not None, "segmenter reported on a turn it never started"
+            if isinstance(event, Paused):
+                self._speculating = True
+                self.speculations += 1
+                self._turns.hold(turn_id)
+                messages.append(self._utterance(turn_id, event, origin, origin + event.speech_end_ms, True))
+                continue
+            if isinstance(event, Resumed):
+                # the speculation is void: drop everything of it; the speech goes on as a new turn
+                self.discarded += 1
+                self._speculating = False
+                self._turns.cancel(turn_id)
+                if self.on_discard is not None:
+                    self.on_discard(turn_id)
+                self._turn_id = self._turns.new_id()
+                messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
+                continue
+            self._turn_id = None
+            speculated, self._speculating = self._speculating, False
             if isinstance(event, Dropped):
                 self.dropped += 1
                 _LOGGER.info("turn %d dropped: %s", turn_id, event.reason)
@@ -195,14 +239,24 @@ class VadStage:
             elif isinstance(event, Ended):
                 self.utterances += 1
                 self.truncated += event.truncated
-                messages.append(
-                    Utterance(
-                        turn_id=turn_id,
-                        pcm=event.pcm,
-                        speech_start_ms=origin + event.speech_start_ms,
-                        speech_end_ms=origin + event.speech_end_ms,
-                        endpoint_ms=origin + event.endpoint_ms,
-                        truncated=event.truncated,
+                if not speculated:
+                    messages.append(
+                        self._utterance(turn_id, event, origin, origin + event.endpoint_ms, False)
                     )
-                )
+                if self.on_commit is not None:
+                    self.on_commit(turn_id, origin + event.speech_end_ms, origin + event.endpoint_ms)
         return messages
+
+    @staticmethod
+    def _utterance(
+        turn_id: int, event: Ended | Paused, origin: float, at_ms: float, speculative: bool
+    ) -> Utterance:
+        return Utterance(
+            turn_id=turn_id,
+            pcm=event.pcm,
+            speech_start_ms=origin + event.speech_start_ms,
+            speech_end_ms=origin + event.speech_end_ms,
+            endpoint_ms=at_ms,
+            truncated=isinstance(event, Ended) and event.truncated,
+            speculative=speculative,
+        )

@@ -1,0 +1,127 @@
+"""Speculative turn-taking, adaptive endpointing and acknowledgements, in real time.
+
+Real webrtcvad on real speech (espeak-ng); fake ASR, LLM and TTS engines that record what they
+got, so the tests see exactly which turns were spoken.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from assistant.audio.sinks import MemorySink
+from assistant.audio.sources import PcmSource
+from assistant.config import Config, LatencyConfig, VadConfig
+from assistant.latency import TurnRecord
+from assistant.pipeline import Engines, Pipeline
+
+from .conftest import silence
+from .fakes import FakeChat, FakeSynth, FakeTranscriber
+
+
+class SlowChat(FakeChat):
+    """Waits ``first_delay`` seconds before the first token (a slow model)."""
+
+    def __init__(self, reply: str, first_delay: float) -> None:
+        super().__init__(reply)
+        self.first_delay = first_delay
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        on_token: Callable[[str], None],
+        stop: threading.Event | None = None,
+    ) -> str:
+        time.sleep(self.first_delay)
+        return super().chat(messages, on_token, stop)
+
+
+def _config(**vad: Any) -> Config:
+    base = Config()
+    return replace(
+        base,
+        input=replace(base.input, realtime=True, tail_silence_ms=300),
+        vad=replace(base.vad, **vad),
+        latency=LatencyConfig(acks=("One moment.",)),
+    )
+
+
+async def _run(
+    config: Config, pcm: np.ndarray, asr: FakeTranscriber, chat: FakeChat
+) -> tuple[Pipeline, MemorySink, list[TurnRecord]]:
+    sink, records = MemorySink(), []
+    synth = FakeSynth()
+    pipeline = Pipeline(config, Engines(asr, chat, synth), sink, on_turn=records.append)
+    await pipeline.run(PcmSource(pcm.tobytes(), config.input))
+    return pipeline, sink, records
+
+
+@pytest.fixture
+def halves(espeak: Any, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    return espeak("what is the", tmp_path), espeak("capital of France", tmp_path)
+
+
+async def test_speculation_discarded_when_speech_resumes(halves: tuple[np.ndarray, np.ndarray]) -> None:
+    first, second = halves
+    loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
+    first = first[: loud[-1] + 1]  # cut espeak's own trailing silence: the pause is ours
+    pcm = np.concatenate([silence(300), first, silence(350), second, silence(1200)])
+    asr = FakeTranscriber(["What is the", "What is the capital of France?", "What is the capital of France?"])
+    chat = FakeChat("Paris.")
+    config = _config(speculate_after_ms=150, end_silence_ms=600)
+    pipeline, sink, records = await _run(config, pcm, asr, chat)
+    vad = pipeline._vad
+    assert vad is not None and vad.discarded >= 1 and vad.speculations >= 2
+    # the void speculation was transcribed and answered, but nothing of it was heard
+    assert len(chat.calls) >= 2
+    (rec,) = records
+    assert rec.outcome == "answered" and rec.transcript == "What is the capital of France?"
+    assert len(sink.turns) == 1 and len(sink.turns[0]) == 2 * len("Paris.")
+    assert rec.turn_id > 1  # the first id went to the void speculation
+
+
+@pytest.mark.parametrize(
+    ("heard", "quick"), [("What is the capital of France?", True), ("what is the", False)]
+)
+async def test_adaptive_endpoint(halves: tuple[np.ndarray, np.ndarray], heard: str, quick: bool) -> None:
+    first, second = halves
+    pcm = np.concatenate([silence(300), first, second, silence(1500)])
+    config = _config(speculate_after_ms=150, end_silence_ms=900, quick_end_silence_ms=300)
+    _, _, records = await _run(config, pcm, FakeTranscriber([heard] * 3), FakeChat("Paris."))
+    rec = records[-1]
+    wait = rec.marks["endpoint"] - rec.marks["speech_end"]
+    if quick:
+        assert 300 <= wait < 600, rec.marks
+        assert rec.marks["transcript"] < rec.marks["endpoint"]  # heard before the endpoint
+    else:
+        assert wait >= 900, rec.marks
+
+
+@pytest.mark.parametrize(("delay", "acked"), [(1.2, True), (0.0, False)])
+async def test_ack_played_only_when_the_answer_would_be_late(
+    halves: tuple[np.ndarray, np.ndarray], delay: float, acked: bool
+) -> None:
+    first, second = halves
+    pcm = np.concatenate([silence(300), first, second, silence(2000)])
+    config = _config(speculate_after_ms=0, end_silence_ms=300)
+    pipeline, sink, records = await _run(
+        config, pcm, FakeTranscriber(["Capital of France?"]), SlowChat("Paris is the capital.", delay)
+    )
+    (rec,) = records
+    assert ("ack_played" in rec.actions) is acked
+    assert pipeline.tracker.actions["ack_played"] == int(acked)
+    if acked:  # the acknowledgement, then the answer, in one turn, in that order
+        assert rec.marks["first_audio"] < rec.marks["first_answer_audio"]
+        ack = pipeline._acks[0][0]
+        assert sink.turns[0].startswith(ack) and len(sink.turns[0]) == len(ack) + 2 * len(
+            "Paris is the capital."
+        )
+    else:
+        assert rec.marks["first_audio"] == rec.marks["first_answer_audio"]
