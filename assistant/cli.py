@@ -143,6 +143,22 @@ async def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, plot, run_bench
+
+    config = _config(args)
+    model_dir = _model_dir(config, args)
+    result = run_bench(
+        config, model_dir, every_variant=args.all, limit=args.limit, gap_ms=args.gap_ms, log=_log_line
+    )
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
 def _log_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -215,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcribe", help="print what is said in an audio file")
     tr.add_argument("file")
 
+    bench = sub.add_parser("bench", help="latency of the pipeline against a sequential baseline, same run")
+    bench.add_argument("--all", action="store_true", help="every voice and noise variant (slow)")
+    bench.add_argument("--limit", type=int, help="only the first N items")
+    bench.add_argument("--gap-ms", type=float, default=4000.0, help="silence between questions")
+    bench.add_argument("--json", help="write the full results here")
+    bench.add_argument("--plot", help="draw the latency distributions into this PNG")
+
     mod = sub.add_parser("models", help="list, pull, verify or remove models")
     mod.add_argument("models_command", choices=["list", "pull", "verify", "rm"])
     mod.add_argument("names", nargs="*", help="model names (pull: default models when none given)")
@@ -231,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         return asyncio.run(commands[args.command](args))
     except AssistantError as err:
         print(f"error [{err.code}]: {err.message}", file=sys.stderr)

@@ -1,0 +1,286 @@
+"""``assistant bench``: the spoken corpus through the real pipeline and a sequential baseline.
+
+Both run in the same process, on the same loaded models, one after the other:
+
+- *pipeline*: every item in one input stream, paced in real time, through the streaming
+  pipeline with the chosen config (speculation, short-window ASR, acknowledgements...);
+- *baseline*: per item, what a plain sequential assistant does: wait for the endpoint
+  (``end_silence_ms`` of silence, no speculation), transcribe on Whisper's full 30 s window,
+  generate the whole reply, synthesize it all, then play. Its e2e is the sum of those times.
+
+Prints a table and returns a JSON-able dict: per span p50/p95/max for both and the ratio of
+medians, WER of the short window against the full window, how often each budget action fired,
+peak RSS, and LLM tokens/s inside the pipeline against the same engine alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .latency import TurnRecord, percentile, span_stats
+from .pipeline import Engines, Pipeline, load_engines
+
+SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "tts_first_audio")
+
+
+class TimedChat:
+    """Wraps a chat engine; records (tokens after the first, seconds after the first) per reply."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.samples: list[tuple[int, float]] = []
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        on_token: Callable[[str], None],
+        stop: threading.Event | None = None,
+    ) -> str:
+        first: float | None = None
+        count = 0
+
+        def counted(piece: str) -> None:
+            nonlocal first, count
+            if first is None:
+                first = time.perf_counter()
+            count += 1
+            on_token(piece)
+
+        finish: str = self.inner.chat(messages, counted, stop)
+        if first is not None and count > 1 and finish != "cancelled":
+            self.samples.append((count - 1, time.perf_counter() - first))
+        return finish
+
+    def tokens_per_s(self) -> float:
+        tokens = sum(n for n, _ in self.samples)
+        seconds = sum(s for _, s in self.samples)
+        return tokens / seconds if seconds else 0.0
+
+
+@dataclass
+class ItemResult:
+    """One corpus item through both paths."""
+
+    item_id: str
+    reference: str
+    heard: str = ""
+    """Pipeline transcript (the configured ASR window)."""
+    heard_full: str = ""
+    """Baseline transcript (the full 30 s window)."""
+    spans: dict[str, float] | None = None
+    actions: tuple[str, ...] = ()
+    baseline: dict[str, float] | None = None
+
+
+def pick_items(items: list[Any], every_variant: bool) -> list[Any]:
+    """All variants, or each question once: voices in turn, every other one with noise."""
+    if every_variant:
+        return items
+    by_question: dict[str, list[Any]] = {}
+    for item in items:
+        by_question.setdefault(item.text, []).append(item)
+    chosen = []
+    for index, variants in enumerate(by_question.values()):
+        voices = sorted({v.voice for v in variants})
+        voice = voices[index % len(voices)]
+        noisy = index % 2 == 1
+        matching = [v for v in variants if v.voice == voice and (v.snr_db is not None) == noisy]
+        chosen.append((matching or variants)[0])
+    return chosen
+
+
+async def run_pipeline(config: Config, engines: Engines, stream: bytes) -> tuple[Pipeline, list[TurnRecord]]:
+    from .audio.sinks import MemorySink
+    from .audio.sources import PcmSource
+
+    records: list[TurnRecord] = []
+    pipeline = Pipeline(config, engines, MemorySink(), on_turn=records.append)
+    await pipeline.run(PcmSource(stream, config.input))
+    return pipeline, records
+
+
+def endpoint_wait_ms(config: Config, pcm: bytes) -> float:
+    """How long the endpointer waits after speech on this item, without speculation."""
+    from .messages import AudioIn
+    from .stages.base import Turns
+    from .stages.vad import VadStage
+
+    vad_config = replace(config.vad, speculate_after_ms=0)
+    waits: list[float] = []
+    vad = VadStage(vad_config, Turns(), on_commit=lambda _t, end, at: waits.append(at - end))
+    vad.feed(AudioIn(pcm + bytes(2 * 16 * (vad_config.end_silence_ms + 200)), 0.0))
+    vad.finish()
+    return waits[0] if waits else float(vad_config.end_silence_ms)
+
+
+def baseline_item(
+    config: Config, engines: Engines, full_asr: Any, pcm: bytes
+) -> tuple[str, dict[str, float]]:
+    """The sequential assistant on one item: returns its transcript and its span times (ms)."""
+    from .text import clean_for_speech
+
+    assert engines.llm is not None and engines.tts is not None
+    spans = {"endpointing": endpoint_wait_ms(config, pcm)}
+    start = time.perf_counter()
+    heard = full_asr.transcribe(pcm).text
+    spans["asr"] = (time.perf_counter() - start) * 1000
+    pieces: list[str] = []
+    start = time.perf_counter()
+    messages = [{"role": "system", "content": config.llm.system_prompt}, {"role": "user", "content": heard}]
+    engines.llm.chat(messages, pieces.append)
+    spans["llm_reply"] = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    parts: list[bytes] = []
+    text = clean_for_speech("".join(pieces)) or "Sorry."
+    engines.tts.synthesize(text, parts.append)
+    spans["tts_reply"] = (time.perf_counter() - start) * 1000
+    spans["e2e"] = spans["first_audio"] = sum(
+        spans[k] for k in ("endpointing", "asr", "llm_reply", "tts_reply")
+    )
+    return heard, spans
+
+
+def llm_alone_tokens_per_s(engines: Engines, config: Config, questions: list[str]) -> float:
+    timed = TimedChat(engines.llm)
+    for question in questions:
+        timed.chat(
+            [{"role": "system", "content": config.llm.system_prompt}, {"role": "user", "content": question}],
+            lambda _p: None,
+        )
+    return timed.tokens_per_s()
+
+
+def run_bench(
+    config: Config,
+    model_dir: Path,
+    *,
+    every_variant: bool = False,
+    limit: int | None = None,
+    gap_ms: float = 4000.0,
+    log: Callable[[str], None] = lambda _line: None,
+) -> dict[str, Any]:
+    from .corpus import build_corpus, make_stream
+    from .engines.whisper import WhisperEngine
+    from .models import resolve
+    from .wer import wer_counts
+
+    config = replace(config, input=replace(config.input, realtime=True))
+    log("loading models and the corpus")
+    engines = load_engines(config, model_dir)
+    full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
+    items = pick_items(build_corpus(model_dir), every_variant)[:limit]
+    stream, positions = make_stream(items, gap_ms=gap_ms)
+    timed = TimedChat(engines.llm)
+    log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
+    pipeline, records = asyncio.run(run_pipeline(config, Engines(engines.asr, timed, engines.tts), stream))
+    results = [ItemResult(item.id, item.text) for item in items]
+    for rec in records:
+        end = rec.marks.get("speech_end", -1.0)
+        for pos, result in zip(positions, results, strict=True):
+            if (
+                pos.start_ms <= end <= pos.end_ms + gap_ms
+                and result.spans is None
+                and rec.outcome == "answered"
+            ):
+                result.heard, result.spans, result.actions = rec.transcript, rec.spans(), tuple(rec.actions)
+                break
+    log("baseline: the same items, sequentially")
+    for item, result in zip(items, results, strict=True):
+        result.heard_full, result.baseline = baseline_item(config, engines, full_asr, item.pcm)
+    questions = sorted({item.text for item in items})[:8]
+    alone = llm_alone_tokens_per_s(engines, config, questions)
+    answered = [r for r in results if r.spans is not None]
+    pipe_stats = span_stats([r.spans for r in answered if r.spans])
+    base_stats = span_stats([r.baseline for r in results if r.baseline])
+    for extra in ("llm_reply", "tts_reply"):
+        values = [r.baseline[extra] for r in results if r.baseline]
+        base_stats[extra] = {
+            "n": len(values),
+            "p50": round(percentile(values, 50), 1),
+            "p95": round(percentile(values, 95), 1),
+            "max": round(max(values), 1),
+        }
+    short = wer_counts((r.reference, r.heard) for r in answered)
+    full = wer_counts((r.reference, r.heard_full) for r in answered)
+    ratio = base_stats["e2e"]["p50"] / pipe_stats["e2e"]["p50"] if "e2e" in pipe_stats else 0.0
+    first_audio = [r.spans["first_audio"] for r in answered if r.spans and "first_audio" in r.spans]
+    return {
+        "items": len(items),
+        "answered": len(answered),
+        "missed": [r.item_id for r in results if r.spans is None],
+        "pipeline": pipe_stats,
+        "baseline": base_stats,
+        "e2e_median_ratio": round(ratio, 2),
+        "first_audio_over_budget": sum(v > config.latency.budget_ms for v in first_audio),
+        "wer": {"short_window": round(100 * short.wer, 2), "full_window": round(100 * full.wer, 2)},
+        "actions": dict(pipeline.tracker.actions),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "llm_tokens_per_s": {"pipeline": round(timed.tokens_per_s(), 1), "alone": round(alone, 1)},
+        "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human summary printed by ``assistant bench``."""
+    pipe, base = result["pipeline"], result["baseline"]
+    lines = [
+        f"{result['answered']}/{result['items']} items answered"
+        + (f"; missed: {', '.join(result['missed'])}" if result["missed"] else ""),
+        "",
+        f"{'span (ms)':18} {'pipeline p50':>12} {'p95':>8} {'max':>8}   "
+        f"{'baseline p50':>12} {'p95':>8} {'max':>8}",
+    ]
+    for span in (*SHOWN_SPANS, "llm_reply", "tts_reply"):
+        p, b = pipe.get(span), base.get(span)
+        if p is None and b is None:
+            continue
+        left = f"{p['p50']:12.0f} {p['p95']:8.0f} {p['max']:8.0f}" if p else f"{'-':>12} {'-':>8} {'-':>8}"
+        right = f"{b['p50']:12.0f} {b['p95']:8.0f} {b['max']:8.0f}" if b else f"{'-':>12} {'-':>8} {'-':>8}"
+        lines.append(f"{span:18} {left}   {right}")
+    tps, wer = result["llm_tokens_per_s"], result["wer"]
+    share = 100 * tps["pipeline"] / tps["alone"] if tps["alone"] else 0.0
+    lines += [
+        "",
+        f"median e2e: baseline / pipeline = {result['e2e_median_ratio']:.2f}x",
+        f"turns whose first audio missed the budget: {result['first_audio_over_budget']}",
+        f"WER: short window {wer['short_window']:.1f}%  full window {wer['full_window']:.1f}%",
+        f"actions: {result['actions'] or 'none'}",
+        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%)",
+        f"peak RSS: {result['peak_rss_mb']:.0f} MB",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """Latency distributions of the pipeline and the baseline, side by side, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        from .errors import ConfigError
+
+        raise ConfigError("--plot needs matplotlib: pip install 'assistant[bench]'") from err
+    items = result["per_item"]
+    pipe = [r["spans"]["e2e"] for r in items if r["spans"] and "e2e" in r["spans"]]
+    first = [r["spans"]["first_audio"] for r in items if r["spans"] and "first_audio" in r["spans"]]
+    base = [r["baseline"]["e2e"] for r in items if r["baseline"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.boxplot([first, pipe, base], showfliers=True)
+    ax.set_xticks([1, 2, 3], ["pipeline\nfirst audio", "pipeline\ne2e (answer)", "sequential\nbaseline e2e"])
+    ax.axhline(800, color="red", linestyle="--", linewidth=1, label="800 ms budget")
+    ax.set_ylabel("ms after the end of speech")
+    ax.set_title(f"{result['answered']} spoken questions, same models, same run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
