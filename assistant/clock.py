@@ -22,6 +22,9 @@ class StreamClock:
         self._origin_ns: int | None = None
         self._fed_ms = 0.0
         self._ended_ns: int | None = None
+        self.ticks = 0
+        """Counts the source's progress (audio handed on, or an idle source's heartbeat); a
+        service watchdog pings only while this moves, so a stalled pipeline is noticed."""
 
     def start(self, now_ns: int | None = None) -> None:
         """Mark the moment the first input sample arrives (position 0)."""
@@ -30,6 +33,7 @@ class StreamClock:
     def fed(self, position_ms: float) -> None:
         """The source has handed on audio up to ``position_ms``."""
         self._fed_ms = position_ms
+        self.ticks += 1
 
     def ended(self, now_ns: int | None = None) -> None:
         """The input has ended; from here on the timeline follows wall time."""

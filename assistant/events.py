@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-STATES = ("idle", "listening", "thinking", "speaking")
+STATES = ("idle", "listening", "thinking", "speaking", "waiting_for_device")
 """What the assistant is doing, as published on ``state``."""
 
 

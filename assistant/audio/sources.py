@@ -9,6 +9,7 @@ The microphone backends implement the same ``run(outbox, clock)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -153,6 +154,9 @@ class IdleSource:
 
     async def run(self, outbox: asyncio.Queue[Message], clock: StreamClock) -> None:
         clock.start()
-        await self._stop.wait()
+        while not self._stop.is_set():
+            clock.ticks += 1  # a heartbeat: the loop is alive
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
         clock.ended()
         await outbox.put(EndOfStream())
