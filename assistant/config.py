@@ -263,6 +263,30 @@ class LatencyConfig:
 
 
 @dataclass(frozen=True)
+class ListenConfig:
+    """When the assistant listens, and what interrupts it."""
+
+    mode: str = "always"
+    """``always``: every utterance is a turn; ``wake``: an utterance must begin with a wake phrase
+    (then follow-ups without it for ``follow_up_s``); ``push``: the microphone opens for one turn
+    on ``listen`` (MQTT, or Enter in a terminal)."""
+    wake_phrases: tuple[str, ...] = ("hey assistant", "ok assistant")
+    follow_up_s: float = 8.0
+    """``wake`` mode: seconds after a reply during which no wake phrase is needed."""
+    barge_in: bool = True
+    """Speech during a reply stops playback and cancels the reply."""
+    echo_margin_db: float = 6.0
+    """While speaking, the user must be this much louder than the assistant's own voice."""
+
+    def __post_init__(self) -> None:
+        _check_choice("listen.mode", self.mode, ("always", "wake", "push"))
+        _check_range("listen.follow_up_s", self.follow_up_s, 0.0, 600.0)
+        _check_range("listen.echo_margin_db", self.echo_margin_db, 0.0, 40.0)
+        if self.mode == "wake" and not any(p.strip() for p in self.wake_phrases):
+            raise ConfigError("listen.wake_phrases is empty: wake mode needs at least one phrase")
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     """Bounds of the queues between stages."""
 
@@ -287,6 +311,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     queues: QueueConfig = field(default_factory=QueueConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
     model_dir: str = ""
     """Where models are cached; empty means ``$ASSISTANT_MODEL_DIR`` or the user cache directory."""
 

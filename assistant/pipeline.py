@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .activation import Activation
 from .audio.sinks import AudioSink
 from .audio.sources import AudioSource
+from .budget import BudgetKeeper
 from .chunker import split_for_speech
 from .clock import StreamClock
 from .config import Config
+from .echo import EchoGate
 from .errors import AssistantError, ConfigError
 from .events import (
     ErrorEvent,
@@ -34,7 +38,7 @@ from .events import (
     TranscriptReady,
     TurnFinished,
 )
-from .latency import BudgetPolicy, LatencyTracker, TurnRecord
+from .latency import LatencyTracker, TurnRecord
 from .messages import EndOfStream, Message, ReplyDone, TextChunk, TextDone, Token, Transcript
 from .stages.asr import AsrStage, Transcriber
 from .stages.base import Stage, Turns
@@ -117,7 +121,8 @@ class Pipeline:
         self.errors: list[tuple[int, AssistantError]] = []
         """(turn id, error) for every turn that failed, newest last (the last 100)."""
         self.state = "idle"
-        self.muted = False
+        self.activation = Activation(config.listen)
+        self.muted = config.listen.mode == "push"
         self._info: dict[int, TurnInfo] = {}
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
@@ -127,16 +132,7 @@ class Pipeline:
         """Speculative transcripts whose turn is not committed yet."""
         self._void: set[int] = set()
         """Turns in which ASR found no speech."""
-        lat = config.latency
-        stage_budgets = (
-            ("asr", float(lat.asr_ms)),
-            ("llm_first_token", float(lat.llm_first_token_ms)),
-            ("tts_first_audio", float(lat.tts_first_audio_ms)),
-        )
-        self.policy = BudgetPolicy(float(lat.budget_ms), float(lat.ack_margin_ms), stage_budgets)
-        self._acks: list[tuple[bytes, int]] = []
-        self._ack_index = 0
-        self._deadlines: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+        self.budget = BudgetKeeper(config.latency, self.tracker, self.clock)
 
     # -- turn lifecycle -------------------------------------------------------------------
 
@@ -158,14 +154,40 @@ class Pipeline:
         self.turns.cancel(turn_id)
         self.tracker.finish(turn_id, "error", err.code)
 
-    def _on_transcript(self, transcript: Transcript) -> None:
+    def _on_transcript(self, transcript: Transcript) -> Transcript | None:
+        """A turn was heard: admit it (wake phrase, push-to-talk) and act on it; None drops it."""
         turn_id = transcript.turn_id
+        text = self.activation.admit(transcript.text, time.monotonic())
+        if text is None:
+            self._on_no_speech(turn_id)
+            return None
+        if text != transcript.text:
+            transcript = Transcript(turn_id, text)
+            self.tracker.record(turn_id).transcript = text
         if self.turns.is_held(turn_id):  # a speculation: takes effect when the endpoint is final
             self._heard[turn_id] = transcript
             if self._vad is not None and looks_complete(transcript.text):
                 self._vad.quick_end(turn_id)
-            return
+            return transcript
         self._commit_effects(transcript)
+        return transcript
+
+    def _on_speech_start(self, turn_id: int) -> None:
+        """Barge-in: the user speaks while a reply plays: stop it at once."""
+        self.tracker.record(turn_id)
+        if not (self.config.listen.barge_in and self.barge_in):
+            return
+        speaking = [
+            t for t in self.tracker.open_turns()
+            if t != turn_id and "first_audio" in self.tracker.record(t).marks
+        ]  # fmt: skip
+        if speaking:
+            for older in speaking:
+                self.cancel(older)
+            self.tracker.action(turn_id, "barge_in")
+            interrupt = getattr(self.sink, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
 
     def _commit_effects(self, transcript: Transcript) -> None:
         self._begin(transcript.turn_id, "voice")
@@ -186,16 +208,17 @@ class Pipeline:
         heard = self._heard.pop(turn_id, None)
         if heard is not None:
             self._commit_effects(heard)
-        if self._acks:
-            self._deadlines.put_nowait((turn_id, self.policy.ack_due_ms(speech_end_ms)))
+        self.budget.committed(turn_id, speech_end_ms)
 
     def _on_discard(self, turn_id: int) -> None:
         """Speech resumed: the speculation on ``turn_id`` is void."""
+        self.budget.closed(turn_id)
         self._heard.pop(turn_id, None)
         self._void.discard(turn_id)
         self.tracker.discard(turn_id)
 
     def _on_no_speech(self, turn_id: int) -> None:
+        self.budget.closed(turn_id)
         self._heard.pop(turn_id, None)
         if self.turns.is_held(turn_id):
             self._void.add(turn_id)
@@ -212,17 +235,21 @@ class Pipeline:
         self.events.publish(ReplyFinished(done.turn_id, rid, done.text.strip(), done.finish_reason))
 
     def _marked(self, turn_id: int, mark: str) -> None:
+        self.budget.marked(turn_id, mark)
         if mark == "speech_start":
             self._set_state("listening")
         elif mark in ("endpoint", "transcript"):
             self._set_state("thinking")
         elif mark == "first_audio":
             self._set_state("speaking")
+        elif mark == "done":
+            self.activation.replied(time.monotonic())
 
     def _finished(self, rec: TurnRecord) -> None:
+        self.budget.closed(rec.turn_id)
         info = self._info.pop(rec.turn_id, TurnInfo("voice"))
         if rec.outcome == "answered":
-            for span in self.policy.over_budget(rec):
+            for span in self.budget.policy.over_budget(rec):
                 self.tracker.actions[f"over_budget.{span}"] += 1
         self.turns.forget(rec.turn_id)
         if self.on_turn is not None:
@@ -339,9 +366,16 @@ class Pipeline:
         if self.engines.asr is None:
             raise ConfigError("the voice pipeline needs an ASR engine")
         self._vad = VadStage(
-            self.config.vad, self.turns, on_commit=self._on_commit, on_discard=self._on_discard
+            self.config.vad,
+            self.turns,
+            on_commit=self._on_commit,
+            on_discard=self._on_discard,
+            on_speech_start=self._on_speech_start,
         )
         self._vad.muted = self.muted
+        level = getattr(self.sink, "playback_level", None)
+        if level is not None:
+            self._vad.echo_gate = EchoGate(level, margin_db=self.config.listen.echo_margin_db)
         asr = AsrStage(
             self.engines.asr,
             self.turns,
@@ -353,39 +387,11 @@ class Pipeline:
         )
         stages: list[tuple[str, Stage]] = [("vad", self._vad), ("asr", asr), *self._text_stages()]
         extra = list(extra or [])
-        if self.config.latency.ack and self.clock.realtime and self._output is not None:
-            await self._prepare_acks()
-            extra.append(self._watchdog())
+        if self.config.latency.ack and self.clock.realtime and self._output and self.engines.tts:
+            await self.budget.prepare(self.engines.tts)
+            extra.append(self.budget.run(lambda: self._output))
         first: asyncio.Queue[Message] = asyncio.Queue(self.config.queues.audio)
         await self._run_chain(stages, first, source.run(first, self.clock), extra)
-
-    async def _prepare_acks(self) -> None:
-        """Synthesize the acknowledgements once, before listening."""
-        tts = self.engines.tts
-        if tts is None or self._acks:
-            return
-        for text in self.config.latency.acks:
-            if text.strip():
-                pcm = await asyncio.to_thread(_synthesize_all, tts, text)
-                self._acks.append((pcm, tts.sample_rate))
-
-    async def _watchdog(self) -> None:
-        """At each committed turn's ack due time, play an acknowledgement if nothing was heard yet."""
-        while True:
-            turn_id, due = await self._deadlines.get()
-            delay = (due - self.clock.position_ms()) / 1000
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # noise must not get an acknowledgement: wait until ASR has heard words (or nothing)
-            while self.tracker.is_open(turn_id) and "transcript" not in self.tracker.record(turn_id).marks:
-                await asyncio.sleep(0.02)
-            if not self.tracker.is_open(turn_id) or self._output is None:
-                continue
-            if self.policy.should_ack(self.tracker.record(turn_id), self.clock.position_ms()):
-                pcm, rate = self._acks[self._ack_index % len(self._acks)]
-                self._ack_index += 1
-                if await self._output.play_ack(turn_id, pcm, rate):
-                    self.tracker.action(turn_id, "ack_played")
 
     async def run_text(self, text: str) -> None:
         """Answer typed ``text`` as one turn (no audio in), then end."""
@@ -420,9 +426,3 @@ class Pipeline:
 
     def _bound(self, stage: str) -> int:
         return self.config.queues.audio if stage in ("vad", "tts") else self.config.queues.text
-
-
-def _synthesize_all(tts: Synthesizer, text: str) -> bytes:
-    parts: list[bytes] = []
-    tts.synthesize(text, parts.append)
-    return b"".join(parts)

@@ -18,7 +18,7 @@ import pytest
 
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
-from assistant.config import Config, LatencyConfig, VadConfig
+from assistant.config import Config, LatencyConfig
 from assistant.latency import TurnRecord
 from assistant.pipeline import Engines, Pipeline
 
@@ -119,7 +119,7 @@ async def test_ack_played_only_when_the_answer_would_be_late(
     assert pipeline.tracker.actions["ack_played"] == int(acked)
     if acked:  # the acknowledgement, then the answer, in one turn, in that order
         assert rec.marks["first_audio"] < rec.marks["first_answer_audio"]
-        ack = pipeline._acks[0][0]
+        ack = pipeline.budget.acks[0][0]
         assert sink.turns[0].startswith(ack) and len(sink.turns[0]) == len(ack) + 2 * len(
             "Paris is the capital."
         )

@@ -45,7 +45,12 @@ async def test_asr_stage_marks_and_drops_non_speech() -> None:
     tracker = LatencyTracker()
     asr = FakeTranscriber(["What time is it?", ""])
     heard: list[Transcript] = []
-    stage = AsrStage(asr, Turns(), tracker, _clock(), heard.append)
+
+    def admit(transcript: Transcript) -> Transcript:
+        heard.append(transcript)
+        return transcript
+
+    stage = AsrStage(asr, Turns(), tracker, _clock(), admit)
     out = await run_stage(
         stage, [SpeechStarted(1, 100.0), _utt(1), SpeechStarted(2, 3000.0), _utt(2, 3500.0)]
     )

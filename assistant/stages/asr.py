@@ -30,7 +30,7 @@ class AsrStage:
         turns: Turns,
         tracker: LatencyTracker,
         clock: StreamClock,
-        on_transcript: Callable[[Transcript], None] | None = None,
+        on_transcript: Callable[[Transcript], Transcript | None] | None = None,
         on_error: Callable[[int, AssistantError], None] | None = None,
         on_no_speech: Callable[[int], None] | None = None,
     ) -> None:
@@ -81,7 +81,9 @@ class AsrStage:
         rec.mark("transcript", self.clock.position_ms())
         rec.transcript = result.text
         _LOGGER.info("turn %d heard: %s", utt.turn_id, result.text)
-        transcript = Transcript(utt.turn_id, result.text)
-        if self.on_transcript is not None:
-            self.on_transcript(transcript)
+        heard = Transcript(utt.turn_id, result.text)
+        transcript = self.on_transcript(heard) if self.on_transcript is not None else heard
+        if transcript is None:  # not for the assistant (no wake phrase)
+            self.tracker.discard(utt.turn_id)
+            return
         await outbox.put(transcript)

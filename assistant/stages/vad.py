@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..config import VadConfig
+from ..echo import EchoGate
 from ..errors import StageError
 from ..messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
 from ..segmenter import Dropped, Ended, Paused, Resumed, Segmenter, SegmenterEvent, Started
@@ -114,6 +115,7 @@ class VadStage:
         *,
         on_commit: Callable[[int, float, float], None] | None = None,
         on_discard: Callable[[int], None] | None = None,
+        on_speech_start: Callable[[int], None] | None = None,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
     ) -> None:
@@ -130,9 +132,14 @@ class VadStage:
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
         self._segmenter = Segmenter(config)
+        self.echo_gate: EchoGate | None = None
+        """Set while a speaker can play: voiced frames that are only the assistant's echo are ignored."""
+        self._strict_vad: Any = webrtcvad.Vad(3)
         self.on_commit = on_commit
         """Called with (turn id, speech end ms, endpoint ms) when a turn's endpoint is final."""
         self.on_discard = on_discard
+        self.on_speech_start = on_speech_start
+        """Called with the turn id as soon as speech starts (barge-in acts on it)."""
         """Called with the turn id of a speculation made void because speech resumed."""
         self._speculating = False
         self._speech_start_ms = 0.0
@@ -187,6 +194,9 @@ class VadStage:
         for frame, vad_frame in zip(frames, heard, strict=True):
             voiced = bool(self._vad.is_speech(vad_frame, SAMPLE_RATE))
             voiced &= self.frames >= self._warmup_frames
+            if self.echo_gate is not None and self.echo_gate.playing() and voiced:
+                strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
+                voiced = self.echo_gate.allow(frame, strict)
             self.frames += 1
             self.voiced_frames += voiced
             messages += self._translate(self._segmenter.process(frame, voiced))
@@ -208,6 +218,8 @@ class VadStage:
         for event in events:
             if isinstance(event, Started):
                 self._turn_id = self._turns.new_id()
+                if self.on_speech_start is not None:
+                    self.on_speech_start(self._turn_id)
                 self._speech_start_ms = origin + event.start_ms
                 _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))

@@ -1,0 +1,93 @@
+"""The latency budget at run time: acknowledgements when the answer would be late.
+
+The pipeline tells the keeper when a turn's endpoint is final (``committed``), when marks are
+set and when turns close; ``run()`` (a task in the pipeline's TaskGroup) waits for each
+committed turn's due time (``BudgetPolicy.ack_due_ms``) and, if the turn is speech (it has a
+transcript: noise never gets an acknowledgement) and nothing has been heard yet, plays one of
+the acknowledgements synthesized at start-up. Every action is counted by the tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from .clock import StreamClock
+from .config import LatencyConfig
+from .latency import BudgetPolicy, LatencyTracker
+from .stages.output import OutputStage
+from .stages.tts import Synthesizer
+
+
+def policy_for(config: LatencyConfig) -> BudgetPolicy:
+    stage_budgets = (
+        ("asr", float(config.asr_ms)),
+        ("llm_first_token", float(config.llm_first_token_ms)),
+        ("tts_first_audio", float(config.tts_first_audio_ms)),
+    )
+    return BudgetPolicy(float(config.budget_ms), float(config.ack_margin_ms), stage_budgets)
+
+
+def synthesize_all(tts: Synthesizer, text: str) -> bytes:
+    parts: list[bytes] = []
+    tts.synthesize(text, parts.append)
+    return b"".join(parts)
+
+
+class BudgetKeeper:
+    """Plays acknowledgements so that the user hears something within the budget."""
+
+    def __init__(self, config: LatencyConfig, tracker: LatencyTracker, clock: StreamClock) -> None:
+        self.config = config
+        self.policy = policy_for(config)
+        self.tracker = tracker
+        self.clock = clock
+        self.acks: list[tuple[bytes, int]] = []
+        """Pre-synthesized acknowledgements: (int16 pcm, sample rate)."""
+        self._next = 0
+        self._due: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+        self._heard: dict[int, asyncio.Event] = {}
+
+    async def prepare(self, tts: Synthesizer) -> None:
+        """Synthesize the acknowledgements once, before listening."""
+        for text in self.config.acks:
+            if text.strip() and len(self.acks) < len(self.config.acks):
+                pcm = await asyncio.to_thread(synthesize_all, tts, text)
+                self.acks.append((pcm, tts.sample_rate))
+
+    def _event(self, turn_id: int) -> asyncio.Event:
+        return self._heard.setdefault(turn_id, asyncio.Event())
+
+    def committed(self, turn_id: int, speech_end_ms: float) -> None:
+        """The turn's endpoint is final: watch its deadline."""
+        if self.acks:
+            self._due.put_nowait((turn_id, self.policy.ack_due_ms(speech_end_ms)))
+
+    def marked(self, turn_id: int, mark: str) -> None:
+        if mark == "transcript":
+            self._event(turn_id).set()
+
+    def closed(self, turn_id: int) -> None:
+        """The turn finished or was dropped: stop waiting for it."""
+        event = self._heard.pop(turn_id, None)
+        if event is not None:
+            event.set()
+
+    async def run(self, output: Callable[[], OutputStage | None]) -> None:
+        """At each committed turn's due time, acknowledge it if nothing was heard yet."""
+        while True:
+            turn_id, due = await self._due.get()
+            delay = (due - self.clock.position_ms()) / 1000
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.tracker.is_open(turn_id):
+                await self._event(turn_id).wait()  # ASR heard words, or the turn closed
+            self._heard.pop(turn_id, None)
+            stage = output()
+            if stage is None or not self.tracker.is_open(turn_id):
+                continue
+            if self.policy.should_ack(self.tracker.record(turn_id), self.clock.position_ms()):
+                pcm, rate = self.acks[self._next % len(self.acks)]
+                self._next += 1
+                if await stage.play_ack(turn_id, pcm, rate):
+                    self.tracker.action(turn_id, "ack_played")
