@@ -42,6 +42,10 @@ class Activation:
         self.refused += 1
         return None
 
+    def adopt(self, previous: Activation) -> None:
+        """Carry the follow-up window over from the instance this one replaces (a reload)."""
+        self._awake_until = previous._awake_until
+
     def replied(self, now_s: float) -> None:
         """A reply has finished: follow-up questions need no wake phrase for a while."""
         if self.config.mode == "wake":

@@ -48,6 +48,11 @@ class BudgetKeeper:
         self._due: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
         self._heard: dict[int, asyncio.Event] = {}
 
+    def reconfigure(self, config: LatencyConfig) -> None:
+        """New budgets and switches; the acknowledgements already synthesized stay."""
+        self.config = config
+        self.policy = policy_for(config)
+
     async def prepare(self, tts: Synthesizer) -> None:
         """Synthesize the acknowledgements once, before listening."""
         for text in self.config.acks:

@@ -127,6 +127,7 @@ class Pipeline:
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
         self._output: OutputStage | None = None
+        self._stages: dict[str, Stage] = {}
         self._listen_once = False
         self._heard: dict[int, Transcript] = {}
         """Speculative transcripts whose turn is not committed yet."""
@@ -290,6 +291,30 @@ class Pipeline:
             self._listen_once = True
             self.set_muted(False)
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config without reloading models (SIGHUP). Keys that need a restart
+        (models, ``input``, ``queues``...) are kept at their running values by the caller."""
+        self.config = config
+        awake = self.activation
+        self.activation = Activation(config.listen)
+        self.activation.adopt(awake)
+        self.budget.reconfigure(config.latency)
+        for part, section in ((self.engines.asr, config.asr), (self.engines.llm, config.llm),
+                              (self.engines.tts, config.tts)):  # fmt: skip
+            apply = getattr(part, "reconfigure", None)
+            if apply is not None:
+                apply(section)
+            elif hasattr(part, "config"):
+                part.config = section  # type: ignore[union-attr]
+        for stage in self._stages.values():
+            if isinstance(stage, ChunkerStage):
+                stage.config = config.chunker
+            elif isinstance(stage, LlmStage):
+                stage.config = config.llm
+        if self._vad is not None:
+            self._vad.reconfigure(config.vad)
+        _LOGGER.info("configuration reloaded")
+
     def busy(self) -> bool:
         """True when the queue that commands enter is close to full."""
         inbox = self._inboxes.get("llm")
@@ -414,6 +439,7 @@ class Pipeline:
     ) -> None:
         queues = [first] + [asyncio.Queue[Message](self._bound(name)) for name, _ in stages]
         self._inboxes = {name: queues[index] for index, (name, _) in enumerate(stages)}
+        self._stages = dict(stages)
         async with asyncio.TaskGroup() as group:
             helpers = [group.create_task(coro, name=f"extra-{i}") for i, coro in enumerate(extra)]
             chain = [group.create_task(feeder, name="source")]

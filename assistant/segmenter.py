@@ -149,6 +149,15 @@ class Segmenter:
         return self._state == _SPEECH
 
     @property
+    def frames_done(self) -> int:
+        """Frames processed so far (a replacement segmenter continues the count)."""
+        return self._frame_index
+
+    @frames_done.setter
+    def frames_done(self, value: int) -> None:
+        self._frame_index = value
+
+    @property
     def position_ms(self) -> float:
         """Input-timeline position after the frames processed so far, in ms."""
         return _ms(self._frame_index * self.frame_samples)

@@ -150,3 +150,26 @@ async def test_mute_and_listen_toggle_the_microphone() -> None:
 
     events = await _drive(pipeline, script)
     assert [e.muted for e in events if isinstance(e, StateChanged)] == [True, False]
+
+
+async def test_reconfigure_applies_live_settings_without_new_engines() -> None:
+    pipeline = _pipeline(FakeChat())
+    engines = pipeline.engines
+    base = pipeline.config
+    new = replace(
+        base,
+        chunker=replace(base.chunker, first_min_chars=30),
+        listen=replace(base.listen, mode="wake"),
+        vad=replace(base.vad, aggressiveness=3, end_silence_ms=900),
+        llm=replace(base.llm, max_tokens=7),
+    )
+
+    async def script(p: Pipeline) -> None:
+        p.reconfigure(new)
+        assert p.engines is engines
+        assert p._stages["chunker"].config.first_min_chars == 30  # type: ignore[attr-defined]
+        assert p._stages["llm"].config.max_tokens == 7  # type: ignore[attr-defined]
+        assert p._vad is not None and p._vad.config.end_silence_ms == 900
+        assert p.activation.admit("what time is it", 0.0) is None  # wake mode now
+
+    await _drive(pipeline, script)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import os
+import stat
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -108,6 +111,28 @@ class StreamSource:
         self.stream = stream if stream is not None else sys.stdin.buffer
         self.read_size = read_size
 
+    async def _reader(self) -> Callable[[int], Awaitable[bytes]]:
+        """An async ``read(n)``: pipes, sockets and terminals through the event loop (so a stop
+        signal is never stuck behind a blocked read in a worker thread); files and in-memory
+        streams in a worker thread (their reads always return)."""
+        try:
+            fileno = self.stream.fileno()
+            pipe_like = not stat.S_ISREG(os.fstat(fileno).st_mode)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pipe_like = False
+        if pipe_like:
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.stream)
+            return reader.read
+        blocking = getattr(self.stream, "read1", self.stream.read)
+
+        async def read(size: int) -> bytes:
+            data: bytes = await asyncio.to_thread(blocking, size)
+            return data
+
+        return read
+
     async def _pieces(self) -> AsyncIterator[bytes]:
         frame = 2 * self.channels
         leftover = b""
@@ -116,9 +141,9 @@ class StreamSource:
             import soxr
 
             resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32")
-        read = getattr(self.stream, "read1", self.stream.read)
+        read = await self._reader()
         while True:
-            data = await asyncio.to_thread(read, self.read_size)
+            data = await read(self.read_size)
             last = not data
             data = leftover + data
             usable = len(data) - len(data) % frame
@@ -140,7 +165,6 @@ class StreamSource:
 
     async def run(self, outbox: asyncio.Queue[Message], clock: StreamClock) -> None:
         await feed(self._pieces(), outbox, clock, self.config)
-
 
 
 class IdleSource:

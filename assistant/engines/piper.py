@@ -30,6 +30,13 @@ class PiperEngine:
         self.sample_rate: int = int(self._voice.config.sample_rate)
         """Hz of the audio this voice produces."""
 
+    def reconfigure(self, config: TtsConfig) -> None:
+        """New speaker and speed (the voice itself needs a restart)."""
+        from piper.config import SynthesisConfig
+
+        self.config = config
+        self._syn_config = SynthesisConfig(speaker_id=config.speaker_id, length_scale=config.length_scale)
+
     def synthesize(
         self, text: str, on_audio: Callable[[bytes], None], stop: threading.Event | None = None
     ) -> None:

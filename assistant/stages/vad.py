@@ -127,7 +127,9 @@ class VadStage:
             ) from err
         self.config = config
         self._turns = turns
+        self._webrtcvad: Any = webrtcvad
         self._vad: Any = webrtcvad.Vad(config.aggressiveness)
+        self._pending_config: VadConfig | None = None
         self._framer = Framer(config.frame_ms)
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
@@ -200,12 +202,30 @@ class VadStage:
             self.frames += 1
             self.voiced_frames += voiced
             messages += self._translate(self._segmenter.process(frame, voiced))
+        self._apply_pending()
         return messages
 
     def finish(self) -> list[Message]:
         """End of input: close an open turn; return the messages to send."""
         self._framer.reset()
         return self._translate(self._segmenter.finish())
+
+    def reconfigure(self, config: VadConfig) -> None:
+        """New VAD settings (``frame_ms`` excepted), taking effect between turns."""
+        if config.frame_ms != self.config.frame_ms:
+            raise ValueError("vad.frame_ms cannot change without a restart")
+        self._pending_config = config
+        self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        config = self._pending_config
+        if config is None or self._segmenter.in_speech:
+            return
+        self.config, self._pending_config = config, None
+        self._vad = self._webrtcvad.Vad(config.aggressiveness)
+        position = self._segmenter.frames_done
+        self._segmenter = Segmenter(config)
+        self._segmenter.frames_done = position
 
     def quick_end(self, turn_id: int) -> None:
         """The speculative transcript of ``turn_id`` looks complete: end the turn sooner."""
