@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .engines import Engines, load_engines
 from .latency import TurnRecord, percentile, span_stats
-from .pipeline import Engines, Pipeline, load_engines
+from .pipeline import Pipeline
 
 SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "tts_first_audio")
 

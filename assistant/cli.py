@@ -73,7 +73,8 @@ class _Report:
 
 async def _cmd_run(args: argparse.Namespace) -> int:
     from .audio.sources import PcmSource, StreamSource
-    from .pipeline import Pipeline, load_engines
+    from .engines import load_engines
+    from .pipeline import Pipeline
 
     config = _config(args)
     if args.input is None:
@@ -96,7 +97,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _cmd_ask(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline, load_engines
+    from .engines import load_engines
+    from .pipeline import Pipeline
 
     config = _config(args)
     speak = args.output is not None

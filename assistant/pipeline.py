@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .activation import Activation
@@ -28,6 +27,7 @@ from .chunker import split_for_speech
 from .clock import StreamClock
 from .config import Config
 from .echo import EchoGate
+from .engines import Engines
 from .errors import AssistantError, ConfigError
 from .events import (
     ErrorEvent,
@@ -40,47 +40,16 @@ from .events import (
 )
 from .latency import LatencyTracker, TurnRecord
 from .messages import EndOfStream, Message, ReplyDone, TextChunk, TextDone, Token, Transcript
-from .stages.asr import AsrStage, Transcriber
+from .stages.asr import AsrStage
 from .stages.base import Stage, Turns
 from .stages.chunker import ChunkerStage
-from .stages.llm import ChatEngine, LlmStage
+from .stages.llm import LlmStage
 from .stages.output import OutputStage
-from .stages.tts import Synthesizer, TtsStage
+from .stages.tts import TtsStage
 from .stages.vad import VadStage
 from .text import looks_complete
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class Engines:
-    """The loaded models; any may be absent where a command does not need it."""
-
-    asr: Transcriber | None = None
-    llm: ChatEngine | None = None
-    tts: Synthesizer | None = None
-
-
-def load_engines(
-    config: Config, model_dir: Path, *, asr: bool = True, llm: bool = True, tts: bool = True
-) -> Engines:
-    """Resolve, check and load the models named by the config (before any audio is read)."""
-    from . import models
-
-    engines = Engines()
-    if asr:
-        from .engines.whisper import WhisperEngine
-
-        engines.asr = WhisperEngine(models.resolve(config.asr.model, "asr", model_dir), config.asr)
-    if llm:
-        from .engines.llama import LlamaEngine
-
-        engines.llm = LlamaEngine(models.resolve(config.llm.model, "llm", model_dir), config.llm)
-    if tts:
-        from .engines.piper import PiperEngine
-
-        engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts)
-    return engines
 
 
 @dataclass

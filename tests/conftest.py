@@ -55,7 +55,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def engines(model_dir: Path):  # type: ignore[no-untyped-def]
-    from assistant.pipeline import load_engines
+    from assistant.engines import load_engines
 
     return load_engines(Config(), model_dir)
 

@@ -1,1 +1,52 @@
-"""Thin synchronous adapters over the model runtimes; stages call them with ``asyncio.to_thread``."""
+"""Thin synchronous adapters over the model runtimes; stages call them with ``asyncio.to_thread``.
+
+Each engine module imports its runtime lazily, so a missing runtime is a clear error when that
+engine is asked for, not an ImportError at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import Config
+
+if TYPE_CHECKING:
+    from ..stages.asr import Transcriber
+    from ..stages.llm import ChatEngine
+    from ..stages.tts import Synthesizer
+
+
+@dataclass
+class Engines:
+    """The loaded models; any may be absent where a command does not need it."""
+
+    asr: Transcriber | None = None
+    llm: ChatEngine | None = None
+    tts: Synthesizer | None = None
+
+
+def load_engines(
+    config: Config, model_dir: Path, *, asr: bool = True, llm: bool = True, tts: bool = True
+) -> Engines:
+    """Resolve, check and load the models named by the config (before any audio is read)."""
+    from .. import models
+
+    engines = Engines()
+    if asr:
+        from .whisper import WhisperEngine
+
+        engines.asr = WhisperEngine(models.resolve(config.asr.model, "asr", model_dir), config.asr)
+    if llm:
+        from .llama import LlamaEngine
+
+        engines.llm = LlamaEngine(models.resolve(config.llm.model, "llm", model_dir), config.llm)
+    if tts:
+        from .piper import PiperEngine
+
+        engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts)
+    return engines
+
+
+__all__ = ["Engines", "load_engines"]
