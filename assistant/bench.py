@@ -223,6 +223,10 @@ def run_bench(
         "first_audio_over_budget": sum(v > config.latency.budget_ms for v in first_audio),
         "wer": {"short_window": round(100 * short.wer, 2), "full_window": round(100 * full.wer, 2)},
         "actions": dict(pipeline.tracker.actions),
+        "asr_fallbacks": {
+            "calls": getattr(engines.asr, "calls", 0),
+            "fallbacks": getattr(engines.asr, "fallbacks", 0),
+        },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "llm_tokens_per_s": {"pipeline": round(timed.tokens_per_s(), 1), "alone": round(alone, 1)},
         "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
@@ -246,7 +250,7 @@ def format_table(result: dict[str, Any]) -> str:
         left = f"{p['p50']:12.0f} {p['p95']:8.0f} {p['max']:8.0f}" if p else f"{'-':>12} {'-':>8} {'-':>8}"
         right = f"{b['p50']:12.0f} {b['p95']:8.0f} {b['max']:8.0f}" if b else f"{'-':>12} {'-':>8} {'-':>8}"
         lines.append(f"{span:18} {left}   {right}")
-    tps, wer = result["llm_tokens_per_s"], result["wer"]
+    tps, wer, fallbacks = result["llm_tokens_per_s"], result["wer"], result["asr_fallbacks"]
     share = 100 * tps["pipeline"] / tps["alone"] if tps["alone"] else 0.0
     lines += [
         "",
@@ -254,6 +258,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"turns whose first audio missed the budget: {result['first_audio_over_budget']}",
         f"WER: short window {wer['short_window']:.1f}%  full window {wer['full_window']:.1f}%",
         f"actions: {result['actions'] or 'none'}",
+        f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
         f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%)",
         f"peak RSS: {result['peak_rss_mb']:.0f} MB",
     ]

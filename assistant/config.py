@@ -106,9 +106,12 @@ class AsrConfig:
     """Decode bound: at most this many tokens per second of audio, plus ``max_tokens_extra``."""
     max_tokens_extra: int = 10
     """Tokens allowed on top of the per-second bound (short utterances, numbers)."""
-    fallback_logprob: float = -0.8
+    fallback_logprob: float = -1.0
     """A short-window result less confident than this (mean log-probability per token) is redone
     on the full window."""
+    short_no_speech_gate: float = 0.85
+    """In the short window, text whose no-speech probability is above this is dropped, however
+    confident (on silence the short window says "Thank you" at ~0.97; speech stays below ~0.7)."""
 
     def __post_init__(self) -> None:
         _check_choice("asr.compute_type", self.compute_type, ("int8", "int8_float32", "float32", "default"))
@@ -121,6 +124,7 @@ class AsrConfig:
         _check_range("asr.max_tokens_per_s", self.max_tokens_per_s, 1.0, 20.0)
         _check_range("asr.max_tokens_extra", self.max_tokens_extra, 0, 200)
         _check_range("asr.fallback_logprob", self.fallback_logprob, -10.0, 0.0)
+        _check_range("asr.short_no_speech_gate", self.short_no_speech_gate, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,74 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """The MQTT bridge: broker, topics, limits (see README "MQTT")."""
+
+    enabled: bool = False
+    """Run the bridge (``assistant run --mqtt URL`` turns it on)."""
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    """Empty: connect anonymously."""
+    password: str = ""
+    tls: bool = False
+    """Connect over TLS (``mqtts://``)."""
+    tls_ca_file: str = ""
+    """CA bundle that signed the broker's certificate; empty: the system's trust store."""
+    tls_insecure: bool = False
+    """Skip the check that the certificate names the host (the chain is still verified)."""
+    prefix: str = "assistant"
+    """Topics are ``<prefix>/<site>/...``."""
+    site: str = "default"
+    client_id: str = ""
+    """Empty: ``assistant-<site>``."""
+    keepalive_s: int = 30
+    connect_timeout_s: float = 10.0
+    reconnect_min_s: float = 0.5
+    """First wait after a lost or failed connection; doubled on each failure up to the max."""
+    reconnect_max_s: float = 30.0
+    auth_retry_s: float = 300.0
+    """Wait after the broker refused our credentials or TLS failed (``auth_failed``)."""
+    inbound_queue: int = 32
+    """Accepted commands waiting to run; more are refused as ``busy``."""
+    rate_limit: float = 10.0
+    """Commands per second (sustained); more are refused as ``busy``."""
+    rate_burst: int = 20
+    max_payload_bytes: int = 65_536
+    max_text_chars: int = 2000
+    """Longest ``ask``/``say`` text; longer is refused as ``too_long``."""
+    hass_discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    hermes: bool = False
+    """Also speak the Hermes protocol (Rhasspy/Snips clients) on ``hermes/...``."""
+    publish_reasoning: bool = False
+    """Publish a reasoning model's thinking on ``<prefix>/<site>/reasoning``."""
+
+    def __post_init__(self) -> None:
+        _check_range("mqtt.port", self.port, 1, 65_535)
+        if not self.host.strip():
+            raise ConfigError("mqtt.host is empty: give the broker's host name or address")
+        for key in ("prefix", "site", "discovery_prefix"):
+            value = getattr(self, key)
+            if not value or any(c in value for c in "+#/ \0") or value != value.strip():
+                raise ConfigError(
+                    f"mqtt.{key} = {value!r} is not allowed: a non-empty topic level without + # / or spaces"
+                )
+        if self.password and not self.username:
+            raise ConfigError("mqtt.password is set but mqtt.username is empty: give both or neither")
+        _check_range("mqtt.keepalive_s", self.keepalive_s, 5, 3600)
+        _check_range("mqtt.connect_timeout_s", self.connect_timeout_s, 0.5, 120.0)
+        _check_range("mqtt.reconnect_min_s", self.reconnect_min_s, 0.01, 60.0)
+        _check_range("mqtt.reconnect_max_s", self.reconnect_max_s, self.reconnect_min_s, 3600.0)
+        _check_range("mqtt.auth_retry_s", self.auth_retry_s, 0.1, 86_400.0)
+        _check_range("mqtt.inbound_queue", self.inbound_queue, 1, 10_000)
+        _check_range("mqtt.rate_limit", self.rate_limit, 0.1, 10_000.0)
+        _check_range("mqtt.rate_burst", self.rate_burst, 1, 10_000)
+        _check_range("mqtt.max_payload_bytes", self.max_payload_bytes, 256, 1 << 20)
+        _check_range("mqtt.max_text_chars", self.max_text_chars, 1, 100_000)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline's configuration."""
 
@@ -312,6 +384,7 @@ class Config:
     queues: QueueConfig = field(default_factory=QueueConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     model_dir: str = ""
     """Where models are cached; empty means ``$ASSISTANT_MODEL_DIR`` or the user cache directory."""
 

@@ -36,7 +36,7 @@ def test_ask_streams_the_reply(model_dir: Path) -> None:
 
 def test_say_then_transcribe_round_trip(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "say.wav"
-    proc = assistant("say", "The kitchen lights are on.", "--output", str(out), model_dir=model_dir)
+    proc = assistant("say", "Turn on the kitchen lights.", "--output", str(out), model_dir=model_dir)
     assert proc.returncode == 0, proc.stderr
     samples, rate = read_wav(out)
     assert rate == 22_050 and len(samples) > rate

@@ -1,22 +1,54 @@
-"""faster-whisper adapter: one synchronous call per utterance, the segment generator consumed here.
+"""faster-whisper adapter: one synchronous call per utterance, everything decoded inside the call.
 
-faster-whisper's ``transcribe`` returns a lazy generator; decoding happens while it is iterated,
-so it must be iterated inside the worker thread, never on the event loop.
+Two windows (``asr.window``):
+
+- ``full``: faster-whisper's own ``transcribe``, which pads every input to 30 s of mel frames
+  (3,000 frames; tiny.en encodes them in ~330 ms on two cores whatever the utterance's length).
+  Its lazy segment generator is consumed here, inside the worker thread.
+- ``short`` (default): the mel frames of the utterance plus ``asr.window_margin_ms`` go to
+  CTranslate2's encoder directly (it accepts fewer frames; whisper.cpp calls this ``audio_ctx``),
+  then one greedy/beam decode (with timestamps) bounded by the audio's duration; segments placed
+  after the audio's end are dropped and a transcript that starts over is cut (``trim_loop``,
+  the short window's usual failure). When the result still looks wrong
+  (repetition, too many words for the duration, the decode bound reached, low confidence, or
+  nothing kept although the audio is loud) the utterance is transcribed again on the full window
+  and the fallback is counted.
+
+The no-speech gate (``gate_segment``) applies on both paths. Pure helpers (bounds, repetition,
+fallback rule) take numbers in and have no clock, so tests drive them directly.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ..audio.convert import pcm16_to_float
 from ..config import AsrConfig
 from ..errors import ModelCorruptError, ModelMissingError, StageError
 
 _LOGGER = logging.getLogger(__name__)
+
+FULL_WINDOW_MS = 30_000.0
+"""Whisper's trained window, in ms (3,000 mel frames)."""
+FRAME_MS = 10.0
+"""One mel frame (hop of 160 samples at 16 kHz), in ms."""
+MIN_WINDOW_MS = 1000.0
+"""The short window is never shorter than this, in ms."""
+MAX_DECODE_TOKENS = 440
+"""Whisper's decoder holds 448 positions; the prompt takes a few."""
+MAX_WORDS_PER_S = 6.0
+"""A short-window transcript with more words per second of audio than this (plus 3) is suspect."""
+SPEECH_RMS = 0.003
+"""Audio RMS (fraction of full scale, about -50 dBFS) above which an empty short result is suspect."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +61,12 @@ class AsrResult:
     """Segment texts dropped by the no-speech gate."""
     audio_ms: float = 0.0
     """Duration of the audio transcribed, in ms."""
+    window_ms: float = FULL_WINDOW_MS
+    """Length of the encoder window that produced ``text``, in ms (30,000 for the full window)."""
+    fallback: bool = False
+    """True when the short window's result was rejected and the full window was used."""
+    fallback_reason: str = ""
+    """Why the short result was rejected (``repetition``, ``too_long``, ``bound``, ``logprob``, ``empty``)."""
 
 
 def gate_segment(no_speech_prob: float, avg_logprob: float, text: str, config: AsrConfig) -> bool:
@@ -38,46 +76,320 @@ def gate_segment(no_speech_prob: float, avg_logprob: float, text: str, config: A
     return not (no_speech_prob > config.no_speech_threshold and avg_logprob < config.min_avg_logprob)
 
 
+def max_new_tokens(audio_ms: float, config: AsrConfig) -> int:
+    """Decode bound for ``audio_ms`` of audio: ``max_tokens_per_s`` per second plus ``max_tokens_extra``."""
+    bound = math.ceil(audio_ms / 1000.0 * config.max_tokens_per_s) + config.max_tokens_extra
+    return max(1, min(bound, MAX_DECODE_TOKENS))
+
+
+def window_frames(audio_ms: float, margin_ms: float) -> int:
+    """Mel frames of the short window for ``audio_ms`` of audio plus ``margin_ms``: even, at most 3,000."""
+    ms = max(audio_ms + margin_ms, MIN_WINDOW_MS)
+    frames = math.ceil(ms / FRAME_MS)
+    frames += frames % 2  # the encoder's strided convolution halves the frames
+    return min(frames, round(FULL_WINDOW_MS / FRAME_MS))
+
+
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+_WORD = re.compile(r"[\w']+")
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s']", " ", text.lower()).split()
+
+
+def find_repetition(text: str) -> str:
+    """The repeated part if ``text`` loops, else ``""``.
+
+    A loop is: the same sentence (two words or more) twice; a run of 2 to 8 words repeated three
+    times back to back; one word four times back to back; or any run of 5+ words found twice.
+    Ordinary questions ("turn on the light and turn on the fan") pass.
+    """
+    sentences = [" ".join(_words(s)) for s in _SENTENCE.findall(text)]
+    seen: set[str] = set()
+    for sentence in sentences:
+        if len(sentence.split()) >= 2 and sentence in seen:
+            return sentence
+        seen.add(sentence)
+    words = _words(text)
+    for n in range(1, 9):
+        times = 4 if n == 1 else 3
+        for i in range(len(words) - n * times + 1):
+            gram = words[i : i + n]
+            if all(words[i + k * n : i + (k + 1) * n] == gram for k in range(1, times)):
+                return " ".join(gram)
+    grams: set[tuple[str, ...]] = set()
+    for i in range(len(words) - 4):
+        five = tuple(words[i : i + 5])
+        if five in grams:
+            return " ".join(five)
+        grams.add(five)
+    return ""
+
+
+TIMESTAMP_MS = 20.0
+"""One Whisper timestamp step, in ms."""
+
+
+def inside_segments(
+    tokens: list[int], timestamp_begin: int, audio_ms: float, slack_ms: float = 100.0
+) -> list[int]:
+    """Text tokens of the timestamped segments that start before ``audio_ms - slack_ms``.
+
+    ``tokens`` is a decode with timestamps (ids at or above ``timestamp_begin`` are times, in 20 ms
+    steps); text before any timestamp counts as starting at 0. A segment the decoder places after
+    the audio has ended describes the window's padding, not speech.
+    """
+    kept: list[int] = []
+    current: list[int] = []
+    start_ms: float | None = None
+    for token in tokens:
+        if token < timestamp_begin:
+            current.append(token)
+            continue
+        time_ms = (token - timestamp_begin) * TIMESTAMP_MS
+        if start_ms is None:
+            start_ms = time_ms
+            if current:  # text with no opening timestamp
+                kept.extend(current)
+                current = []
+        else:
+            if start_ms < audio_ms - slack_ms:
+                kept.extend(current)
+            current = []
+            start_ms = None
+    if current and (start_ms is None or start_ms < audio_ms - slack_ms):
+        kept.extend(current)
+    return kept
+
+
+def trim_loop(text: str, at_bound: bool = False) -> str:
+    """``text`` cut where it starts over: at the first sentence that repeats an earlier one, or that
+    (unfinished, at the end) is the beginning of an earlier one.
+
+    A decoder stuck in a loop restarts its transcript ("What time is it? What time is it? What
+    time"); a short window makes this common. The first copy is kept. Text that never starts over
+    comes back unchanged (stripped).
+
+    Also cut, punctuation or not: a tail of two words or more that repeats the text's beginning
+    ("define the word gravity, define the word gravity"); and with ``at_bound`` (the decode ran to
+    its token bound, as a loop does) any tail that repeats words found earlier ("... Juliet, who").
+    """
+    spans = [m.span() for m in _WORD.finditer(text)]
+    words = [text[a:b].lower() for a, b in spans]
+    for i in range(1, len(words)):
+        tail = words[i:]
+        restarts = len(tail) >= 2 and words[: len(tail)] == tail
+        if restarts or (at_bound and any(words[j : j + len(tail)] == tail for j in range(i))):
+            return text[: spans[i][0]].rstrip(" ,;:-")
+    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    seen: list[str] = []
+    for i, sentence in enumerate(sentences):
+        key = " ".join(_words(sentence))
+        if not key:
+            continue
+        finished = sentence[-1] in ".!?"
+        last = i == len(sentences) - 1
+        if key in seen or (last and not finished and any(s.startswith(key + " ") for s in seen)):
+            return " ".join(sentences[:i])
+        seen.append(key)
+    return " ".join(sentences)
+
+
+def collapse_repetition(text: str) -> str:
+    """``text`` with repeated sentences dropped (the first kept), when it loops; otherwise unchanged."""
+    if not find_repetition(text):
+        return text
+    kept: list[str] = []
+    seen: set[str] = set()
+    for sentence in _SENTENCE.findall(text):
+        key = " ".join(_words(sentence))
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence.strip())
+    return " ".join(kept)
+
+
+def fallback_reason(
+    text: str,
+    avg_logprob: float,
+    audio_ms: float,
+    hit_bound: bool,
+    audio_rms: float,
+    config: AsrConfig,
+    looped: bool = False,
+) -> str:
+    """Why a short-window result should be redone on the full window, or ``""`` if it looks right.
+
+    ``text`` is the kept text (empty if gated out), ``avg_logprob`` the decode's mean log-probability
+    per token, ``hit_bound`` whether the decode stopped at ``max_new_tokens`` (expected when
+    ``looped``: a loop that was cut runs to the bound), ``audio_rms`` the audio's RMS as a fraction
+    of full scale.
+    """
+    if not text:
+        return "empty" if audio_rms > SPEECH_RMS else ""
+    if find_repetition(text):
+        return "repetition"
+    if hit_bound and not looped:
+        return "bound"
+    if len(_words(text)) > audio_ms / 1000.0 * MAX_WORDS_PER_S + 3:
+        return "too_long"
+    if avg_logprob < config.fallback_logprob:
+        return "logprob"
+    return ""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One short-window decode."""
+
+    text: str
+    """Text of the segments that start inside the audio, cut where it starts over (``trim_loop``)."""
+    avg_logprob: float
+    """Mean log-probability per token (faster-whisper's definition)."""
+    no_speech_prob: float
+    hit_bound: bool
+    """The decode stopped at its token bound rather than at end-of-text."""
+    looped: bool = False
+    """The decoder started its transcript over and the repeat was cut off."""
+
+
 class WhisperEngine:
     """A loaded faster-whisper model. Thread-safe: one lock around the model."""
 
     def __init__(self, model_dir: Path, config: AsrConfig) -> None:
         try:
             from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
         except ImportError as err:
             raise ModelMissingError("faster-whisper is not installed: pip install faster-whisper") from err
         self.config = config
         self._lock = threading.Lock()
+        self.calls = 0
+        """Utterances transcribed."""
+        self.fallbacks = 0
+        """Short-window results redone on the full window."""
         try:
             self._model: Any = WhisperModel(
                 str(model_dir), device="cpu", compute_type=config.compute_type, cpu_threads=config.cpu_threads
             )
         except (RuntimeError, ValueError, OSError) as err:
             raise ModelCorruptError(f"{model_dir}: faster-whisper cannot load this model: {err}") from err
+        multilingual = bool(self._model.model.is_multilingual)
+        self._tokenizer: Any = Tokenizer(
+            self._model.hf_tokenizer, multilingual, task="transcribe", language=(config.language or "en")
+        )
+        self._prompt: list[int] = list(self._tokenizer.sot_sequence)
+        """The short path decodes with timestamps (no ``<|notimestamps|>``), to see where text lies."""
+        self._suppress: list[int] = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        self._short_ok = not multilingual or bool(config.language)
+        """The short path needs a known language (it does not run language detection)."""
 
     def transcribe(self, pcm: bytes) -> AsrResult:
         """Transcribe 16 kHz mono int16 audio; blocks (call it from a worker thread)."""
         audio = pcm16_to_float(pcm)
-        kept: list[str] = []
-        dropped: list[str] = []
+        audio_ms = len(audio) / 16.0
         try:
             with self._lock:
-                segments, _info = self._model.transcribe(
-                    audio,
-                    language=self.config.language or None,
-                    beam_size=self.config.beam_size,
-                    condition_on_previous_text=False,
-                    without_timestamps=True,
-                    vad_filter=False,
-                )
-                for seg in segments:
-                    text = seg.text.strip()
-                    if gate_segment(seg.no_speech_prob, seg.avg_logprob, text, self.config):
-                        kept.append(text)
-                    else:
-                        dropped.append(text)
+                self.calls += 1
+                short = self.config.window == "short" and self._short_ok
+                if short and audio_ms + self.config.window_margin_ms < FULL_WINDOW_MS:
+                    result = self._transcribe_short(audio, audio_ms)
+                    if not result.fallback_reason:
+                        return result
+                    self.fallbacks += 1
+                    _LOGGER.info(
+                        "asr short window rejected (%s): %r; using the full window",
+                        result.fallback_reason,
+                        result.text or result.dropped,
+                    )
+                    full = self._transcribe_full(audio, audio_ms)
+                    return AsrResult(
+                        full.text, full.dropped, audio_ms, FULL_WINDOW_MS, True, result.fallback_reason
+                    )
+                return self._transcribe_full(audio, audio_ms)
         except (RuntimeError, ValueError) as err:
             raise StageError("asr", f"transcription failed: {err}") from err
+
+    def _transcribe_short(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
+        """The short-window path; ``fallback_reason`` set when its result should not be trusted."""
+        frames = window_frames(audio_ms, self.config.window_margin_ms)
+        features = self._model.feature_extractor(audio)
+        content = features[:, : features.shape[-1] - 1]
+        window = np.zeros((content.shape[0], frames), dtype=np.float32)
+        window[:, : min(frames, content.shape[1])] = content[:, :frames]
+        decoded = self._decode_window(window, max_new_tokens(audio_ms, self.config), audio_ms)
+        text = decoded.text.strip()
+        kept = gate_segment(decoded.no_speech_prob, decoded.avg_logprob, text, self.config)
+        # the model is sure there is no speech: trust it (no fallback), however confident the text
+        sure_silent = decoded.no_speech_prob > self.config.short_no_speech_gate
+        kept = kept and not sure_silent
+        loud = not sure_silent and audio.size > 0
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if loud else 0.0
+        reason = fallback_reason(
+            text if kept else "", decoded.avg_logprob, audio_ms, decoded.hit_bound, rms, self.config,
+            decoded.looped,
+        )  # fmt: skip
+        if not kept and not reason:
+            _LOGGER.info("asr gated out as non-speech: %r", text)
+        return AsrResult(
+            text if kept else "", () if kept else (text,), audio_ms, frames * FRAME_MS, False, reason
+        )
+
+    def _decode_window(self, window: npt.NDArray[np.float32], max_new: int, audio_ms: float) -> Decoded:
+        """Encode a ``[n_mels, frames]`` window and decode it once, at most ``max_new`` tokens.
+
+        Decoded with timestamps: segments the model places at or after the end of the audio
+        (``audio_ms``, less 100 ms) are the window's padding talking and are dropped.
+        """
+        encoded = self._model.encode(window)
+        result = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=self.config.beam_size,
+            max_length=len(self._prompt) + max_new,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens: list[int] = list(result.sequences_ids[0])
+        cum_logprob = result.scores[0] * len(tokens)  # scores are normalised by length (penalty 1)
+        raw = str(self._tokenizer.decode(inside_segments(tokens, self._tokenizer.timestamp_begin, audio_ms)))
+        hit_bound = len(tokens) >= max_new
+        text = trim_loop(raw, hit_bound)
+        return Decoded(
+            text=text,
+            avg_logprob=float(cum_logprob / (len(tokens) + 1)),
+            no_speech_prob=float(result.no_speech_prob),
+            hit_bound=hit_bound,
+            looped=text != raw.strip(),
+        )
+
+    def _transcribe_full(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
+        """faster-whisper's own 30 s window path (decode bounded by the duration; loops collapsed)."""
+        kept: list[str] = []
+        dropped: list[str] = []
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self.config.language or None,
+            beam_size=self.config.beam_size,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            max_new_tokens=max_new_tokens(min(audio_ms, FULL_WINDOW_MS), self.config),
+        )
+        for seg in segments:
+            text = seg.text.strip()
+            if gate_segment(seg.no_speech_prob, seg.avg_logprob, text, self.config):
+                kept.append(text)
+            else:
+                dropped.append(text)
         if dropped:
             _LOGGER.info("asr gated out as non-speech: %r", dropped)
-        return AsrResult(" ".join(kept).strip(), tuple(dropped), len(audio) / 16.0)
+        text = " ".join(kept).strip()
+        collapsed = collapse_repetition(text)
+        if collapsed != text:
+            _LOGGER.info("asr repetition collapsed: %r -> %r", text, collapsed)
+        return AsrResult(collapsed, tuple(dropped), audio_ms, FULL_WINDOW_MS)
