@@ -450,8 +450,17 @@ def _http_chunks(url: str, part: Path) -> Iterator[bytes]:
         with urllib.request.urlopen(req, timeout=60) as resp:
             if have and resp.status != 206:
                 yield b""
+            length = resp.headers.get("Content-Length")
+            received = 0
             while block := resp.read(CHUNK):
+                received += len(block)
                 yield block
+            if length is not None and received < int(length):
+                raise AssistantError(
+                    f"download of {url} broke off after {received} of {length} bytes; "
+                    "run the same pull again to resume",
+                    code="model_source_unavailable",
+                )
     except urllib.error.HTTPError as err:
         if err.code != 416:  # 416: nothing left after ``have``, the part is complete
             raise AssistantError(f"download of {url} failed: {err}", code="model_source_unavailable") from err

@@ -32,6 +32,7 @@ from .errors import AssistantError, ConfigError
 from .events import (
     ErrorEvent,
     EventBus,
+    ReasoningText,
     ReplyChunk,
     ReplyFinished,
     StateChanged,
@@ -193,6 +194,9 @@ class Pipeline:
         if self.turns.is_held(turn_id):
             self._void.add(turn_id)
 
+    def _on_reasoning(self, turn_id: int, text: str) -> None:
+        self.events.publish(ReasoningText(turn_id, self._request_id(turn_id), text))
+
     def _on_chunk(self, chunk: TextChunk) -> None:
         if chunk.index == 0 and not chunk.text.rstrip("\"')”’»").endswith((".", "!", "?", "…")):
             self.tracker.action(chunk.turn_id, "first_chunk_shortened")
@@ -338,6 +342,7 @@ class Pipeline:
                         self.clock,
                         self.on_token,
                         self._on_error,
+                        on_reasoning=self._on_reasoning,
                     ),
                 )
             )

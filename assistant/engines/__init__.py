@@ -39,9 +39,14 @@ def load_engines(
 
         engines.asr = WhisperEngine(models.resolve(config.asr.model, "asr", model_dir), config.asr)
     if llm:
-        from .llama import LlamaEngine
+        if config.llm.engine == "openai":
+            from .openai_http import OpenAIEngine
 
-        engines.llm = LlamaEngine(models.resolve(config.llm.model, "llm", model_dir), config.llm)
+            engines.llm = OpenAIEngine(config.llm)
+        else:
+            from .llama import LlamaEngine
+
+            engines.llm = LlamaEngine(models.resolve(config.llm.model, "llm", model_dir), config.llm)
     if tts:
         from .piper import PiperEngine
 

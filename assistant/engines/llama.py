@@ -1,21 +1,67 @@
-"""llama-cpp-python adapter: chat completion streamed token by token, stoppable mid-stream.
+"""llama-cpp-python adapter: a chat reply generated from tokens, streamed piece by piece.
 
-The chat template comes from the GGUF's ``tokenizer.chat_template`` (llama-cpp-python picks it
-up). The completion generator is consumed in the calling worker thread; a llama.cpp context is
-not thread-safe, so one lock guards it.
+The prompt is the model's own chat template (``tokenizer.chat_template`` from the GGUF) rendered
+by ``assistant.prompt``, with every message's content tokenized as data: no user text can become
+``<｜Assistant｜>``, ``<think>`` or ``<|im_start|>``. Generation runs ``Llama.generate`` on that
+token list; llama-cpp-python reuses the longest prefix already in the KV cache, so a turn only
+evaluates what changed (its own question, after the system prompt and the remembered turns).
+
+Warm start: at load, the system prompt's KV state is evaluated once and saved to
+``<state_cache>/<hash>.llstate``, the hash covering the model file (name, size, mtime), the
+prompt's tokens, ``n_ctx`` and the llama-cpp-python version; the next start loads it instead.
+
+Reasoning hooks: ``chat(..., prefill=...)`` appends assistant-side text (an empty or open think
+block) to the prompt; ``steer()``, called after every token, may return text to append to the
+context (``</think>`` when the thinking budget is spent), after which generation continues.
+
+The generator is consumed in the calling worker thread; a llama.cpp context is not thread-safe,
+so one lock guards it.
 """
 
 from __future__ import annotations
 
+import codecs
+import ctypes
+import hashlib
+import json
+import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import LlmConfig
-from ..errors import ModelCorruptError, ModelMissingError, StageError
+from ..errors import ModelCorruptError, ModelMissingError, StageError, TooLongError
+from ..prompt import CHATML, ChatMessage, ChatTemplate, data_tokens, prompt_tokens
 
-ChatMessage = dict[str, str]
+_LOGGER = logging.getLogger(__name__)
+RESERVE_TOKENS = 16
+"""Context kept free beyond ``max_tokens`` for a prefill or a budget's closing tag."""
+_STATE_MAGIC = b"ASSTKV1\n"
+
+
+class _Vocab:
+    """``prompt.Vocab`` over a loaded ``Llama``."""
+
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+
+    def tokenize(self, text: bytes, add_bos: bool, special: bool) -> list[int]:
+        return list(self._llm.tokenize(text, add_bos=add_bos, special=special))
+
+    def token_attr(self, token: int) -> int:
+        return int(self._llm._model.token_get_attr(token))
+
+    def token_text(self, token: int) -> str:
+        return str(self._llm._model.token_get_text(token))
+
+
+def default_state_dir() -> Path:
+    from ..models import default_model_dir
+
+    return default_model_dir().parent / "state"
 
 
 class LlamaEngine:
@@ -29,6 +75,7 @@ class LlamaEngine:
                 "llama-cpp-python is not installed: pip install llama-cpp-python"
             ) from err
         self.config = config
+        self.path = gguf_path
         self._lock = threading.Lock()
         try:
             self._llm: Any = Llama(
@@ -40,38 +87,208 @@ class LlamaEngine:
             )
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelCorruptError(f"{gguf_path}: llama.cpp cannot load this model: {err}") from err
+        self.vocab = _Vocab(self._llm)
+        model = self._llm._model
+        bos, eos = self._llm.token_bos(), self._llm.token_eos()
+        self.template = ChatTemplate(
+            self._llm.metadata.get("tokenizer.chat_template") or CHATML,
+            model.token_get_text(bos) if bos != -1 else "",
+            model.token_get_text(eos) if eos != -1 else "",
+        )
+        self.n_ctx: int = self._llm.n_ctx()
+        """Context length, in tokens."""
+        think = self._llm.tokenize(b"<think>", add_bos=False, special=True)
+        self.thinks = len(think) == 1 and self.vocab.token_attr(think[0]) & 0b11000 != 0
+        """The vocabulary has ``<think>`` as one special token: a reasoning model."""
+        self.template_opens_think = self.template.opens_think()
+        """The generation prompt already opens a think block."""
+        self.last_prompt: list[int] = []
+        """Token ids of the last prompt (prefill included), for tests and reports."""
+        self.last_context: list[int] = []
+        """The last turn's whole context: prompt, generated and injected tokens."""
+        self.warm_tokens = 0
+        """Tokens of the system prompt whose KV state was restored or evaluated at start-up."""
+        self.warm_source = "off"
+        """``loaded`` (from disk), ``evaluated`` (and saved) or ``off``."""
+        if config.warm:
+            self._warm(Path(config.state_cache) if config.state_cache else default_state_dir())
+
+    # -- prompt --------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as plain data."""
+        return len(data_tokens(self.vocab, text))
+
+    def prompt(self, messages: list[ChatMessage], prefill: str = "") -> list[int]:
+        """The token ids generation starts from."""
+        return prompt_tokens(self.vocab, self.template.render(messages), prefill)
+
+    def system_prefix(self) -> list[int]:
+        """Tokens every turn's prompt begins with: up to where the first question starts."""
+        segments = self.template.render(
+            [{"role": "system", "content": self.config.system_prompt}, {"role": "user", "content": "?"}]
+        )
+        first_user = max(i for i, s in enumerate(segments) if s.data and s.text == "?")
+        return prompt_tokens(self.vocab, segments[:first_user])
+
+    # -- warm start ----------------------------------------------------------------------------
+
+    def _state_file(self, folder: Path, prefix: list[int]) -> Path:
+        import llama_cpp
+
+        stat = self.path.stat()
+        key = json.dumps(
+            [self.path.name, stat.st_size, stat.st_mtime_ns, prefix, self.n_ctx, llama_cpp.__version__]
+        )
+        return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.llstate"
+
+    def _warm(self, folder: Path) -> None:
+        prefix = self.system_prefix()
+        if not prefix:
+            return
+        path = self._state_file(folder, prefix)
+        with self._lock:
+            if path.is_file() and self._load_state(path, prefix):
+                self.warm_source = "loaded"
+            else:
+                self._llm.reset()
+                self._llm.eval(prefix)
+                self.warm_source = "evaluated"
+                self._save_state(path)
+            self.warm_tokens = len(prefix)
+        _LOGGER.info("llm: system prompt warm (%d tokens, %s)", len(prefix), self.warm_source)
+
+    def _save_state(self, path: Path) -> None:
+        import llama_cpp
+
+        ctx = self._llm._ctx.ctx
+        size = llama_cpp.llama_state_get_size(ctx)
+        buf = (ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_get_data(ctx, buf, size)
+        head = json.dumps({"tokens": self._llm._input_ids.tolist()}).encode()
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as fh:
+                fh.write(_STATE_MAGIC + len(head).to_bytes(8, "little") + head)
+                fh.write(memoryview(buf)[:n])
+            tmp.replace(path)
+        except OSError as err:  # a read-only cache costs speed, not the turn
+            _LOGGER.warning("llm: cannot save the warm state to %s: %s", path, err)
+            tmp.unlink(missing_ok=True)
+
+    def _load_state(self, path: Path, prefix: list[int]) -> bool:
+        import llama_cpp
+
+        try:
+            data = path.read_bytes()
+            if not data.startswith(_STATE_MAGIC):
+                raise ValueError("not a state file")
+            at = len(_STATE_MAGIC) + 8
+            n_head = int.from_bytes(data[len(_STATE_MAGIC) : at], "little")
+            tokens = json.loads(data[at : at + n_head])["tokens"]
+            if tokens != prefix:
+                raise ValueError("state holds other tokens")
+            blob = data[at + n_head :]
+            buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+            self._llm.reset()
+            if llama_cpp.llama_state_set_data(self._llm._ctx.ctx, buf, len(blob)) != len(blob):
+                raise ValueError("llama.cpp refused the state")
+        except (OSError, ValueError, KeyError) as err:
+            _LOGGER.warning("llm: warm state %s unusable (%s); evaluating the prompt", path, err)
+            return False
+        self._llm.input_ids[: len(tokens)] = tokens
+        self._llm.n_tokens = len(tokens)
+        self._llm._requires_eval = True
+        return True
+
+    # -- generation ----------------------------------------------------------------------------
 
     def chat(
         self,
         messages: list[ChatMessage],
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
+        *,
+        prefill: str = "",
+        steer: Callable[[], str | None] | None = None,
     ) -> str:
-        """Generate a reply, calling ``on_token`` per piece; returns the finish reason; blocks."""
-        finish = "stop"
+        """Generate a reply, calling ``on_token`` per piece; returns the finish reason; blocks.
+
+        ``prefill`` is evaluated after the generation prompt and not reported; ``steer`` is
+        called after each piece and may return text to append to the context (not reported).
+        Raises ``TooLongError`` when the prompt and ``max_tokens`` do not fit in the context.
+        """
         try:
-            with self._lock:
-                stream = self._llm.create_chat_completion(
-                    messages=messages,
-                    stream=True,
-                    max_tokens=self.config.max_tokens,
-                    temperature=self.config.temperature,
-                    top_p=self.config.top_p,
-                    seed=self.config.seed,
+            context = self.prompt(messages, prefill)
+            limit = self.n_ctx - self.config.max_tokens - RESERVE_TOKENS
+            if len(context) > limit:
+                raise TooLongError(
+                    f"the prompt is {len(context)} tokens; at most {max(limit, 0)} fit in"
+                    f" llm.n_ctx = {self.n_ctx} with room for llm.max_tokens = {self.config.max_tokens}"
                 )
-                try:
-                    for chunk in stream:
-                        if stop is not None and stop.is_set():
-                            finish = "cancelled"
-                            break
-                        choice = chunk["choices"][0]
-                        piece = choice["delta"].get("content")
-                        if piece:
-                            on_token(piece)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                finally:
-                    stream.close()
+            with self._lock:
+                self.last_prompt = list(context)
+                return self._generate(context, on_token, stop, steer)
         except (ValueError, RuntimeError) as err:
             raise StageError("llm", f"generation failed: {err}") from err
-        return finish
+
+    def _generate(
+        self,
+        context: list[int],
+        on_token: Callable[[str], None],
+        stop: threading.Event | None,
+        steer: Callable[[], str | None] | None,
+    ) -> str:
+        import llama_cpp
+
+        self.last_context = context
+        vocab = self._llm._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        produced = 0
+        while True:
+            inject: list[int] = []
+            gen = self._llm.generate(
+                context,
+                top_k=40,
+                top_p=self.config.top_p,
+                min_p=0.05,
+                temp=self.config.temperature,
+                repeat_penalty=1.0,
+            )
+            try:
+                for token in gen:
+                    if stop is not None and stop.is_set():
+                        return "cancelled"
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        return "stop"
+                    context.append(token)
+                    produced += 1
+                    piece = decoder.decode(self._llm.detokenize([token], special=False))
+                    if piece:
+                        on_token(piece)
+                    if produced >= self.config.max_tokens:
+                        return "length"
+                    extra = steer() if steer is not None else None
+                    if extra:
+                        inject = self._llm.tokenize(extra.encode(), add_bos=False, special=True)
+                        break
+            finally:
+                gen.close()
+            if not inject:
+                return "stop"
+            context += inject  # the last sampled token and these are evaluated by the next call
+
+    def timed_first_token(self, messages: list[ChatMessage]) -> float:
+        """Seconds from the call to the first generated piece (a measurement helper)."""
+        start = time.perf_counter()
+        first: list[float] = []
+        done = threading.Event()
+
+        def on_token(_: str) -> None:
+            if not first:
+                first.append(time.perf_counter() - start)
+                done.set()
+
+        self.chat(messages, on_token, done)
+        return first[0] if first else float("nan")

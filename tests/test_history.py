@@ -1,0 +1,123 @@
+"""Conversation memory: token budget, oldest first out, sessions, too-long questions."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.clock import StreamClock
+from assistant.config import LlmConfig
+from assistant.errors import TooLongError
+from assistant.history import MESSAGE_OVERHEAD, History
+from assistant.latency import LatencyTracker
+from assistant.messages import ReplyDone, Transcript
+from assistant.stages.base import Turns
+from assistant.stages.llm import LlmStage
+
+from .fakes import FakeChat, run_stage
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def make(budget: int = 1000, limit: int = 200, idle: float = 60.0) -> History:
+    return History("Be brief.", words, budget_tokens=budget, limit_tokens=limit, idle_s=idle)
+
+
+def test_first_turn_is_system_then_user() -> None:
+    assert make().messages_for("hello there", 0.0) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hello there"},
+    ]
+
+
+def test_oldest_turns_drop_first_and_the_system_prompt_stays() -> None:
+    hist = make(limit=3 * 20 + 2 * MESSAGE_OVERHEAD + 40)
+    for i in range(30):
+        hist.add(f"question {i} " + "w " * 8, f"answer {i} " + "w " * 8, float(i))
+    msgs = hist.messages_for("last one", 31.0)
+    assert msgs[0] == {"role": "system", "content": "Be brief."}
+    assert msgs[-1] == {"role": "user", "content": "last one"}
+    kept = [m["content"].split()[1] for m in msgs[1:-1]]
+    assert kept and kept[-1] == "29" and kept == sorted(kept, key=int)  # newest kept, in order
+    assert "0" not in kept
+    total = sum(words(m["content"]) + MESSAGE_OVERHEAD for m in msgs)
+    assert total <= hist.limit_tokens
+
+
+def test_history_budget_bounds_memory_even_with_room() -> None:
+    hist = make(budget=2 * (2 + 2 * MESSAGE_OVERHEAD), limit=10_000)
+    for i in range(10):
+        hist.add(f"q{i}", f"a{i}", float(i))
+    msgs = hist.messages_for("now", 10.0)
+    assert [m["content"] for m in msgs[1:-1]] == ["q8", "a8", "q9", "a9"]
+
+
+def test_new_session_after_idle_time() -> None:
+    hist = make(idle=60.0)
+    hist.messages_for("a", 0.0)
+    hist.add("a", "b", 1.0)
+    assert len(hist.messages_for("c", 50.0)) == 4
+    assert len(hist.messages_for("d", 200.0)) == 2 and hist.session == 2
+
+
+def test_empty_reply_and_zero_budget_keep_nothing() -> None:
+    hist = make()
+    hist.add("q", "  ", 0.0)
+    assert not hist.exchanges
+    hist = make(budget=0)
+    hist.add("q", "a", 0.0)
+    assert hist.messages_for("x", 1.0)[1:] == [{"role": "user", "content": "x"}]
+
+
+def test_too_long_question_is_refused_before_tokenizing_50kb() -> None:
+    counted: list[int] = []
+
+    def count(text: str) -> int:
+        counted.append(len(text))
+        return len(text)
+
+    hist = History("sys", count, budget_tokens=100, limit_tokens=500, idle_s=60)
+    with pytest.raises(TooLongError) as err:
+        hist.messages_for("x" * 50_000, 0.0)
+    assert err.value.code == "too_long"
+    assert 50_000 not in counted
+    with pytest.raises(TooLongError, match="tokens"):
+        hist.messages_for("y" * 600, 0.0)  # under the byte bound, over the token limit
+
+
+async def test_stage_remembers_answers_and_forgets_cancelled_turns() -> None:
+    chat = FakeChat("Paris.")
+    turns = Turns()
+    stage = LlmStage(chat, LlmConfig(), turns, LatencyTracker(), _clock())
+    await run_stage(stage, [Transcript(1, "Capital of France?"), Transcript(2, "And Spain?")])
+    assert chat.calls[1][1:] == [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And Spain?"},
+    ]
+    turns.cancel(3)
+    await run_stage(stage, [Transcript(3, "ignored"), Transcript(4, "Again?")])
+    assert [m["content"] for m in chat.calls[-1]].count("ignored") == 0
+
+
+async def test_stage_reports_too_long_and_the_next_turn_works() -> None:
+    errors: list[tuple[int, str]] = []
+    stage = LlmStage(
+        FakeChat("ok."),
+        LlmConfig(),
+        Turns(),
+        LatencyTracker(),
+        _clock(),
+        None,
+        lambda turn, err: errors.append((turn, err.code)),
+    )
+    out = await run_stage(stage, [Transcript(1, "why " * 12_500), Transcript(2, "hi")])
+    assert errors == [(1, "too_long")]
+    assert [m for m in out if isinstance(m, ReplyDone)] == [ReplyDone(2, "ok.", "stop")]
+
+
+def _clock() -> StreamClock:
+    clock = StreamClock(realtime=False)
+    clock.start()
+    return clock
