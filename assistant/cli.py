@@ -12,12 +12,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from . import __version__
 from .config import Config, load_config
 from .errors import AssistantError, ConfigError
 from .latency import TurnRecord
+
+if TYPE_CHECKING:
+    from .audio.sinks import AudioSink
 
 _LOGGER = logging.getLogger("assistant")
 
@@ -39,7 +42,7 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _sink(target: str | None, config: Config):  # type: ignore[no-untyped-def]
+def _sink(target: str | None, config: Config) -> AudioSink | None:
     from .audio.sinks import RawSink, WavSink
 
     if target is None:
@@ -72,28 +75,69 @@ class _Report:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
-    from .audio.sources import PcmSource, StreamSource
+    from .audio.sinks import NullSink
+    from .audio.sources import AudioSource, IdleSource, PcmSource, StreamSource
     from .engines import load_engines
     from .pipeline import Pipeline
+    from .service import ConfigReloader, ServiceNotifier, ServiceSignals
 
-    config = _config(args)
-    if args.input is None:
+    config = _with_mqtt(_config(args), args.mqtt)
+    if args.input is None and not config.mqtt.enabled:
         raise ConfigError("live microphone input is not available yet: give --input FILE.wav or --input -")
     if args.output == "-" and args.report == "-":
         raise ConfigError("--output - and --report - would both write to the terminal's streams; pick a file")
-    engines = await asyncio.to_thread(load_engines, config, _model_dir(config, args))
-    source = (
-        StreamSource(config.input, rate=args.input_rate, channels=args.input_channels)
-        if args.input == "-"
-        else PcmSource.from_file(args.input, config.input)
-    )
-    report = _Report(args.report)
-    try:
-        pipeline = Pipeline(config, engines, _sink(args.output, config), on_turn=report)
-        await pipeline.run(source)
-    finally:
-        report.close()
+    notifier = ServiceNotifier()
+    # SIGTERM/SIGINT: every finally runs (MQTT: retained offline), exit 0; SIGHUP: reload the config
+    async with ServiceSignals(notifier=notifier) as signals:
+        notifier.status("loading models")
+        engines = await asyncio.to_thread(load_engines, config, _model_dir(config, args))
+        source: AudioSource = IdleSource()  # no --input: an MQTT-only daemon
+        if args.input == "-":
+            source = StreamSource(config.input, rate=args.input_rate, channels=args.input_channels)
+        elif args.input is not None:
+            source = PcmSource.from_file(args.input, config.input)
+        report = _Report(args.report)
+        try:
+            sink = _sink(args.output, config)
+            if sink is None and config.mqtt.enabled:
+                sink = NullSink()
+            pipeline = Pipeline(config, engines, sink, on_turn=report)
+            signals.on_reload = ConfigReloader(
+                config, lambda: _with_mqtt(_config(args), args.mqtt), pipeline.reconfigure, notifier
+            )
+            extra = [notifier.watchdog(pipeline.clock)]
+            if config.mqtt.enabled:
+                from .mqtt import MqttBridge
+
+                extra.append(MqttBridge(pipeline, config.mqtt).run())
+            notifier.ready()
+            notifier.status("listening")
+            await pipeline.run(source, extra=extra)
+        finally:
+            report.close()
     return 0
+
+
+def _with_mqtt(config: Config, url: str | None) -> Config:
+    """``--mqtt URL`` turns MQTT on and replaces the config's broker settings."""
+    if not url:
+        return config
+    from dataclasses import replace
+
+    try:
+        from .mqtt import config_from_url
+    except ImportError as err:
+        raise ConfigError(f"--mqtt needs aiomqtt: pip install 'assistant[mqtt]' ({err})") from err
+    return replace(config, mqtt=config_from_url(url, config.mqtt))
+
+
+async def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    findings = await run_checks(_with_mqtt(_config(args), args.mqtt))
+    for finding in findings:
+        print(finding)
+    return 0 if all(f.level == "ok" for f in findings) else 1
 
 
 async def _cmd_ask(args: argparse.Namespace) -> int:
@@ -221,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="WAV file for the spoken answers, or - for raw s16le PCM on stdout")
     run.add_argument("--report", help="JSON lines, one per turn (- for stderr)")
     run.add_argument("--fast", action="store_true", help="feed input as fast as the pipeline takes it")
+    run.add_argument(
+        "--mqtt", metavar="URL", help="MQTT broker: mqtt://[user:pass@]host[:port] or mqtts://..."
+    )
 
     ask = sub.add_parser("ask", help="answer a typed question; the reply streams to stdout")
     ask.add_argument("text")
@@ -240,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the full results here")
     bench.add_argument("--plot", help="draw the latency distributions into this PNG")
 
+    doctor = sub.add_parser("doctor", help="check the deployment (MQTT broker exposure) and say what to fix")
+    doctor.add_argument("--mqtt", metavar="URL", help="check this broker instead of the config's")
+
     mod = sub.add_parser("models", help="list, pull, verify or remove models")
     mod.add_argument("models_command", choices=["list", "pull", "verify", "rm"])
     mod.add_argument("names", nargs="*", help="model names (pull: default models when none given)")
@@ -252,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    commands = {"run": _cmd_run, "ask": _cmd_ask, "say": _cmd_say, "transcribe": _cmd_transcribe}
+    commands = {"run": _cmd_run, "ask": _cmd_ask, "say": _cmd_say, "transcribe": _cmd_transcribe,
+                "doctor": _cmd_doctor}  # fmt: skip
     try:
         if args.command == "models":
             return _cmd_models(args)

@@ -106,6 +106,19 @@ class RawSink:
         self.stream.flush()
 
 
+class NullSink:
+    """Discards audio (an MQTT daemon that publishes text and has no speaker)."""
+
+    async def write(self, pcm: bytes, sample_rate: int) -> None:
+        return None
+
+    async def turn_done(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class MemorySink:
     """Keeps everything in memory, per turn; for tests and the benchmark."""
 

@@ -1,0 +1,527 @@
+"""The MQTT bridge: commands in, events out, over one broker connection at a time.
+
+    broker -> receive (parse, check, rate-limit) -> inbound queue -> execute -> Pipeline.ask/say
+    Pipeline.events (bounded) -> translate -> outbox (bounded) -> publish -> broker
+
+Topics live under ``<prefix>/<site>/`` (README "MQTT" has the schema): commands ``ask say listen
+cancel mute unmute`` (and ``command``, which names one); events ``state`` (retained),
+``transcript reply reasoning latency error ack``; ``availability`` (retained ``online``, last will
+``offline``). Only ``ask``/``say`` queue (they may wait on the pipeline); the other commands are
+instant and run on receipt. Text from MQTT enters only through ``Pipeline.ask`` (user role).
+
+Connection: a loop around ``async with aiomqtt.Client(...)`` (a new client per connection):
+subscribe, announce (availability, discovery, state), serve until the connection drops, wait a
+doubling backoff capped at ``reconnect_max_s``, connect again. Refused credentials or an untrusted
+certificate are ``auth_failed``: a long wait (``auth_retry_s``), never a tight retry loop. The voice
+path never waits on MQTT: events come from a bounded EventBus queue, and publishing happens in the
+bridge's own tasks. Cancelling ``run()`` publishes a retained ``offline`` before disconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from . import events as ev
+from .config import MqttConfig
+from .errors import AssistantError, ConfigError
+from .events import Event
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+_LOGGER = logging.getLogger(__name__)
+
+COMMANDS = ("ask", "say", "listen", "cancel", "mute", "unmute")
+_FIELDS: dict[str, dict[str, type]] = {
+    "ask": {"text": str, "speak": bool},
+    "say": {"text": str},
+    "listen": {},
+    "cancel": {"turn": int},
+    "mute": {"muted": bool},
+    "unmute": {},
+}
+"""Keys each command accepts besides ``id`` (and ``command`` on the ``command`` topic)."""
+OUTBOX_SIZE = 1000
+EVENT_QUEUE = 1000
+RECENT_IDS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One checked command, ready to run."""
+
+    name: str
+    id: str | None = None
+    text: str = ""
+    speak: bool = True
+    turn: int | None = None
+    muted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish."""
+
+    topic: str
+    payload: str
+    qos: int = 0
+    retain: bool = False
+
+
+class CommandError(AssistantError):
+    """A command refused: ``bad_payload``, ``bad_command``, ``too_long``, ``busy``, ``duplicate``,
+    ``retained`` (or the code of the pipeline error that stopped it)."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.request_id = request_id
+
+
+class Topics:
+    """The bridge's topic names, from the config."""
+
+    def __init__(self, config: MqttConfig) -> None:
+        self.base = f"{config.prefix}/{config.site}"
+        self.availability = f"{self.base}/availability"
+        self.command = f"{self.base}/command"
+        self.commands = {f"{self.base}/{name}": name for name in COMMANDS}
+        self.ha_status = f"{config.discovery_prefix}/status"
+
+    def out(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+
+def config_from_url(url: str, base: MqttConfig) -> MqttConfig:
+    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``: MQTT on, broker settings replaced."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"--mqtt {url!r}: expected mqtt://[user:pass@]host[:port] or mqtts://...")
+    try:
+        port = parts.port
+    except ValueError as err:
+        raise ConfigError(f"--mqtt {url!r}: bad port") from err
+    tls = parts.scheme == "mqtts"
+    return replace(
+        base,
+        enabled=True,
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
+
+
+def _recheck_cancel() -> None:
+    """Re-raise a cancellation that Python 3.11's ``asyncio.wait_for`` (inside aiomqtt's publish
+    and subscribe) swallowed when it raced a completed call: without this, stopping could hang."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The TLS settings of ``config`` (the CA file is read here, once)."""
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca_file or None)
+    except OSError as err:
+        raise ConfigError(f"mqtt.tls_ca_file = {config.tls_ca_file!r}: {err}") from err
+    if config.tls_insecure:
+        context.check_hostname = False
+    return context
+
+
+def _check_text(text: str, config: MqttConfig, rid: str | None) -> str:
+    if not text.strip():
+        raise CommandError("bad_payload", "text is empty", rid)
+    if len(text) > config.max_text_chars:
+        raise CommandError(
+            "too_long", f"text of {len(text)} characters: at most {config.max_text_chars}", rid
+        )
+    return text
+
+
+def decode_json(payload: bytes, config: MqttConfig) -> dict[str, Any]:
+    """A payload as a JSON object ({} when empty); ``CommandError`` when it is not one."""
+    if len(payload) > config.max_payload_bytes:
+        raise CommandError("too_long", f"payload of {len(payload)} bytes: at most {config.max_payload_bytes}")
+    if not payload.strip():
+        return {}
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise CommandError("bad_payload", f"payload is not UTF-8: {err.reason}") from err
+    except (ValueError, RecursionError) as err:
+        raise CommandError("bad_payload", f"payload is not JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise CommandError("bad_payload", f"payload must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_command(name: str | None, payload: bytes, config: MqttConfig) -> Command:
+    """Check one command payload against its schema. ``name`` None: the ``command`` topic."""
+    data = decode_json(payload, config)
+    rid = data.get("id")
+    if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
+        raise CommandError("bad_payload", "id must be a string of 1 to 128 characters")
+    allowed: dict[str, type] = {"id": str}
+    if name is None:
+        name = data.get("command")
+        if name not in _FIELDS:
+            raise CommandError(
+                "bad_command", f"unknown command {name!r}: choose one of {list(COMMANDS)}", rid
+            )
+        allowed["command"] = str
+    assert isinstance(name, str)
+    allowed.update(_FIELDS[name])
+    for key, value in data.items():
+        if key not in allowed:
+            raise CommandError("bad_payload", f"{name}: unknown key {key!r}: allowed {sorted(allowed)}", rid)
+        kind = allowed[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CommandError("bad_payload", f"{name}: {key} must be a {kind.__name__}", rid)
+    if name in ("ask", "say"):
+        if "text" not in data:
+            raise CommandError("bad_payload", f"{name}: text is required", rid)
+        _check_text(data["text"], config, rid)
+    return Command(
+        name,
+        rid,
+        data.get("text", ""),
+        data.get("speak", True),
+        data.get("turn"),
+        data.get("muted", name == "mute"),
+    )
+
+
+class RateLimiter:
+    """A token bucket: ``rate`` per second sustained, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int, now: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._now = now
+        self._tokens = float(burst)
+        self._last = now()
+
+    def allow(self) -> bool:
+        now = self._now()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class RecentIds:
+    """The last ``size`` accepted command ids, to run a redelivered command once."""
+
+    def __init__(self, size: int = RECENT_IDS) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._ids
+
+    def add(self, rid: str) -> None:
+        self._ids[rid] = None
+        self._ids.move_to_end(rid)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+def is_auth_failure(err: aiomqtt.MqttError) -> bool:
+    """The broker refused our credentials, or its certificate is not trusted."""
+    rc = getattr(err, "rc", None)
+    if rc is not None and getattr(rc, "value", rc) in (4, 5, 134, 135):
+        return True
+    text = str(err).lower()
+    return "certificate" in text or "ssl" in text and "handshake" in text
+
+
+def event_messages(event: Event, topics: Topics, config: MqttConfig) -> list[Outgoing]:
+    """What one pipeline event publishes (README "MQTT" has the payloads)."""
+
+    def msg(name: str, body: dict[str, Any], qos: int = 1, retain: bool = False) -> list[Outgoing]:
+        return [Outgoing(topics.out(name), json.dumps(body, ensure_ascii=False), qos, retain)]
+
+    if isinstance(event, ev.StateChanged):
+        return msg("state", {"state": event.state, "muted": event.muted}, retain=True)
+    if isinstance(event, ev.TranscriptReady):
+        body = {"id": event.request_id, "turn": event.turn_id, "text": event.text, "source": event.source}
+        return msg("transcript", body)
+    if isinstance(event, ev.ReplyChunk):
+        body = {"id": event.request_id, "turn": event.turn_id, "text": event.text, "final": False}
+        return msg("reply", body | {"index": event.index}, qos=0)
+    if isinstance(event, ev.ReplyFinished):
+        body = {"id": event.request_id, "turn": event.turn_id, "text": event.text, "final": True}
+        return msg("reply", body | {"finish_reason": event.finish_reason})
+    if isinstance(event, ev.ReasoningText):
+        if not config.publish_reasoning:
+            return []
+        return msg("reasoning", {"id": event.request_id, "turn": event.turn_id, "text": event.text}, qos=0)
+    if isinstance(event, ev.TurnFinished):
+        return msg(
+            "latency", {"id": event.request_id, "turn": event.turn_id, "kind": event.kind} | event.record
+        )
+    if isinstance(event, ev.ErrorEvent):
+        body = {"code": event.code, "message": event.message, "id": event.request_id, "turn": event.turn_id}
+        return msg("error", body)
+    return []
+
+
+class MqttBridge:
+    """Runs beside a pipeline (``pipeline.run(source, extra=[bridge.run()])``)."""
+
+    def __init__(self, pipeline: Pipeline, config: MqttConfig) -> None:
+        from .hass import discovery_messages
+        from .hermes import Hermes
+
+        self.pipeline = pipeline
+        self.config = config
+        self.topics = Topics(config)
+        self.state = "disconnected"
+        """``disconnected``, ``connecting``, ``connected``, ``auth_failed`` or ``stopped``."""
+        self.stats: Counter[str] = Counter()
+        """``attempts``, ``connects``, ``received``, ``accepted``, one count per error code,
+        ``outbox_dropped``, ``busy_unreported``..."""
+        self.connected = asyncio.Event()
+        self.hermes = Hermes(config) if config.hermes else None
+        self._discovery = discovery_messages(config, self.topics) if config.hass_discovery else []
+        self._inbound: asyncio.Queue[Command] = asyncio.Queue(config.inbound_queue)
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_SIZE)
+        self._limiter = RateLimiter(config.rate_limit, config.rate_burst)
+        self._recent = RecentIds()
+        self._tls = tls_context(config) if config.tls else None
+        self._events: asyncio.Queue[Event] | None = None
+
+    async def run(self) -> None:
+        """Serve until cancelled: connection loop, event translation, command execution."""
+        events = self._events = self.pipeline.events.subscribe(EVENT_QUEUE)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._execute_loop(), name="mqtt-execute")
+                group.create_task(self._translate_loop(events), name="mqtt-events")
+                await self._connection_loop()
+        finally:
+            self.pipeline.events.unsubscribe(events)
+            self._events = None
+            self.state = "stopped"
+            self.connected.clear()
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self.config
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username or None,
+            password=cfg.password or None,
+            identifier=cfg.client_id or f"assistant-{cfg.site}",
+            will=aiomqtt.Will(self.topics.availability, "offline", qos=1, retain=True),
+            keepalive=cfg.keepalive_s,
+            timeout=cfg.connect_timeout_s,
+            tls_context=self._tls,
+            max_queued_incoming_messages=OUTBOX_SIZE,
+            logger=_LOGGER,
+        )
+
+    async def _connection_loop(self) -> None:
+        delay = self.config.reconnect_min_s
+        while True:
+            self.state = "connecting"
+            self.stats["attempts"] += 1
+            try:
+                async with self._client() as client:
+                    delay = self.config.reconnect_min_s
+                    await self._serve(client)
+            except aiomqtt.MqttError as err:
+                self.connected.clear()
+                if is_auth_failure(err):
+                    self.state = "auth_failed"
+                    self.stats["auth_failed"] += 1
+                    wait = self.config.auth_retry_s
+                    _LOGGER.error("mqtt: broker refused us (%s); next try in %.0f s", str(err), wait)
+                else:
+                    self.state = "disconnected"
+                    wait = delay * random.uniform(0.8, 1.0)
+                    delay = min(delay * 2, self.config.reconnect_max_s)
+                    _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", str(err), wait)
+            await asyncio.sleep(wait)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        subscriptions = [*self.topics.commands, self.topics.command]
+        if self._discovery:
+            subscriptions.append(self.topics.ha_status)
+        if self.hermes is not None:
+            subscriptions.extend(self.hermes.topics())
+        await client.subscribe([(topic, 1) for topic in subscriptions])
+        while not self._outbox.empty():  # stale events from while we were away
+            self._outbox.get_nowait()
+        await client.publish(self.topics.availability, "online", qos=1, retain=True)
+        for item in self._discovery:
+            await client.publish(item.topic, item.payload, item.qos, item.retain)
+        state = {"state": self.pipeline.state, "muted": self.pipeline.muted}
+        await client.publish(self.topics.out("state"), json.dumps(state), qos=1, retain=True)
+        self.state = "connected"
+        self.stats["connects"] += 1
+        self.connected.set()
+        _LOGGER.info("mqtt: connected to %s:%d as %s", self.config.host, self.config.port, self.topics.base)
+        publisher = asyncio.create_task(self._publish_loop(client), name="mqtt-publish")
+        try:
+            _recheck_cancel()
+            async for message in client.messages:
+                self._receive(message)
+        except asyncio.CancelledError:
+            publisher.cancel()
+            await asyncio.wait({publisher})
+            await self._goodbye(client)
+            raise
+        finally:
+            publisher.cancel()
+            await asyncio.wait({publisher})
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """Stopping: publish what is still queued (within 2 s), then a retained ``offline``."""
+        if self._events is not None:
+            while not self._events.empty():
+                self._translate(self._events.get_nowait())
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(2):
+                while not self._outbox.empty():
+                    message = self._outbox.get_nowait()
+                    await client.publish(message.topic, message.payload, message.qos, message.retain)
+                await client.publish(self.topics.availability, "offline", qos=1, retain=True)
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await client.publish(message.topic, message.payload, message.qos, message.retain)
+            except aiomqtt.MqttError as err:
+                _LOGGER.debug("mqtt: publish to %s failed: %s", message.topic, err)
+                return
+            _recheck_cancel()
+
+    def post(self, message: Outgoing, *, low_priority: bool = False) -> None:
+        """Queue one message to publish; never blocks (drops the oldest when full)."""
+        if low_priority and self._outbox.qsize() >= OUTBOX_SIZE // 2:
+            self.stats["busy_unreported"] += 1
+            return
+        if self._outbox.full():
+            self._outbox.get_nowait()
+            self.stats["outbox_dropped"] += 1
+        self._outbox.put_nowait(message)
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def _receive(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        raw = message.payload
+        payload = raw if isinstance(raw, bytes) else str(raw if raw is not None else "").encode()
+        self.stats["received"] += 1
+        if topic == self.topics.ha_status:
+            if payload.strip() == b"online":
+                for item in self._discovery:
+                    self.post(item)
+            return
+        rid: str | None = None
+        try:
+            if message.retain:
+                raise CommandError("retained", f"{topic}: retained commands are never run; clear it")
+            if self.hermes is not None and topic.startswith("hermes/"):
+                commands, replies = self.hermes.parse(topic, payload)
+                for reply in replies:
+                    self.post(reply)
+            else:
+                name = self.topics.commands.get(topic)
+                commands = [parse_command(name, payload, self.config)]
+            for command in commands:
+                rid = command.id
+                self._admit(command)
+        except CommandError as err:
+            self._refuse(err, rid)
+
+    def _admit(self, command: Command) -> None:
+        rid = command.id
+        if rid is not None and rid in self._recent:
+            raise CommandError("duplicate", f"command {rid!r} was already run", rid)
+        if not self._limiter.allow():
+            raise CommandError("busy", "too many commands: rate limit", rid)
+        if command.name in ("ask", "say"):
+            if self._inbound.full() or self.pipeline.busy():
+                raise CommandError("busy", "the assistant is saturated: try again later", rid)
+            self._inbound.put_nowait(command)
+        else:
+            self._run_now(command)
+        if rid is not None:
+            self._recent.add(rid)
+        self.stats["accepted"] += 1
+
+    def _run_now(self, command: Command) -> None:
+        turns: list[int] = []
+        if command.name == "cancel":
+            turns = self.pipeline.cancel(command.turn)
+        elif command.name in ("mute", "unmute"):
+            self.pipeline.set_muted(command.name == "mute" and command.muted)
+        elif command.name == "listen":
+            self.pipeline.listen()
+        self._ack(command, turns)
+
+    def _ack(self, command: Command, turns: list[int]) -> None:
+        body = {"id": command.id, "command": command.name, "turns": turns}
+        self.post(Outgoing(self.topics.out("ack"), json.dumps(body), qos=1))
+
+    def _refuse(self, err: CommandError, rid: str | None) -> None:
+        rid = err.request_id or rid
+        self.stats[err.code] += 1
+        _LOGGER.info("mqtt: refused [%s] %s", err.code, err.message)
+        body = {"code": err.code, "message": err.message, "id": rid}
+        self.post(
+            Outgoing(self.topics.out("error"), json.dumps(body), qos=1), low_priority=err.code == "busy"
+        )
+
+    async def _execute_loop(self) -> None:
+        while True:
+            command = await self._inbound.get()
+            try:
+                if command.name == "ask":
+                    turn = await self.pipeline.ask(command.text, command.id, speak=command.speak)
+                else:
+                    turn = await self.pipeline.say(command.text, command.id)
+            except (asyncio.CancelledError, TimeoutError):
+                raise
+            except AssistantError as err:
+                self._refuse(CommandError(err.code, err.message, command.id), None)
+                continue
+            except Exception as err:  # a bug must not end the bridge
+                _LOGGER.exception("mqtt: %s failed", command.name)
+                self._refuse(CommandError("internal_error", repr(err), command.id), None)
+                continue
+            self._ack(command, [turn])
+
+    async def _translate_loop(self, events: asyncio.Queue[Event]) -> None:
+        while True:
+            self._translate(await events.get())
+
+    def _translate(self, event: Event) -> None:
+        for message in event_messages(event, self.topics, self.config):
+            self.post(message)
+        if self.hermes is not None:
+            for message in self.hermes.on_event(event):
+                self.post(message)
