@@ -82,14 +82,15 @@ class History:
                 " (raise llm.n_ctx or ask something shorter)"
             )
         room = min(room - need, self.budget_tokens)
-        kept: list[Exchange] = []
-        for ex in reversed(self.exchanges):
-            if ex.tokens > room:
-                break
-            kept.append(ex)
-            room -= ex.tokens
+        if sum(ex.tokens for ex in self.exchanges) > room:
+            # Over budget: forget the oldest exchanges down to half the room, not just enough
+            # for this turn. The prompt's start then stays the same for the next few turns, so
+            # llama.cpp reuses its evaluated prefix instead of re-reading the whole history on
+            # every turn once the budget is reached.
+            while self.exchanges and sum(ex.tokens for ex in self.exchanges) > room // 2:
+                self.exchanges.popleft()
         messages = [{"role": "system", "content": self.system_prompt}]
-        for ex in reversed(kept):
+        for ex in self.exchanges:
             messages += [{"role": "user", "content": ex.user}, {"role": "assistant", "content": ex.reply}]
         messages.append({"role": "user", "content": text})
         return messages

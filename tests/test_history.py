@@ -50,7 +50,13 @@ def test_history_budget_bounds_memory_even_with_room() -> None:
     for i in range(10):
         hist.add(f"q{i}", f"a{i}", float(i))
     msgs = hist.messages_for("now", 10.0)
-    assert [m["content"] for m in msgs[1:-1]] == ["q8", "a8", "q9", "a9"]
+    # over budget: trimmed to half the room, keeping the newest
+    assert [m["content"] for m in msgs[1:-1]] == ["q9", "a9"]
+    # the next turns fit again without trimming: the prompt's start stays the same (the
+    # evaluated prefix is reused) until the budget is reached again
+    hist.add("now", "ok", 11.0)
+    msgs = hist.messages_for("next", 12.0)
+    assert [m["content"] for m in msgs[1:-1]] == ["q9", "a9", "now", "ok"]
 
 
 def test_new_session_after_idle_time() -> None:
