@@ -221,9 +221,12 @@ class TtsConfig:
     speaker_id: int | None = None
     length_scale: float = 1.0
     """Above 1 speaks slower, below 1 faster."""
+    threads: int = 1
+    """ONNX threads for synthesis; 1 leaves the other core to the LLM, which generates meanwhile."""
 
     def __post_init__(self) -> None:
         _check_range("tts.length_scale", self.length_scale, 0.3, 3.0)
+        _check_range("tts.threads", self.threads, 1, 64)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ class PiperEngine:
         self.config = config
         self._lock = threading.Lock()
         try:
-            self._voice: Any = PiperVoice.load(onnx_path, config_path=Path(f"{onnx_path}.json"))
+            self._voice: Any = _load_voice(PiperVoice, onnx_path, config.threads)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelCorruptError(f"{onnx_path}: piper cannot load this voice: {err}") from err
         self._syn_config = SynthesisConfig(speaker_id=config.speaker_id, length_scale=config.length_scale)
@@ -55,3 +55,25 @@ class PiperEngine:
         parts: list[bytes] = []
         self.synthesize(text, parts.append)
         return b"".join(parts)
+
+
+def _load_voice(voice_class: Any, onnx_path: Path, threads: int) -> Any:
+    """Like ``PiperVoice.load``, with the ONNX session's threads bounded and not spinning, so
+    synthesis shares two cores with the LLM instead of busy-waiting on both."""
+    import json
+
+    import onnxruntime
+    from piper.config import PiperConfig
+    from piper.phonemize_espeak import ESPEAK_DATA_DIR
+
+    config = PiperConfig.from_dict(json.loads(Path(f"{onnx_path}.json").read_text(encoding="utf-8")))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(
+        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return voice_class(
+        config=config, session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd()
+    )
