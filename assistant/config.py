@@ -64,7 +64,7 @@ class VadConfig:
     """Utterances with less voiced audio than this are dropped as noise."""
     max_utterance_ms: int = 15_000
     """An utterance is cut here even if the speaker goes on (TV, noise)."""
-    speculate_after_ms: int = 0
+    speculate_after_ms: int = 150
     """Silence after which ASR, LLM and TTS start speculatively, before the endpoint; 0 = off."""
     quick_end_silence_ms: int = 300
     """End-of-turn silence when the speculative transcript is clearly a complete sentence."""

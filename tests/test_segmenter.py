@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from assistant.config import VadConfig
-from assistant.segmenter import Dropped, Ended, Segmenter, SegmenterEvent, Started
+from assistant.segmenter import Dropped, Ended, Paused, Resumed, Segmenter, SegmenterEvent, Started
 
 # 30 ms frames: start 3 voiced frames (window 6), end 20 silent frames, pre-roll 10 frames,
 # min speech 9 frames (270 ms >= 250 ms; 8 frames = 240 ms is too few), max 40 frames.
 CONFIG = VadConfig(
-    frame_ms=30, preroll_ms=300, start_ms=90, end_silence_ms=600, min_speech_ms=250, max_utterance_ms=1200
+    frame_ms=30,
+    preroll_ms=300,
+    start_ms=90,
+    end_silence_ms=600,
+    min_speech_ms=250,
+    max_utterance_ms=1200,
+    speculate_after_ms=0,
 )
 BYTES_PER_MS = 32  # 16 kHz int16 mono
 Events = list[tuple[int, SegmenterEvent]]
@@ -150,7 +158,14 @@ def test_two_utterances_in_order() -> None:
 
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])
 def test_positions_for_every_frame_length(frame_ms: int) -> None:
-    config = VadConfig(frame_ms=frame_ms, preroll_ms=300, start_ms=60, end_silence_ms=600, min_speech_ms=0)
+    config = VadConfig(
+        frame_ms=frame_ms,
+        preroll_ms=300,
+        start_ms=60,
+        end_silence_ms=600,
+        min_speech_ms=0,
+        speculate_after_ms=0,
+    )
     block = 1200 // frame_ms  # 1.2 s of frames
     pattern = "0" * block + "1" * block + "0" * block
     (ended,) = only(run(pattern, config), Ended)
@@ -163,3 +178,37 @@ def test_positions_for_every_frame_length(frame_ms: int) -> None:
 def test_wrong_frame_size_is_refused() -> None:
     with pytest.raises(ValueError, match="expected 960"):
         Segmenter(CONFIG).process(b"\0" * 100, True)
+
+
+SPECULATING = replace(CONFIG, speculate_after_ms=150, quick_end_silence_ms=300, max_utterance_ms=5000)
+
+
+def test_pause_speculates_and_resume_voids_it() -> None:
+    seg = Segmenter(SPECULATING)
+    events = [e for i in range(15) for e in seg.process(frame(i), True)]  # 450 ms of speech
+    assert [type(e) for e in events] == [Started]
+    events = [e for i in range(15, 20) for e in seg.process(frame(i), False)]  # 150 ms of silence
+    (paused,) = events
+    assert isinstance(paused, Paused) and paused.speech_end_ms == 450.0
+    assert [type(e) for e in seg.process(frame(20), True)] == [Resumed]  # the user goes on
+    ends = [e for i in range(21, 41) for e in seg.process(frame(i), False)]
+    assert any(isinstance(e, Paused) for e in ends) and isinstance(ends[-1], Ended)
+    assert ends[-1].endpoint_ms == 41 * 30.0  # 600 ms after the last voiced frame
+
+
+def test_quick_end_after_a_complete_transcript() -> None:
+    seg = Segmenter(SPECULATING)
+    for i in range(15):
+        seg.process(frame(i), True)
+    events = [e for i in range(15, 20) for e in seg.process(frame(i), False)]
+    assert isinstance(events[-1], Paused)
+    assert seg.quick_end() == []  # 150 ms of silence so far: not yet 300
+    ends = [e for i in range(20, 30) for e in seg.process(frame(i), False)]
+    assert isinstance(ends[-1], Ended) and ends[-1].endpoint_ms == 25 * 30.0  # 300 ms, not 600
+
+
+def test_quick_end_without_a_pause_does_nothing() -> None:
+    seg = Segmenter(SPECULATING)
+    for i in range(15):
+        seg.process(frame(i), True)
+    assert seg.quick_end() == [] and seg.in_speech

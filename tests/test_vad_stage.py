@@ -82,7 +82,7 @@ async def run_stage(
 ) -> tuple[list[Message], VadStage]:
     """Feed audio as AudioIn pieces of the given byte sizes; return everything the stage put out."""
     pcm = samples if isinstance(samples, bytes) else samples.astype("<i2").tobytes()
-    stage = VadStage(config or VadConfig(), turns or Turns())
+    stage = VadStage(config or VadConfig(speculate_after_ms=0), turns or Turns())
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     outbox: asyncio.Queue[Message] = asyncio.Queue()
     offset, i = 0, 0
@@ -237,7 +237,7 @@ async def test_no_utterance_from_silence_noise_or_hum(kind: str, aggressiveness:
         audio = noise(tmp_path)
     else:
         audio = hum(50 if "50" in kind else 60, 10_000 if "loud" in kind else 3000)
-    out, stage = await run_stage(audio, VadConfig(aggressiveness=aggressiveness))
+    out, stage = await run_stage(audio, VadConfig(aggressiveness=aggressiveness, speculate_after_ms=0))
     assert utterances(out) == []
     assert stage.utterances == 0
     if aggressiveness >= 2:  # the recommended modes do not even start (and cancel) a turn
@@ -261,7 +261,7 @@ async def test_endless_speech_is_cut_at_max_length_and_rearms_after_silence(
     talk = np.concatenate([trim(speech["capital"]), trim(speech["light"])])
     endless = np.tile(talk, int(20_000 * 16 / len(talk)) + 1)[: 20_000 * 16]
     audio = np.concatenate([silence(500), endless, silence(1000), speech["capital"], silence(1000)])
-    out, stage = await run_stage(audio, VadConfig(max_utterance_ms=5000))
+    out, stage = await run_stage(audio, VadConfig(max_utterance_ms=5000, speculate_after_ms=0))
     cut, after = utterances(out)
     assert (cut.turn_id, after.turn_id) == (1, 2)
     assert cut.truncated and not after.truncated
