@@ -33,11 +33,13 @@ SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "t
 
 
 class TimedChat:
-    """Wraps a chat engine; records (tokens after the first, seconds after the first) per reply."""
+    """Wraps a chat engine; counts calls and records (tokens after the first, seconds after the
+    first) per reply."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.samples: list[tuple[int, float]] = []
+        self.calls = 0
 
     def chat(
         self,
@@ -45,6 +47,7 @@ class TimedChat:
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
     ) -> str:
+        self.calls += 1
         first: float | None = None
         count = 0
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from assistant.engines.whisper import AsrResult
 from assistant.messages import EndOfStream, Message
@@ -88,3 +90,17 @@ async def run_stage(stage: object, inputs: Iterable[Message], bound: int = 100) 
 
     await asyncio.wait_for(asyncio.gather(stage.run(inbox, outbox), drain()), 10)  # type: ignore[attr-defined]
     return out
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on a random loopback port, in a thread; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ import pytest
 
 from assistant import models
 from assistant.errors import ConfigError, ModelCorruptError, ModelMissingError
+
+from .fakes import http_server
 
 DEFAULTS = ["whisper-tiny.en", "smollm2-135m-instruct", "piper-en_US-joe-medium"]
 FROM_PACKAGES = [*DEFAULTS, "whisper-base", "deepseek-r1-tokenizer"]
@@ -301,15 +302,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hf_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(RangeHandler) as url:
+        yield url
 
 
 def test_pull_over_http_resumes_a_part(tmp_path: Path, tiny_gguf: Path, hf_server: str) -> None:

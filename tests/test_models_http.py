@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import pytest
 
 from assistant import models
 from assistant.errors import AssistantError, ModelCorruptError, ModelError
+
+from .fakes import http_server
 
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 URL_PATH = f"/org/SmolLM2-GGUF/resolve/main/{FILE}"
@@ -68,15 +69,8 @@ def real_gguf() -> bytes:
 @pytest.fixture
 def endpoint(real_gguf: bytes) -> Iterator[str]:
     Handler.data, Handler.cut_at, Handler.ranges = real_gguf, None, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(Handler) as url:
+        yield url
 
 
 def spec_for(tmp_path: Path, sha256: str) -> models.ModelSpec:

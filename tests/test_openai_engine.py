@@ -27,7 +27,7 @@ from assistant.messages import ReplyDone, Token, Transcript
 from assistant.stages.base import Turns
 from assistant.stages.llm import LlmStage
 
-from .fakes import run_stage
+from .fakes import http_server, run_stage
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -182,14 +182,8 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def scripted() -> Iterator[str]:
     Scripted.status, Scripted.events, Scripted.body, Scripted.requests = 200, [], b"", []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with http_server(Scripted) as url:
+        yield f"{url}/v1"
 
 
 def delta(**kw: str) -> dict[str, object]:

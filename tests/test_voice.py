@@ -6,8 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource, StreamSource
+from assistant.bench import TimedChat
 from assistant.config import Config
 from assistant.latency import TurnRecord
 from assistant.pipeline import Engines, Pipeline
@@ -27,29 +26,11 @@ QUESTION = "What is the capital of France?"
 REPO = Path(__file__).resolve().parent.parent
 
 
-class CountingChat:
-    """Wraps the real LLM engine and counts calls."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        on_token: Callable[[str], None],
-        stop: threading.Event | None = None,
-    ) -> str:
-        self.calls += 1
-        result: str = self.inner.chat(messages, on_token, stop)
-        return result
-
-
 async def _run(
     engines: Engines, pcm: bytes, *, realtime: bool = False
-) -> tuple[MemorySink, list[TurnRecord], CountingChat]:
+) -> tuple[MemorySink, list[TurnRecord], TimedChat]:
     config = replace(Config(), input=replace(Config().input, realtime=realtime))
-    chat = CountingChat(engines.llm)
+    chat = TimedChat(engines.llm)
     sink = MemorySink()
     records: list[TurnRecord] = []
     pipeline = Pipeline(config, Engines(engines.asr, chat, engines.tts), sink, on_turn=records.append)
@@ -127,9 +108,13 @@ async def test_realtime_timeline_matches_the_audio(engines: Engines, speak: Any)
     assert marks["speech_end"] < marks["endpoint"]
     assert marks["speech_end"] < marks["transcript"] <= marks["first_token"]
     assert marks["first_token"] <= marks["first_answer_audio"] <= marks["done"]
-    # an answer later than the budget is preceded by an acknowledgement, and only then
-    late = marks["first_answer_audio"] - marks["speech_end"] > 800
-    assert ("ack_played" in rec.actions) == late == (marks["first_audio"] < marks["first_answer_audio"])
+    # an answer not ready by the ack's due time (800 - 150 ms after speech) is preceded by an
+    # acknowledgement; an answer in time is not (real time: allow the loop some jitter)
+    answer_after = marks["first_answer_audio"] - marks["speech_end"]
+    if "ack_played" in rec.actions:
+        assert marks["first_audio"] < marks["first_answer_audio"] and answer_after > 650 - 50, marks
+    else:
+        assert marks["first_audio"] == marks["first_answer_audio"] and answer_after < 650 + 150, marks
     assert sink.turns and rec.outcome == "answered"
 
 
