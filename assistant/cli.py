@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from .latency import TurnRecord
 
 if TYPE_CHECKING:
     from .audio.sinks import AudioSink
+    from .audio.sources import AudioSource
 
 _LOGGER = logging.getLogger("assistant")
 
@@ -42,14 +43,58 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _sink(target: str | None, config: Config) -> AudioSink | None:
+LIVE_INPUTS = ("mic", "pulse", "portaudio")
+LIVE_OUTPUTS = ("speaker", "pulse", "portaudio")
+
+
+def _live(spec: str | None, kinds: tuple[str, ...]) -> tuple[str, str | None] | None:
+    """``pulse:NAME`` -> ("pulse", "NAME"); ``mic``/``speaker`` mean PulseAudio's default device."""
+    if spec is None:
+        return None
+    kind, _, name = spec.partition(":")
+    if kind not in kinds:
+        return None
+    return ("pulse" if kind in ("mic", "speaker") else kind), (name or None)
+
+
+def _sink(
+    target: str | None, config: Config, on_state: Callable[[str], None] | None = None
+) -> AudioSink | None:
     from .audio.sinks import RawSink, WavSink
 
     if target is None:
         return None
     if target == "-":
         return RawSink()
+    live = _live(target, LIVE_OUTPUTS)
+    if live is not None:
+        if live[0] == "pulse":
+            from .audio.pulse import PulseSink
+
+            return PulseSink(live[1], on_state=on_state)
+        from .audio.portaudio import SoundDeviceSink
+
+        return SoundDeviceSink(live[1], on_state=on_state)
     return WavSink(target, gap_ms=config.output.gap_ms)
+
+
+def _source(args: argparse.Namespace, config: Config, on_state: Callable[[str], None]) -> AudioSource:
+    from .audio.sources import IdleSource, PcmSource, StreamSource
+
+    live = _live(args.input, LIVE_INPUTS)
+    if live is not None:
+        if live[0] == "pulse":
+            from .audio.pulse import PulseSource
+
+            return PulseSource(live[1], on_state=on_state, chunk_ms=config.input.chunk_ms)
+        from .audio.portaudio import SoundDeviceSource
+
+        return SoundDeviceSource(live[1], on_state=on_state, chunk_ms=config.input.chunk_ms)
+    if args.input == "-":
+        return StreamSource(config.input, rate=args.input_rate, channels=args.input_channels)
+    if args.input is not None:
+        return PcmSource.from_file(args.input, config.input)
+    return IdleSource()  # no --input: an MQTT-only daemon
 
 
 class _Report:
@@ -76,14 +121,15 @@ class _Report:
 
 async def _cmd_run(args: argparse.Namespace) -> int:
     from .audio.sinks import NullSink
-    from .audio.sources import AudioSource, IdleSource, PcmSource, StreamSource
     from .engines import load_engines
     from .pipeline import Pipeline
     from .service import ConfigReloader, ServiceNotifier, ServiceSignals
 
     config = _with_mqtt(_config(args), args.mqtt)
     if args.input is None and not config.mqtt.enabled:
-        raise ConfigError("live microphone input is not available yet: give --input FILE.wav or --input -")
+        raise ConfigError(
+            "give --input: mic, pulse[:NAME], portaudio[:NAME|INDEX], a WAV file, or - for stdin"
+        )
     if args.output == "-" and args.report == "-":
         raise ConfigError("--output - and --report - would both write to the terminal's streams; pick a file")
     notifier = ServiceNotifier()
@@ -91,14 +137,16 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     async with ServiceSignals(notifier=notifier) as signals:
         notifier.status("loading models")
         engines = await asyncio.to_thread(load_engines, config, _model_dir(config, args))
-        source: AudioSource = IdleSource()  # no --input: an MQTT-only daemon
-        if args.input == "-":
-            source = StreamSource(config.input, rate=args.input_rate, channels=args.input_channels)
-        elif args.input is not None:
-            source = PcmSource.from_file(args.input, config.input)
+        pipeline: Pipeline | None = None
+
+        def device_state(state: str) -> None:
+            if pipeline is not None:
+                pipeline.device_state(state)
+
+        source = _source(args, config, device_state)
         report = _Report(args.report)
+        sink = _sink(args.output, config, device_state)
         try:
-            sink = _sink(args.output, config)
             if sink is None and config.mqtt.enabled:
                 sink = NullSink()
             pipeline = Pipeline(config, engines, sink, on_turn=report)
@@ -115,6 +163,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             await pipeline.run(source, extra=extra)
         finally:
             report.close()
+            if sink is not None:
+                await sink.close()  # a speaker is released even when the daemon is stopped
     return 0
 
 
@@ -189,6 +239,17 @@ async def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from .audio.devices import describe, list_devices
+
+    listing = list_devices()
+    for device in listing.devices:
+        print(describe(device))
+    for problem in listing.problems:
+        print(f"note: {problem}")
+    return 0 if listing.devices else 1
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_table, plot, run_bench
 
@@ -259,10 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="listen and answer: audio in, spoken answers out")
-    run.add_argument("--input", help="WAV (any rate/channels) or - for raw s16le PCM on stdin")
+    run.add_argument(
+        "--input",
+        help="mic (PulseAudio default source), pulse:NAME, portaudio[:NAME|INDEX], a WAV (any rate and"
+        " channels), or - for raw s16le PCM on stdin",
+    )
     run.add_argument("--input-rate", type=int, default=16_000, help="sample rate of raw stdin PCM (Hz)")
     run.add_argument("--input-channels", type=int, default=1, help="channels of raw stdin PCM")
-    run.add_argument("--output", help="WAV file for the spoken answers, or - for raw s16le PCM on stdout")
+    run.add_argument(
+        "--output",
+        help="speaker (PulseAudio default sink), pulse:NAME, portaudio[:NAME|INDEX], a WAV file, or -"
+        " for raw s16le PCM on stdout",
+    )
     run.add_argument("--report", help="JSON lines, one per turn (- for stderr)")
     run.add_argument("--fast", action="store_true", help="feed input as fast as the pipeline takes it")
     run.add_argument(
@@ -279,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("transcribe", help="print what is said in an audio file")
     tr.add_argument("file")
+
+    sub.add_parser("devices", help="list the audio devices (PortAudio and PulseAudio)")
 
     bench = sub.add_parser("bench", help="latency of the pipeline against a sequential baseline, same run")
     bench.add_argument("--all", action="store_true", help="every voice and noise variant (slow)")
@@ -309,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models(args)
         if args.command == "bench":
             return _cmd_bench(args)
+        if args.command == "devices":
+            return _cmd_devices(args)
         return asyncio.run(commands[args.command](args))
     except AssistantError as err:
         print(f"error [{err.code}]: {err.message}", file=sys.stderr)

@@ -8,6 +8,7 @@ The tree::
     │   ├── ModelMissingError      model_missing
     │   └── ModelCorruptError      model_corrupt
     ├── AudioError                 audio_invalid
+    ├── AudioDeviceError           audio_device_missing
     ├── StageError                 <stage>_failed (asr_failed, llm_failed, tts_failed)
     │   └── StageTimeoutError      <stage>_timeout
     └── TooLongError               too_long
@@ -62,6 +63,12 @@ class AudioError(AssistantError):
     """Input audio cannot be read or converted."""
 
     code = "audio_invalid"
+
+
+class AudioDeviceError(AssistantError):
+    """An audio device or its backend (PortAudio, PulseAudio tools) is missing or failed."""
+
+    code = "audio_device_missing"
 
 
 class StageError(AssistantError):

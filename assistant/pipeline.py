@@ -251,6 +251,13 @@ class Pipeline:
                 done.append(target)
         return done
 
+    def device_state(self, state: str) -> None:
+        """An audio device reports ``waiting_for_device``, or that it works again."""
+        if state == "waiting_for_device":
+            self._set_state(state)
+        elif self.state == "waiting_for_device":
+            self._set_state("idle" if not self.tracker.open_turns() else "thinking")
+
     def set_muted(self, muted: bool) -> None:
         """While muted, the microphone is heard as silence; commands still work."""
         self.muted = muted
