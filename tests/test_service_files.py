@@ -225,7 +225,7 @@ def test_run_script_finds_assistant_on_path_and_can_leave_pulseaudio_alone(termu
     settings.write_text("ASSISTANT_PULSE=0\nASSISTANT_PIPELINE=file\nASSISTANT_MODEL_DIR=/sdcard/models\n")
     done, calls = _run(RUN, termux)
     assert done.returncode == 0, done.stderr
-    assert calls[:2] == ["assistant -v --pipeline file run", "pid SCRIPT"]
+    assert calls[:2] == ["assistant -v --pipeline file run --input mic --output speaker", "pid SCRIPT"]
     assert calls[2].startswith("env ASSISTANT_MODEL_DIR=/sdcard/models ")
 
 
