@@ -125,6 +125,13 @@ def config_from_url(url: str, base: MqttConfig) -> MqttConfig:
     )
 
 
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a helper task and wait for it (no-op for None or a finished task)."""
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+
+
 def _recheck_cancel() -> None:
     """Re-raise a cancellation that Python 3.11's ``asyncio.wait_for`` (inside aiomqtt's publish
     and subscribe) swallowed when it raced a completed call: without this, stopping could hang."""
@@ -370,31 +377,32 @@ class MqttBridge:
             subscriptions.append(self.topics.ha_status)
         if self.hermes is not None:
             subscriptions.extend(self.hermes.topics())
-        await client.subscribe([(topic, 1) for topic in subscriptions])
-        while not self._outbox.empty():  # stale events from while we were away
-            self._outbox.get_nowait()
-        await client.publish(self.topics.availability, "online", qos=1, retain=True)
-        for item in self._discovery:
-            await client.publish(item.topic, item.payload, item.qos, item.retain)
-        state = {"state": self.pipeline.state, "muted": self.pipeline.muted}
-        await client.publish(self.topics.out("state"), json.dumps(state), qos=1, retain=True)
-        self.state = "connected"
-        self.stats["connects"] += 1
-        self.connected.set()
-        _LOGGER.info("mqtt: connected to %s:%d as %s", self.config.host, self.config.port, self.topics.base)
-        publisher = asyncio.create_task(self._publish_loop(client), name="mqtt-publish")
-        try:
+        publisher: asyncio.Task[None] | None = None
+        try:  # a stop anywhere from here on (announcing included) still says goodbye
+            await client.subscribe([(topic, 1) for topic in subscriptions])
+            while not self._outbox.empty():  # stale events from while we were away
+                self._outbox.get_nowait()
+            await client.publish(self.topics.availability, "online", qos=1, retain=True)
+            for item in self._discovery:
+                await client.publish(item.topic, item.payload, item.qos, item.retain)
+            state = {"state": self.pipeline.state, "muted": self.pipeline.muted}
+            await client.publish(self.topics.out("state"), json.dumps(state), qos=1, retain=True)
+            self.state = "connected"
+            self.stats["connects"] += 1
+            self.connected.set()
+            _LOGGER.info(
+                "mqtt: connected to %s:%d as %s", self.config.host, self.config.port, self.topics.base
+            )
+            publisher = asyncio.create_task(self._publish_loop(client), name="mqtt-publish")
             _recheck_cancel()
             async for message in client.messages:
                 self._receive(message)
         except asyncio.CancelledError:
-            publisher.cancel()
-            await asyncio.wait({publisher})
+            await _stop(publisher)
             await self._goodbye(client)
             raise
         finally:
-            publisher.cancel()
-            await asyncio.wait({publisher})
+            await _stop(publisher)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """Stopping: publish what is still queued (within 2 s), then a retained ``offline``."""

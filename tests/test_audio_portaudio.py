@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from assistant.audio.devices import list_devices, resolve_device
-from assistant.audio.live import AudioDeviceError
 from assistant.clock import StreamClock
+from assistant.errors import AudioDeviceError
 from assistant.messages import AudioIn, EndOfStream, Message
 
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture
