@@ -206,7 +206,10 @@ async def _cmd_ask(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config, engines, _sink(args.output, config), on_token=show)
     await pipeline.run_text(args.text)
     out.write("\n")
-    return 1 if pipeline.errors else 0
+    if pipeline.errors:
+        _, err = pipeline.errors[-1]
+        raise err
+    return 0
 
 
 async def _cmd_say(args: argparse.Namespace) -> int:

@@ -34,6 +34,12 @@ def test_ask_streams_the_reply(model_dir: Path) -> None:
     assert "paris" in proc.stdout.decode().lower()
 
 
+def test_ask_too_long_is_a_coded_error(model_dir: Path) -> None:
+    proc = assistant("ask", "word " * 12_000, model_dir=model_dir)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "error [too_long]" in err, err
+
+
 def test_say_then_transcribe_round_trip(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "say.wav"
     proc = assistant("say", "Turn on the kitchen lights.", "--output", str(out), model_dir=model_dir)
