@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant import models
+from assistant import hf_cache, models
 from assistant.errors import ConfigError, ModelCorruptError, ModelMissingError
 
 from .fakes import http_server
@@ -74,6 +74,20 @@ def test_default_model_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert models.default_model_dir() == tmp_path / "assistant" / "models"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert models.default_model_dir() == Path.home() / ".cache" / "assistant" / "models"
+
+
+def test_hf_cache_dir_follows_huggingface_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    assert hf_cache.cache_dir() == Path.home() / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert hf_cache.cache_dir() == tmp_path / "x" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache.cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert hf_cache.cache_dir() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hf_cache.cache_dir() == tmp_path / "hub"
 
 
 # --------------------------------------------------------------------------------------- check
@@ -301,12 +315,23 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
+def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache (``HF_HUB_CACHE``), so no test touches the user's."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    return tmp_path / "hf"
+
+
+@pytest.fixture
 def hf_server() -> Iterator[str]:
     with http_server(RangeHandler) as url:
         yield url
 
 
-def test_pull_over_http_resumes_a_part(tmp_path: Path, tiny_gguf: Path, hf_server: str) -> None:
+def test_pull_over_http_resumes_an_incomplete_blob(
+    tmp_path: Path, tiny_gguf: Path, hf_server: str, hf_home: Path
+) -> None:
+    """A plain server (no HEAD, no hub headers): the blob is named by the manifest's sha256 and
+    the snapshot by the revision."""
     data = tiny_gguf.read_bytes()
     RangeHandler.files = {"/org/repo-GGUF/resolve/main/m.gguf": data}
     RangeHandler.ranges = []
@@ -315,12 +340,56 @@ def test_pull_over_http_resumes_a_part(tmp_path: Path, tiny_gguf: Path, hf_serve
         f'sha256 = "{sha(data)}"\nsource = {{ hf_repo = "org/repo-GGUF", hf_file = "m.gguf" }}\n'
     )
     spec = models.load_manifest(tmp_path / "m.toml")["hf-llm"]
-    folder = tmp_path / "cache" / "hf-llm"
-    folder.mkdir(parents=True)
-    (folder / "m.gguf.part").write_bytes(data[:100])
+    blobs = hf_home / "models--org--repo-GGUF" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{sha(data)}.incomplete").write_bytes(data[:100])
+    assert models.list_models(tmp_path / "cache", {"hf-llm": spec}) == [(spec, "partial")]
     path = models.pull(spec, tmp_path / "cache", hf_endpoint=hf_server)
-    assert path.read_bytes() == data and not (folder / "m.gguf.part").exists()
+    assert path == hf_home / "models--org--repo-GGUF" / "snapshots" / "main" / "m.gguf"
+    assert path.is_symlink() and path.resolve() == blobs / sha(data)
+    assert path.read_bytes() == data and [p.name for p in blobs.iterdir()] == [sha(data)]
     assert RangeHandler.ranges == ["bytes=100-"]
+    assert not (tmp_path / "cache").exists()  # nothing of a Hugging Face model in the model dir
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            '[[x.files]]\npath = "a.gguf"\nsource = [{ hf_repo = "o/r", hf_file = "a.gguf" },'
+            ' { hf_repo = "o/r", hf_file = "b.gguf" }]\n',
+            "one Hugging Face source per file",
+        ),
+        (
+            '[[x.files]]\npath = "a.onnx"\nsource = { hf_repo = "o/r", hf_file = "v/a.onnx" }\n'
+            '[[x.files]]\npath = "a.onnx.json"\nsource = { hf_repo = "o/r", hf_file = "w/a.onnx.json" }\n',
+            "one repo, revision and folder",
+        ),
+        (
+            '[[x.files]]\npath = "model.gguf"\nsource = { hf_repo = "o/r", hf_file = "sub/real.gguf" }\n',
+            "named as in the repo",
+        ),
+    ],
+    ids=["concatenated", "two-folders", "renamed"],
+)
+def test_hugging_face_models_must_fit_one_snapshot_folder(tmp_path: Path, files: str, message: str) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text(f'[x]\nrole = "llm"\nsha256_known = false\n{files}')
+    with pytest.raises(ConfigError, match=message) as err:
+        models.load_manifest(bad)
+    assert err.value.message.startswith("manifest: x:")
+
+
+def test_manifest_hugging_face_models_resolve_into_the_hf_cache(tmp_path: Path, hf_home: Path) -> None:
+    manifest = models.load_manifest()
+    r1 = manifest["deepseek-r1-distill-qwen-1.5b"]
+    want = hf_home / "models--bartowski--DeepSeek-R1-Distill-Qwen-1.5B-GGUF" / "snapshots" / "main"
+    assert models.main_file(r1, tmp_path) == want / "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"
+    voice = manifest["piper-en_US-lessac-medium"]
+    assert models.main_file(voice, tmp_path).parent.parts[-5:] == ("main", "en", "en_US", "lessac", "medium")
+    assert models.model_path(manifest["faster-whisper-base.en"], tmp_path).name == "main"
+    with pytest.raises(ModelMissingError, match="assistant models pull deepseek-r1-distill-qwen-1.5b"):
+        models.resolve("deepseek-r1-distill-qwen-1.5b", "llm", tmp_path, manifest)
 
 
 # ------------------------------------------------------------------------------ real models

@@ -3,6 +3,7 @@ the default SmolLM2 GGUF), and against a scripted SSE server for reasoning and e
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -14,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -47,20 +49,14 @@ def _clock() -> StreamClock:
     return clock
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL (``.../v1``) of a real llama_cpp.server serving SmolLM2."""
+@contextlib.contextmanager
+def llama_cpp_server(gguf: Path, alias: str, log_dir: Path, n_ctx: int = 1024) -> Iterator[str]:
+    """A real ``python -m llama_cpp.server`` on loopback serving ``gguf``; yields its ``.../v1`` URL."""
     pytest.importorskip("fastapi", reason="the server extra is not installed: pip install -e '.[server]'")
-    try:
-        gguf = models.resolve("smollm2-135m-instruct", "llm", models.default_model_dir())
-    except ModelError as err:
-        if os.environ.get("ASSISTANT_REQUIRE_MODELS") == "1":
-            pytest.fail(f"default LLM missing: {err.message}")
-        pytest.skip(f"default LLM missing ({err.message})")
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--n_ctx", "1024", "--model_alias", "smol", "--verbose", "false"]
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    cmd += ["--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias, "--verbose", "false"]
+    log_path = log_dir / "server.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
@@ -85,6 +81,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def default_llm() -> Path:
+    """The pulled default GGUF (SmolLM2); skips when missing, fails under ASSISTANT_REQUIRE_MODELS=1."""
+    try:
+        return models.resolve("smollm2-135m-instruct", "llm", models.default_model_dir())
+    except ModelError as err:
+        if os.environ.get("ASSISTANT_REQUIRE_MODELS") == "1":
+            pytest.fail(f"default LLM missing: {err.message}")
+        pytest.skip(f"default LLM missing ({err.message})")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (``.../v1``) of a real llama_cpp.server serving SmolLM2."""
+    with llama_cpp_server(default_llm(), "smol", tmp_path_factory.mktemp("server")) as base:
+        yield base
 
 
 def config(url: str, **kw: object) -> LlmConfig:

@@ -11,6 +11,32 @@ Reasoning: a server may send the thinking separately (``delta.reasoning_content`
 (``<think>...</think>``). Separate reasoning is re-wrapped in ``<think>``/``</think>`` before it is
 handed on, so the stage's ``ThinkFilter`` treats both the same and TTS never hears either.
 
+``llm.reasoning = "skip"`` and ``"budget"`` need the server to *continue* a final assistant
+message (a prefill), which is not part of the OpenAI API:
+
+- llama.cpp's ``llama-server`` does (ggml-org/llama.cpp PR #13174: a trailing assistant message
+  is prefilled, also in ``POST /apply-template``; ``--no-prefill-assistant`` turns it off), and
+  accepts it from a thinking template only with ``chat_template_kwargs.enable_thinking = false``
+  (PR #15404; otherwise HTTP 400 "Assistant response prefill is incompatible with
+  enable_thinking"). At start the engine asks ``POST {root}/apply-template`` to render a chat
+  ending in an assistant message; if the prompt ends with that message, the server continues
+  (``continues``), and the engine works like the in-process one: ``skip`` sends the empty block
+  ``<think>\n\n</think>\n\n`` as the assistant prefill; ``budget`` prefills ``<think>\n``,
+  and when the stage's ``steer`` hook says the budget is spent (it counts reasoning pieces and
+  ms as they stream and reports ``thinking_cut``), the engine drops that stream (the server sees
+  the client go and stops) and sends a continuation whose assistant prefill is ``<think>\n``, the
+  reasoning so far and ``\n</think>\n\n``, so the model answers from there.
+- ``python -m llama_cpp.server`` does not: it renders every message with the GGUF's template and
+  always appends the generation prompt (R1's template even strips an assistant message up to
+  ``</think>`` and closes it with ``<｜end▁of▁sentence｜>``), and it has no ``/apply-template``.
+  vLLM (``continue_final_message``) and Ollama may continue one, but the engine cannot tell, so
+  they are treated the same way. The fallback there, logged once as a warning: ``continues`` is
+  False, so ``thinks`` is False and the stage plans ``hidden`` (nothing prefilled, nothing cut,
+  no ``thinking_cut``); ``skip`` still asks with ``chat_template_kwargs.enable_thinking = false``
+  (honoured by templates with that switch, ignored by llama_cpp.server). Either way thinking that
+  does arrive is never spoken: the stage's ``ThinkFilter`` holds it back.
+- A server that cannot be reached at start is asked again at the next turn.
+
 Errors become ``StageError("llm", ...)``: the server unreachable (with its URL), an HTTP error
 (with the status and the start of the body), a malformed stream.
 """
@@ -20,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import socket
 import threading
 import urllib.parse
@@ -28,8 +55,14 @@ from typing import Any
 
 from ..config import LlmConfig
 from ..errors import ConfigError, StageError
+from ..reasoning import CLOSE_TAG, SKIP_PREFILL
 
+_LOGGER = logging.getLogger(__name__)
 ChatMessage = dict[str, str]
+NO_THINKING = {"enable_thinking": False}
+"""``chat_template_kwargs`` sent with a prefill (and in ``skip`` mode)."""
+PROBE_TIMEOUT_S = 5.0
+"""The start-up question to ``/apply-template`` waits at most this long."""
 
 
 class OpenAIEngine:
@@ -46,41 +79,135 @@ class OpenAIEngine:
         self.endpoint = f"{url.path}/chat/completions"
         """Path of the chat completions endpoint on the server."""
         self.url = config.url.rstrip("/")
+        self.root = url.path.removesuffix("/v1")
+        """Path of the server's root (``llm.url`` without a trailing ``/v1``)."""
         self.model = config.remote_model or config.model
         """The model name sent to the server."""
+        self.template_opens_think = False
+        """Unknown for a remote template; R1 distill templates do not open the block."""
+        self.continues: bool | None = None
+        """The server continues a final assistant message (None: not known yet)."""
+        self.last_requests: list[dict[str, Any]] = []
+        """Request bodies of the last ``chat`` (a budget cut makes two), for tests and reports."""
+        if config.reasoning != "hidden":
+            self.probe()
 
-    def _connect(self) -> http.client.HTTPConnection:
+    @property
+    def thinks(self) -> bool:
+        """``skip``/``budget`` apply (the stage then passes ``prefill`` and ``steer``)."""
+        return self.config.reasoning != "hidden" and bool(self.continues)
+
+    def _connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.config.request_timeout_s)
+        return cls(self._host, self._port, timeout=timeout or self.config.request_timeout_s)
 
-    def _body(self, messages: list[ChatMessage]) -> bytes:
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def probe(self) -> bool | None:
+        """Ask ``/apply-template`` whether a final assistant message is continued; sets
+        ``continues`` (None when the server cannot be reached)."""
+        body = {
+            "messages": [{"role": "user", "content": "?"}, {"role": "assistant", "content": SKIP_PREFILL}],
+            "chat_template_kwargs": NO_THINKING,
+        }
+        conn = self._connect(min(self.config.request_timeout_s, PROBE_TIMEOUT_S))
+        try:
+            conn.request("POST", f"{self.root}/apply-template", json.dumps(body), self._headers())
+            resp = conn.getresponse()
+            data = resp.read(1 << 20)
+        except (OSError, http.client.HTTPException) as err:
+            _LOGGER.warning("llm: cannot ask %s whether it continues a prefill: %s", self.url, err)
+            return None
+        finally:
+            conn.close()
+        try:
+            prompt = json.loads(data).get("prompt") if resp.status == 200 else None
+        except (ValueError, AttributeError):
+            prompt = None
+        self.continues = isinstance(prompt, str) and prompt.endswith(SKIP_PREFILL)
+        if not self.continues:
+            _LOGGER.warning(
+                "llm.reasoning = %s: the server at %s does not continue a final assistant message"
+                " (no llama-server /apply-template), so thinking is hidden, not %s",
+                self.config.reasoning,
+                self.url,
+                "skipped" if self.config.reasoning == "skip" else "cut at the budget",
+            )
+        return self.continues
+
+    def _body(self, messages: list[ChatMessage], prefill: str, max_tokens: int) -> dict[str, Any]:
         cfg = self.config
-        return json.dumps(
-            {
-                "model": self.model,
-                "messages": messages,
-                "stream": True,
-                "max_tokens": cfg.max_tokens,
-                "temperature": cfg.temperature,
-                "top_p": cfg.top_p,
-                "seed": cfg.seed,
-            }
-        ).encode("utf-8")
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [*messages, {"role": "assistant", "content": prefill}] if prefill else messages,
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": cfg.seed,
+        }
+        if prefill or cfg.reasoning == "skip":
+            body["chat_template_kwargs"] = NO_THINKING
+        return body
 
     def chat(
         self,
         messages: list[ChatMessage],
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
+        *,
+        prefill: str = "",
+        steer: Callable[[], str | None] | None = None,
     ) -> str:
-        """Stream a reply, calling ``on_token`` per piece; returns the finish reason; blocks."""
+        """Stream a reply, calling ``on_token`` per piece; returns the finish reason; blocks.
+
+        ``prefill`` is sent as the start of the assistant's message (only where ``continues``);
+        ``steer`` is called after each piece and may return text that closes the think block:
+        the stream is then dropped and continued from the prefill, the pieces so far and that text.
+        """
         stop = stop or threading.Event()
+        if self.continues is None and self.config.reasoning != "hidden":
+            self.probe()  # for the next turn: this one was planned without it
+        self.last_requests = []
+        generated: list[str] = []  # pieces of the current request (continued from on a cut)
+        produced = 0
+
+        def piece(text: str) -> None:
+            nonlocal produced
+            generated.append(text)
+            produced += 1
+            on_token(text)
+
+        inside = bool(prefill) and CLOSE_TAG not in prefill
+        while True:
+            left = self.config.max_tokens - produced
+            if left <= 0:
+                return "length"
+            body = self._body(messages, prefill, left)
+            self.last_requests.append(body)
+            finish, extra = self._request(body, piece, stop, steer, inside)
+            if not extra:
+                return finish
+            prefill += "".join(generated) + extra
+            generated.clear()
+            inside, steer = False, None
+
+    def _request(
+        self,
+        body: dict[str, Any],
+        on_token: Callable[[str], None],
+        stop: threading.Event,
+        steer: Callable[[], str | None] | None,
+        inside: bool,
+    ) -> tuple[str, str]:
+        """One streamed request: ``(finish reason, text steer asked for or "")``."""
         done = threading.Event()
         conn = self._connect()
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-
+        headers = {**self._headers(), "Accept": "text/event-stream"}
         sockets: list[socket.socket] = []
 
         def watch() -> None:
@@ -98,45 +225,51 @@ class OpenAIEngine:
                 conn.connect()
                 if conn.sock is not None:
                     sockets.append(conn.sock)
-                conn.request("POST", self.endpoint, self._body(messages), headers)
+                conn.request("POST", self.endpoint, json.dumps(body).encode("utf-8"), headers)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as err:
                 if stop.is_set():
-                    return "cancelled"
+                    return "cancelled", ""
                 raise StageError("llm", f"cannot reach the LLM server at {self.url}: {err}") from err
             if resp.status != 200:
-                body = resp.read(2000).decode("utf-8", "replace").strip()
+                text = resp.read(2000).decode("utf-8", "replace").strip()
                 raise StageError(
-                    "llm", f"the LLM server at {self.url} answered HTTP {resp.status} {resp.reason}: {body}"
+                    "llm", f"the LLM server at {self.url} answered HTTP {resp.status} {resp.reason}: {text}"
                 )
-            return self._stream(resp, on_token, stop)
+            return self._stream(resp, on_token, stop, steer, inside)
         finally:
             done.set()
-            conn.close()
+            conn.close()  # also how a steered stream is dropped: the server stops generating
             watcher.join(1.0)
 
     def _stream(
-        self, resp: http.client.HTTPResponse, on_token: Callable[[str], None], stop: threading.Event
-    ) -> str:
+        self,
+        resp: http.client.HTTPResponse,
+        on_token: Callable[[str], None],
+        stop: threading.Event,
+        steer: Callable[[], str | None] | None,
+        inside: bool,
+    ) -> tuple[str, str]:
         finish = "stop"
-        thinking = False
+        thinking = False  # within a run of separate reasoning pieces
+        need_open = not inside  # separate reasoning needs an opening tag, unless the prefill opened it
         while True:
             try:
                 line = resp.readline()
             except (OSError, http.client.HTTPException) as err:
                 if stop.is_set():
-                    return "cancelled"
+                    return "cancelled", ""
                 raise StageError("llm", f"the stream from {self.url} broke off: {err}") from err
             if stop.is_set():
-                return "cancelled"
+                return "cancelled", ""
             if not line:
-                return finish
+                return finish, ""
             text = line.decode("utf-8", "replace").strip()
             if not text.startswith("data:"):
                 continue  # blank separators, comments, event names
             data = text[5:].strip()
             if data == "[DONE]":
-                return finish
+                return finish, ""
             try:
                 chunk: Any = json.loads(data)
                 choices = chunk.get("choices") or []
@@ -151,15 +284,17 @@ class OpenAIEngine:
             choice = choices[0]
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                if not thinking:
-                    on_token("<think>")
-                    thinking = True
-                on_token(reasoning)
             content = delta.get("content")
+            if reasoning:
+                if not thinking and need_open:
+                    on_token("<think>")
+                thinking = True
+                on_token(reasoning)
             if content:
                 if thinking:
                     on_token("</think>")
-                    thinking = False
+                    thinking, need_open = False, True
                 on_token(content)
             finish = choice.get("finish_reason") or finish
+            if (reasoning or content) and steer is not None and (extra := steer()):
+                return "steered", extra
