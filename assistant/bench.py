@@ -81,6 +81,8 @@ class ItemResult:
     """Baseline transcript (the full 30 s window)."""
     spans: dict[str, float] | None = None
     actions: tuple[str, ...] = ()
+    answer_ready: float | None = None
+    """When the answer's audio was ready, ms after the end of speech (before any acknowledgement)."""
     baseline: dict[str, float] | None = None
 
 
@@ -170,7 +172,9 @@ def run_bench(
     limit: int | None = None,
     gap_ms: float = 4000.0,
     log: Callable[[str], None] = lambda _line: None,
+    corpus: list[Any] | None = None,
 ) -> dict[str, Any]:
+    """Run the bench on ``corpus`` (default: the spoken corpus built from ``model_dir``)."""
     from .corpus import build_corpus, make_stream
     from .engines.whisper import WhisperEngine
     from .models import resolve
@@ -180,8 +184,11 @@ def run_bench(
     log("loading models and the corpus")
     engines = load_engines(config, model_dir)
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
-    items = pick_items(build_corpus(model_dir), every_variant)[:limit]
+    items = pick_items(corpus if corpus is not None else build_corpus(model_dir), every_variant)[:limit]
     stream, positions = make_stream(items, gap_ms=gap_ms)
+    questions = sorted({item.text for item in items})[:8]
+    # the engine alone, before and after the pipeline run: this machine's speed drifts
+    alone_runs = [llm_alone_tokens_per_s(engines, config, questions)]
     timed = TimedChat(engines.llm)
     log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
     pipeline, records = asyncio.run(run_pipeline(config, Engines(engines.asr, timed, engines.tts), stream))
@@ -195,12 +202,14 @@ def run_bench(
                 and rec.outcome == "answered"
             ):
                 result.heard, result.spans, result.actions = rec.transcript, rec.spans(), tuple(rec.actions)
+                if rec.answer_ready_ms is not None:
+                    result.answer_ready = round(rec.answer_ready_ms - end, 1)
                 break
     log("baseline: the same items, sequentially")
     for item, result in zip(items, results, strict=True):
         result.heard_full, result.baseline = baseline_item(config, engines, full_asr, item.pcm)
-    questions = sorted({item.text for item in items})[:8]
-    alone = llm_alone_tokens_per_s(engines, config, questions)
+    alone_runs.append(llm_alone_tokens_per_s(engines, config, questions))
+    alone = sum(alone_runs) / len(alone_runs)
     answered = [r for r in results if r.spans is not None]
     pipe_stats = span_stats([r.spans for r in answered if r.spans])
     base_stats = span_stats([r.baseline for r in results if r.baseline])
@@ -226,14 +235,27 @@ def run_bench(
         "first_audio_over_budget": sum(v > config.latency.budget_ms for v in first_audio),
         "wer": {"short_window": round(100 * short.wer, 2), "full_window": round(100 * full.wer, 2)},
         "actions": dict(pipeline.tracker.actions),
+        "acks": ack_counts(answered, config.latency.budget_ms),
         "asr_fallbacks": {
             "calls": getattr(engines.asr, "calls", 0),
             "fallbacks": getattr(engines.asr, "fallbacks", 0),
         },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "llm_tokens_per_s": {"pipeline": round(timed.tokens_per_s(), 1), "alone": round(alone, 1)},
+        "llm_tokens_per_s": {
+            "pipeline": round(timed.tokens_per_s(), 1),
+            "alone": round(alone, 1),
+            "alone_before_after": [round(v, 1) for v in alone_runs],
+        },
         "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
     }
+
+
+def ack_counts(answered: list[ItemResult], budget_ms: float) -> dict[str, int]:
+    """Acknowledgements played, and how many of them were needed: the answer itself was ready
+    only after the budget (an unneeded one delayed an answer that would have been in time)."""
+    acked = [r for r in answered if "ack_played" in r.actions]
+    needed = sum(r.answer_ready is None or r.answer_ready > budget_ms for r in acked)
+    return {"played": len(acked), "needed": needed}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -261,8 +283,11 @@ def format_table(result: dict[str, Any]) -> str:
         f"turns whose first audio missed the budget: {result['first_audio_over_budget']}",
         f"WER: short window {wer['short_window']:.1f}%  full window {wer['full_window']:.1f}%",
         f"actions: {result['actions'] or 'none'}",
+        f"acknowledgements: {result['acks']['played']} played, {result['acks']['needed']} needed"
+        " (the answer was ready only after the budget)",
         f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
-        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%)",
+        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%;"
+        f" alone before/after the pipeline {' / '.join(f'{v:.1f}' for v in tps['alone_before_after'])})",
         f"peak RSS: {result['peak_rss_mb']:.0f} MB",
     ]
     return "\n".join(lines)

@@ -4,17 +4,23 @@ The pipeline tells the keeper when a turn's endpoint is final (``committed``), w
 set and when turns close; ``run()`` (a task in the pipeline's TaskGroup) waits for each
 committed turn's due time (``BudgetPolicy.ack_due_ms``) and, if the turn is speech (it has a
 transcript: noise never gets an acknowledgement) and nothing has been heard yet, plays one of
-the acknowledgements synthesized at start-up. Every action is counted by the tracker.
+the acknowledgements synthesized at start-up. An answer whose first chunk is already being
+synthesized and is expected in time (``TurnRecord.answer_eta_ms``, from the ``SynthesisRate``
+that the acknowledgements calibrate and the TTS stage keeps learning) is not delayed by an
+acknowledgement; it gets one at the last call only if it is still not heard. Every action is
+counted by the tracker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
+from .audio.convert import trim_silence
 from .clock import StreamClock
 from .config import LatencyConfig
-from .latency import BudgetPolicy, LatencyTracker
+from .latency import BudgetPolicy, LatencyTracker, SynthesisRate
 from .stages.output import OutputStage
 from .stages.tts import Synthesizer
 
@@ -44,6 +50,8 @@ class BudgetKeeper:
         self.clock = clock
         self.acks: list[tuple[bytes, int]] = []
         """Pre-synthesized acknowledgements: (int16 pcm, sample rate)."""
+        self.rate = SynthesisRate()
+        """Synthesis time per character: calibrated by the acknowledgements, then by the TTS stage."""
         self._next = 0
         self._due: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
         self._heard: dict[int, asyncio.Event] = {}
@@ -57,8 +65,11 @@ class BudgetKeeper:
         """Synthesize the acknowledgements once, before listening."""
         for text in self.config.acks:
             if text.strip() and len(self.acks) < len(self.config.acks):
+                start = time.perf_counter()
                 pcm = await asyncio.to_thread(synthesize_all, tts, text)
-                self.acks.append((pcm, tts.sample_rate))
+                self.rate.observe(len(text), (time.perf_counter() - start) * 1000)
+                # the voice's trailing silence would only delay the answer that follows
+                self.acks.append((trim_silence(pcm, tts.sample_rate), tts.sample_rate))
 
     def _event(self, turn_id: int) -> asyncio.Event:
         return self._heard.setdefault(turn_id, asyncio.Event())
@@ -79,20 +90,34 @@ class BudgetKeeper:
             event.set()
 
     async def run(self, output: Callable[[], OutputStage | None]) -> None:
-        """At each committed turn's due time, acknowledge it if nothing was heard yet."""
-        while True:
-            turn_id, due = await self._due.get()
-            delay = (due - self.clock.position_ms()) / 1000
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.tracker.is_open(turn_id):
-                await self._event(turn_id).wait()  # ASR heard words, or the turn closed
-            self._heard.pop(turn_id, None)
+        """Watch each committed turn's deadline, side by side."""
+        async with asyncio.TaskGroup() as group:
+            while True:
+                turn_id, due = await self._due.get()
+                group.create_task(self._watch(turn_id, due, output))
+
+    async def _sleep_until(self, position_ms: float) -> None:
+        delay = (position_ms - self.clock.position_ms()) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _watch(self, turn_id: int, due: float, output: Callable[[], OutputStage | None]) -> None:
+        """At the due time, acknowledge the turn if nothing was heard and the answer will be late."""
+        await self._sleep_until(due)
+        if self.tracker.is_open(turn_id):
+            await self._event(turn_id).wait()  # ASR heard words, or the turn closed
+        self._heard.pop(turn_id, None)
+        for attempt in range(2):
             stage = output()
             if stage is None or not self.tracker.is_open(turn_id):
-                continue
-            if self.policy.should_ack(self.tracker.record(turn_id), self.clock.position_ms()):
+                return
+            rec = self.tracker.record(turn_id)
+            if self.policy.should_ack(rec, self.clock.position_ms()):
                 pcm, rate = self.acks[self._next % len(self.acks)]
                 self._next += 1
                 if await stage.play_ack(turn_id, pcm, rate):
                     self.tracker.action(turn_id, "ack_played")
+                return
+            if attempt or "first_audio" in rec.marks or "speech_end" not in rec.marks:
+                return
+            await self._sleep_until(self.policy.last_call(rec.marks["speech_end"]))

@@ -11,6 +11,10 @@ Where a chunk ends:
 - sentence ends ``. ! ? … ;`` (closing quotes and brackets stay with the sentence) and line breaks;
 - clause breaks ``, : ) —`` and a spaced `` - ``, once the chunk is ``first_min_chars`` long
   (first chunk of a reply, so speech starts early) or ``min_chars`` long (later chunks);
+- the first chunk only: before a word that opens a clause or a phrase (``that``, ``because``,
+  ``in``, ``with``...) once the chunk has ``first_break_words`` words, so the first sentence of a
+  reply is not synthesized whole before anything is heard ("The moon is about 384,000 km away |
+  from Earth.");
 - the last space before ``max_chars`` when there is no boundary at all.
 
 Every chunk is passed through ``clean_for_speech``; chunks with nothing to say are dropped.
@@ -33,6 +37,13 @@ _ABBREVIATIONS = frozenset(
     | {"gen", "col", "lt", "sgt", "capt", "rev", "gov", "sen", "rep", "dept"}
 )
 """Words whose period never ends a sentence (``etc``/``Inc`` do, unless a lowercase word follows)."""
+_BREAK_WORDS = frozenset(
+    {"that", "which", "who", "whose", "where", "when", "while", "because", "since", "although"}
+    | {"though", "but", "so", "if", "unless", "until", "after", "before", "than", "by", "in", "on"}
+    | {"at", "for", "with", "from", "to", "into", "about", "over", "under", "through", "during"}
+    | {"without", "between", "across", "around", "like"}
+)
+"""Words before which a first chunk may end: a clause or a phrase starts there."""
 _INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")
 _WORD_PREFIX = "\"'(\u201c\u2018[*_"
 
@@ -116,6 +127,8 @@ class SpeechChunker:
         buf, ch = self._buf, self._buf[i]
         if ch == "\n":
             return i
+        if ch == " " and self.chunk_count == 0 and self._config.first_break_words:
+            return self._judge_break_word(i)
         if ch in _SENTENCE_RUN or ch == ";":
             if i > 0 and ch != ";" and buf[i - 1] in _SENTENCE_RUN:
                 return None  # judged with the first mark of the run
@@ -131,6 +144,23 @@ class SpeechChunker:
         if end == len(buf):
             return _WAIT
         return end if self._long_enough(buf[:end]) else None
+
+    def _judge_break_word(self, i: int) -> int | None:
+        """A first chunk ends at the space ``i`` if a break word follows and enough words precede."""
+        buf = self._buf
+        start = i + 1
+        while start < len(buf) and buf[start] == " ":
+            start += 1
+        end = start
+        while end < len(buf) and buf[end].isalpha():
+            end += 1
+        if end == len(buf):
+            return _WAIT  # the next word may still be growing
+        if buf[start:end].lower() not in _BREAK_WORDS or not buf[end].isspace():
+            return None
+        if len(clean_for_speech(buf[:i]).split()) < self._config.first_break_words:
+            return None
+        return i
 
     def _judge_sentence(self, i: int) -> int | None:
         buf = self._buf

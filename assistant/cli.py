@@ -36,10 +36,12 @@ def _model_dir(config: Config, args: argparse.Namespace) -> Path:
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.pipeline)
-    if getattr(args, "fast", False):
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if getattr(args, "fast", False):
         config = replace(config, input=replace(config.input, realtime=False))
+    if getattr(args, "push_to_talk", False):
+        config = replace(config, listen=replace(config.listen, mode="push"))
     return config
 
 
@@ -154,6 +156,11 @@ async def _cmd_run(args: argparse.Namespace) -> int:
                 config, lambda: _with_mqtt(_config(args), args.mqtt), pipeline.reconfigure, notifier
             )
             extra = [notifier.watchdog(pipeline.clock)]
+            if config.listen.mode == "push" and sys.stdin.isatty():
+                from .keys import HINT, KeyReader, pipeline_actions
+
+                print(HINT, file=sys.stderr, flush=True)
+                extra.append(KeyReader(sys.stdin.fileno(), pipeline_actions(pipeline)).run())
             if config.mqtt.enabled:
                 from .mqtt import MqttBridge
 
@@ -182,12 +189,55 @@ def _with_mqtt(config: Config, url: str | None) -> Config:
 
 
 async def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_checks
+    import os
+    import shlex
 
-    findings = await run_checks(_with_mqtt(_config(args), args.mqtt))
+    from .config import resolve_pipeline
+    from .doctor import Setup, effective_config, exit_code, format_config, run_checks, to_json
+    from .models import default_model_dir
+
+    config = _with_mqtt(_config(args), args.mqtt)
+    model_dir = _model_dir(config, args)
+    given = {"--pipeline": args.pipeline if args.pipeline != "default" else None, "--mqtt": args.mqtt,
+             "--model-dir": args.model_dir, "--input": args.input, "--output": args.output,
+             "--report": args.report}  # fmt: skip
+    if args.input is None and args.output is None and not config.mqtt.enabled:
+        args.input, args.output = "mic", "speaker"  # what the service files run
+    pipeline = resolve_pipeline(args.pipeline).resolve()
+    pull = "assistant models pull"
+    if model_dir != default_model_dir():
+        pull = f"assistant --model-dir {shlex.quote(str(model_dir))} models pull"
+    run_options = {"--input": args.input, "--output": args.output, "--report": args.report}
+    setup = Setup(
+        config=config,
+        model_dir=model_dir,
+        input=args.input,
+        output=args.output,
+        report=args.report,
+        open_source=(lambda cb: _source(args, config, cb)) if _live(args.input, LIVE_INPUTS) else None,
+        open_sink=(lambda cb: _sink(args.output, config, cb)) if _live(args.output, LIVE_OUTPUTS) else None,
+        pull=pull,
+        pipeline=pipeline,
+        rows=effective_config(
+            config, pipeline, model_dir=model_dir, given=given, environ=os.environ, run_options=run_options
+        ),
+    )
+    audio_log = logging.getLogger("assistant.audio")
+    level = audio_log.level
+    if not args.verbose:  # a device that fails is a finding, not also a retry warning on stderr
+        audio_log.setLevel(logging.ERROR)
+    try:
+        findings = await run_checks(setup)
+    finally:
+        audio_log.setLevel(level)
+    if args.json:
+        print(to_json(findings, setup, strict=args.strict))
+        return exit_code(findings, strict=args.strict)
     for finding in findings:
         print(finding)
-    return 0 if all(f.level == "ok" for f in findings) else 1
+    if args.config or args.verbose:
+        print(f"\nconfig (file: {pipeline}):\n{format_config(setup.rows)}")
+    return exit_code(findings, strict=args.strict)
 
 
 async def _cmd_ask(args: argparse.Namespace) -> int:
@@ -338,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report", help="JSON lines, one per turn (- for stderr)")
     run.add_argument("--fast", action="store_true", help="feed input as fast as the pipeline takes it")
     run.add_argument(
+        "--push-to-talk",
+        action="store_true",
+        help="listen only when asked (listen.mode = push): MQTT listen, or Space/Enter in a terminal",
+    )
+    run.add_argument(
         "--mqtt", metavar="URL", help="MQTT broker: mqtt://[user:pass@]host[:port] or mqtts://..."
     )
 
@@ -361,8 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the full results here")
     bench.add_argument("--plot", help="draw the latency distributions into this PNG")
 
-    doctor = sub.add_parser("doctor", help="check the deployment (MQTT broker exposure) and say what to fix")
-    doctor.add_argument("--mqtt", metavar="URL", help="check this broker instead of the config's")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check models, microphone, speaker, folders and the MQTT broker; say what to fix (exit 1"
+        " on any warning or failure)",
+    )
+    doctor.add_argument(
+        "--input",
+        help="as for run (default: mic and --output speaker, as the service files; none with MQTT on)",
+    )
+    doctor.add_argument("--output", help="as for run")
+    doctor.add_argument("--report", help="as for run: its folder must be writable")
+    doctor.add_argument("--mqtt", metavar="URL", help="as for run: check this broker instead of the config's")
+    doctor.add_argument(
+        "--config", action="store_true", help="also list every setting and where it came from"
+    )
+    doctor.add_argument("--json", action="store_true", help="findings and settings as JSON")
+    doctor.add_argument("--strict", action="store_true", help="exit 1 on a warning too")
 
     mod = sub.add_parser("models", help="list, pull, verify or remove models")
     mod.add_argument("models_command", choices=["list", "pull", "verify", "rm"])

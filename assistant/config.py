@@ -64,7 +64,7 @@ class VadConfig:
     """Utterances with less voiced audio than this are dropped as noise."""
     max_utterance_ms: int = 15_000
     """An utterance is cut here even if the speaker goes on (TV, noise)."""
-    speculate_after_ms: int = 150
+    speculate_after_ms: int = 120
     """Silence after which ASR, LLM and TTS start speculatively, before the endpoint; 0 = off."""
     quick_end_silence_ms: int = 300
     """End-of-turn silence when the speculative transcript is clearly a complete sentence."""
@@ -201,6 +201,9 @@ class ChunkerConfig:
 
     first_min_chars: int = 12
     """The first chunk may end at a clause break once it is this long."""
+    first_break_words: int = 4
+    """The first chunk may end before a word that opens a clause or phrase (``that``, ``in``,
+    ``because``...) once it has this many words; 0 = only at punctuation."""
     min_chars: int = 40
     """Later chunks end at a clause break (comma, colon) only once this long; sentences always end a chunk."""
     max_chars: int = 220
@@ -209,6 +212,7 @@ class ChunkerConfig:
     def __post_init__(self) -> None:
         _check_range("chunker.first_min_chars", self.first_min_chars, 1, 500)
         _check_range("chunker.min_chars", self.min_chars, 1, 1000)
+        _check_range("chunker.first_break_words", self.first_break_words, 0, 100)
         _check_range("chunker.max_chars", self.max_chars, max(self.min_chars, self.first_min_chars), 2000)
 
 
@@ -248,10 +252,12 @@ class LatencyConfig:
     """The user hears something within this long after they stop speaking."""
     ack: bool = True
     """Play a short acknowledgement when the answer's first audio would miss the budget."""
-    ack_margin_ms: int = 150
-    """The acknowledgement starts this long before the deadline, if the answer has not."""
-    acks: tuple[str, ...] = ("One moment.", "Let me see.", "Hmm, let me think.")
-    """Acknowledgements, synthesized at start-up and used in turn."""
+    ack_margin_ms: int = 100
+    """The acknowledgement starts this long before the deadline, if the answer has not and is not
+    expected in time; one expected in time is checked again 40 ms before the deadline."""
+    acks: tuple[str, ...] = ("Hmm.", "Sure.", "So,")
+    """Acknowledgements, synthesized at start-up and used in turn. Short ones: the answer waits
+    until the acknowledgement has been heard."""
     asr_ms: int = 150
     """Per-stage budgets (ms): a turn whose stage takes longer is counted as over budget."""
     llm_first_token_ms: int = 250
@@ -276,7 +282,7 @@ class ListenConfig:
     mode: str = "always"
     """``always``: every utterance is a turn; ``wake``: an utterance must begin with a wake phrase
     (then follow-ups without it for ``follow_up_s``); ``push``: the microphone opens for one turn
-    on ``listen`` (MQTT, or Enter in a terminal)."""
+    on ``listen`` (MQTT, or Space or Enter in a terminal; Esc or q cancels)."""
     wake_phrases: tuple[str, ...] = ("hey assistant", "ok assistant")
     follow_up_s: float = 8.0
     """``wake`` mode: seconds after a reply during which no wake phrase is needed."""
@@ -476,3 +482,28 @@ def load_config(name_or_path: str = "default") -> Config:
         return config_from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err.message}") from err
+
+
+def config_sources(
+    config: Config, data: dict[str, Any], overrides: dict[str, str] | None = None
+) -> list[tuple[str, Any, str]]:
+    """Every key of ``config`` as (``asr.model``, value, source), in declaration order.
+
+    The source is ``overrides[key]`` when given (e.g. ``cli --mqtt``), else ``file`` when ``data``
+    (the pipeline's parsed TOML) sets the key, else ``default``. For ``assistant doctor``.
+    """
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(obj: Any, table: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            key, value = prefix + f.name, getattr(obj, f.name)
+            given = isinstance(table, dict) and f.name in table
+            if dataclasses.is_dataclass(value):
+                walk(value, table[f.name] if given else {}, key + ".")
+            elif overrides and key in overrides:
+                rows.append((key, value, overrides[key]))
+            else:
+                rows.append((key, value, "file" if given else "default"))
+
+    walk(config, data, "")
+    return rows

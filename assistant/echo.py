@@ -4,7 +4,18 @@ While the speaker plays, a microphone frame counts as the user's speech only if 
 calls it speech *and* it is louder than the assistant's own voice coming back, by a margin.
 The sink reports how loud it is playing right now (``playback_level()``, RMS 0..1); the echo
 reaches the microphone a little later and smeared, so the gate compares against the loudest
-level of the last ``hold_frames`` frames. Pure: the level is passed in through a callable.
+level of the last ``hold_frames`` frames, times the echo path's *coupling*.
+
+The coupling (microphone level / playback level) depends on the room, the speaker volume and
+the microphone gain: a headset hears none of the speaker, a loopback hears all of it. The gate
+learns it (Geigel-style double-talk detection with a measured echo return loss): it starts at
+1 (0 dB: the microphone hears the reply as loud as it is played) and, once it has seen
+``learn_min`` frames of playback, becomes the largest microphone/playback ratio of the last
+``learn_frames`` playback frames that were not the user. A frame is learned only once
+``lookback_frames`` newer frames have passed without the user speaking: when a frame is let
+through as the user's (double talk), the frames just before it (the onset of the user's speech)
+are forgotten and learning pauses for ``freeze_frames``, so the user's own voice never teaches
+the gate to ignore the user. Pure: the level is passed in through a callable.
 """
 
 from __future__ import annotations
@@ -24,23 +35,57 @@ def frame_rms(pcm: bytes) -> float:
 class EchoGate:
     """Decides, frame by frame, whether voiced audio during playback is the user or the echo."""
 
-    def __init__(self, level: Callable[[], float], *, margin_db: float = 6.0, hold_frames: int = 10) -> None:
+    def __init__(
+        self,
+        level: Callable[[], float],
+        *,
+        margin_db: float = 6.0,
+        hold_frames: int = 10,
+        learn_frames: int = 200,
+        learn_min: int = 20,
+        lookback_frames: int = 10,
+        freeze_frames: int = 33,
+    ) -> None:
+        """``hold_frames``, ``learn_frames``, ``learn_min``, ``lookback_frames``,
+        ``freeze_frames``: counts of VAD frames."""
         self.level = level
         self.factor = 10 ** (margin_db / 20)
         """How much louder than the echo estimate the user must be (amplitude ratio)."""
         self._recent: deque[float] = deque(maxlen=hold_frames)
+        self._ratios: deque[float] = deque(maxlen=learn_frames)
+        self._pending: deque[float] = deque()
+        self._lookback = lookback_frames
+        self._learn_min = learn_min
+        self._freeze_frames = freeze_frames
+        self._frozen = 0
         self.gated = 0
         """Voiced frames dismissed as the assistant's own voice."""
 
-    def playing(self) -> bool:
-        """True while the speaker plays (or played within the hold window)."""
+    @property
+    def coupling(self) -> float:
+        """Echo path gain estimate (microphone RMS / playback RMS); 1.0 until learned."""
+        return max(self._ratios) if len(self._ratios) >= self._learn_min else 1.0
+
+    def playing(self, pcm: bytes = b"") -> bool:
+        """True while the speaker plays (or played within the hold window). Given the microphone
+        frame ``pcm``, call it for every frame: the gate learns the echo coupling from it."""
         self._recent.append(max(0.0, float(self.level())))
-        return max(self._recent) > 0.0
+        reference = max(self._recent)
+        if pcm and reference > 0.0:
+            if self._frozen:
+                self._frozen -= 1
+            else:
+                self._pending.append(frame_rms(pcm) / reference)
+                if len(self._pending) > self._lookback:
+                    self._ratios.append(self._pending.popleft())
+        return reference > 0.0
 
     def allow(self, pcm: bytes, strict_voiced: bool) -> bool:
         """Call after ``playing()`` returned True: is this voiced frame the user's?"""
-        echo = max(self._recent, default=0.0)
+        echo = max(self._recent, default=0.0) * self.coupling
         if strict_voiced and frame_rms(pcm) > echo * self.factor:
+            self._pending.clear()  # the user's voice (and its onset) is not echo: never learn it
+            self._frozen = self._freeze_frames
             return True
         self.gated += 1
         return False

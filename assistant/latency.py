@@ -7,7 +7,8 @@ where they have it, its ``monotonic_ns``. The names are DESIGN.md's and are used
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import statistics
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,12 @@ class TurnRecord:
     """Duration of the reply audio handed to the sink, ms."""
     actions: list[str] = field(default_factory=list)
     """Budget actions taken on this turn, in order (``ack_played``, ``first_chunk_shortened``...)."""
+    answer_ready_ms: float | None = None
+    """When the answer's first audio was handed to the output (ms); ``first_answer_audio`` is when
+    it starts playing, later when an acknowledgement plays before it."""
+    answer_eta_ms: float | None = None
+    """When the answer's first audio is expected (input timeline, ms), once its first chunk is
+    being synthesized; None before."""
     listener: Callable[[int, str], None] | None = field(default=None, repr=False, compare=False)
     """Called with (turn id, mark name) each time a mark is set."""
 
@@ -92,6 +99,7 @@ class TurnRecord:
             "marks_ms": {k: round(self.marks[k], 1) for k in MARKS if k in self.marks},
             "spans_ms": self.spans(),
             "reply_audio_ms": round(self.reply_audio_ms, 1),
+            "answer_ready_ms": None if self.answer_ready_ms is None else round(self.answer_ready_ms, 1),
             "actions": list(self.actions),
         }
 
@@ -190,20 +198,60 @@ class BudgetPolicy:
     stage_budgets: tuple[tuple[str, float], ...] = ()
     """(span name, ms) pairs: spans over these count as ``over_budget:<span>``."""
 
+    last_call_ms: float = 15.0
+    """How long before the deadline a turn whose answer was expected in time is checked again."""
+
     def ack_due_ms(self, speech_end_ms: float) -> float:
         """Input-timeline position at which to play an acknowledgement if no answer is heard yet."""
         return speech_end_ms + self.budget_ms - self.ack_margin_ms
 
+    def last_call(self, speech_end_ms: float) -> float:
+        """The latest position at which an acknowledgement still starts within the budget."""
+        return speech_end_ms + self.budget_ms - min(self.last_call_ms, self.ack_margin_ms)
+
     def should_ack(self, rec: TurnRecord, now_ms: float) -> bool:
         """True if, at ``now_ms``, a turn known to be speech (it has a transcript) is still waiting
-        for its first audio past the due time."""
+        for its first audio past the due time, and its answer is not expected within the budget.
+
+        An answer whose first chunk is being synthesized and is expected before the deadline
+        (``rec.answer_eta_ms``) gets no acknowledgement at the due time, since the answer would then
+        have to wait for it; if it is still not heard at the last call, it gets one after all.
+        """
         if rec.outcome != "open" or "first_audio" in rec.marks or "speech_end" not in rec.marks:
             return False
         if "transcript" not in rec.marks:
             return False
-        return now_ms >= self.ack_due_ms(rec.marks["speech_end"])
+        speech_end = rec.marks["speech_end"]
+        if now_ms < self.ack_due_ms(speech_end):
+            return False
+        on_time = rec.answer_eta_ms is not None and rec.answer_eta_ms <= speech_end + self.budget_ms
+        return not on_time or now_ms >= self.last_call(speech_end)
 
     def over_budget(self, rec: TurnRecord) -> list[str]:
         """The stage spans of a finished turn that went over their budgets."""
         spans = rec.spans()
         return [name for name, limit in self.stage_budgets if spans.get(name, 0.0) > limit]
+
+
+class SynthesisRate:
+    """How long synthesis takes to the first audio of a text, learned from the synthesizer's work.
+
+    Time grows with the length of the text plus a fixed cost; both are folded into one rate per
+    character of ``chars + overhead_chars``, whose median over the last ``window`` texts is used.
+    Pure: callers pass the measured times.
+    """
+
+    def __init__(self, window: int = 20, overhead_chars: int = 6, default_ms_per_char: float = 8.0) -> None:
+        self.overhead_chars = overhead_chars
+        self.default_ms_per_char = default_ms_per_char
+        self._rates: deque[float] = deque(maxlen=window)
+
+    def observe(self, chars: int, ms: float) -> None:
+        """A text of ``chars`` characters took ``ms`` to its first audio."""
+        if chars > 0 and ms >= 0:
+            self._rates.append(ms / (chars + self.overhead_chars))
+
+    def estimate_ms(self, chars: int) -> float:
+        """Expected time to the first audio of a text of ``chars`` characters."""
+        rate = statistics.median(self._rates) if self._rates else self.default_ms_per_char
+        return rate * (chars + self.overhead_chars)

@@ -204,6 +204,10 @@ class Pipeline:
             ReplyChunk(chunk.turn_id, self._request_id(chunk.turn_id), chunk.text, chunk.index)
         )
 
+    def _on_first_chunk(self, turn_id: int, expected_ms: float) -> None:
+        if self.tracker.is_open(turn_id):
+            self.tracker.record(turn_id).answer_eta_ms = self.clock.position_ms() + expected_ms
+
     def _on_reply(self, done: ReplyDone) -> None:
         rid = self._request_id(done.turn_id)
         self.events.publish(ReplyFinished(done.turn_id, rid, done.text.strip(), done.finish_reason))
@@ -358,7 +362,14 @@ class Pipeline:
                 ("chunker", ChunkerStage(self.config.chunker, self.turns, self._on_chunk, self._on_reply))
             )
             if self.engines.tts is not None:
-                stages.append(("tts", TtsStage(self.engines.tts, self.turns, self._on_error)))
+                tts = TtsStage(
+                    self.engines.tts,
+                    self.turns,
+                    self._on_error,
+                    rate=self.budget.rate,
+                    on_first_chunk=self._on_first_chunk,
+                )
+                stages.append(("tts", tts))
             self._output = OutputStage(self.sink, self.turns, self.tracker, self.clock)
             stages.append(("output", self._output))
         return stages

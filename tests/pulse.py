@@ -63,6 +63,25 @@ class PulseServer:
     def pactl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10)
 
+    def loopback(
+        self, source: str = "spk.monitor", sink: str = "mic", latency_ms: int = 20, volume: str = "100%"
+    ) -> None:
+        """Route ``source`` into ``sink`` (``module-loopback``) at ``volume`` (pactl's: "50%" is
+        -18 dB): by default the speaker into the microphone, as loud as it plays."""
+        proc = self.pactl(
+            "load-module", "module-loopback", f"source={source}", f"sink={sink}", f"latency_msec={latency_ms}"
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"module-loopback: {proc.stderr.strip()}")
+        deadline = time.monotonic() + 5
+        while not (streams := [line.split()[0] for line in self.pactl("list", "short", "sink-inputs")
+                               .stdout.splitlines() if "module-loopback" in line]):  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("module-loopback made no stream")
+            time.sleep(0.05)
+        for stream in streams:
+            self.pactl("set-sink-input-volume", stream, volume)
+
     def play(self, wav: Path, device: str = "mic") -> subprocess.Popen[bytes]:
         """``paplay -d DEVICE WAV`` in the background (the caller waits on it)."""
         return subprocess.Popen(["paplay", "-d", device, "--latency-msec=20", str(wav)], env=self.env)

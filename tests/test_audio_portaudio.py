@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from assistant.audio.devices import list_devices, resolve_device
+from assistant.audio.live import Backoff
 from assistant.clock import StreamClock
 from assistant.errors import AudioDeviceError
 from assistant.messages import AudioIn, EndOfStream, Message
 
+from .conftest import SPEECH_RATE, silence, write_wav
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture
-from .test_audio_pulse import RATE, Recorder, loud, tone, until
+from .test_audio_pulse import (
+    RATE,
+    Recorder,
+    assert_recovers,
+    loud,
+    run_source,
+    tone,
+    until,
+)
 
 
 def portaudio_or_skip() -> None:
@@ -39,7 +51,7 @@ def test_devices_are_listed_and_chosen_by_name_or_index(pulse: PulseServer) -> N
         resolve_device("no-such", "input", pa)
 
 
-async def test_sounddevice_records_and_plays_through_pulse(pulse: PulseServer, tmp_path: object) -> None:
+async def test_sounddevice_records_and_plays_through_pulse(pulse: PulseServer, tmp_path: Path) -> None:
     portaudio_or_skip()
     from assistant.audio.portaudio import SoundDeviceSink, SoundDeviceSource
 
@@ -59,9 +71,7 @@ async def test_sounddevice_records_and_plays_through_pulse(pulse: PulseServer, t
     outbox: asyncio.Queue[Message] = asyncio.Queue()
     task = asyncio.create_task(source.run(outbox, StreamClock(realtime=True)), name="source")
     await until(lambda: source.state == "listening", 8)
-    from .conftest import write_wav
-
-    wav = write_wav(tmp_path / "tone.wav", tone(1000, 0.5, RATE), RATE)  # type: ignore[operator]
+    wav = write_wav(tmp_path / "tone.wav", tone(1000, 0.5, RATE), RATE)
     started = time.monotonic()
     pulse.play(wav).wait(10)
     await asyncio.sleep(0.5)
@@ -71,3 +81,75 @@ async def test_sounddevice_records_and_plays_through_pulse(pulse: PulseServer, t
     assert isinstance(items[-1], EndOfStream)
     pcm = np.frombuffer(b"".join(m.pcm for m in items if isinstance(m, AudioIn)), dtype="<i2")
     assert loud(pcm).size > 0.3 * 16_000, f"nothing captured within {time.monotonic() - started:.1f} s"
+
+
+async def test_sounddevice_source_waits_for_a_lost_server_and_resumes(
+    pulse: PulseServer, tmp_path: Path
+) -> None:
+    """The device goes away under PortAudio: the PulseAudio server that ALSA's ``pulse`` plugin
+    talks to is stopped mid-stream (its stream ends, and opening fails while it is away), then
+    started again (the same PortAudio device opens again)."""
+    portaudio_or_skip()
+    from assistant.audio.portaudio import SoundDeviceSource
+
+    states: list[tuple[float, str]] = []
+    source = SoundDeviceSource(
+        "pulse", on_state=lambda s: states.append((time.monotonic(), s)), backoff=Backoff(0.2, max_s=1.0)
+    )
+    task, got = await run_source(source)
+    await until(lambda: source.state == "listening", 8)
+    pulse.stop()
+    lost_s = await until(lambda: source.state == "waiting_for_device", 8)
+    await asyncio.sleep(1.5)
+    assert source.state == "waiting_for_device" and source.backoff.attempts >= 3  # reopening fails
+    print(f"server gone -> waiting_for_device: {lost_s * 1000:.0f} ms")
+    await assert_recovers(pulse, source, task, got, states, tmp_path, timeout_s=15, away_ms=1500)
+
+
+@pytest.mark.models
+async def test_the_pipeline_resumes_when_the_portaudio_microphone_returns(
+    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any
+) -> None:
+    """The daemon's pipeline on PortAudio's microphone: the device goes away mid-stream, the
+    pipeline says ``waiting_for_device``, and once the device is back a question is answered."""
+    portaudio_or_skip()
+    from assistant.audio.portaudio import SoundDeviceSource
+    from assistant.audio.pulse import PulseSink
+    from assistant.config import Config
+    from assistant.pipeline import Pipeline
+
+    seen: list[str] = []
+    turns: list[Any] = []
+    pipeline: Pipeline | None = None
+
+    def device_state(state: str) -> None:
+        assert pipeline is not None
+        pipeline.device_state(state)
+        seen.append(pipeline.state)
+
+    source = SoundDeviceSource("pulse", on_state=device_state, backoff=Backoff(0.2, max_s=1.0))
+    sink = PulseSink("spk", on_state=device_state)
+    pipeline = Pipeline(Config(), engines, sink, on_turn=turns.append)
+    run = asyncio.create_task(pipeline.run(source), name="pipeline")
+    await until(lambda: source.state == "listening", 8)
+    pulse.stop()
+    await until(lambda: pipeline.state == "waiting_for_device", 8)
+    await asyncio.sleep(1.0)
+    pulse.start()
+    await until(lambda: source.state == "listening", 15)
+    assert pipeline.state == "idle"
+    recorder = Recorder(pulse)
+    await recorder.flowing()
+    question = np.concatenate([speak("What is the capital of France?"), silence(300)])
+    pulse.play(write_wav(tmp_path / "q.wav", question, SPEECH_RATE)).wait(20)
+    await until(lambda: bool(turns), 60)
+    source.stop()
+    await run
+    await sink.close()
+    samples, _ = recorder.stop()
+    assert "waiting_for_device" in seen and seen[-1] != "waiting_for_device", seen
+    assert [t.outcome for t in turns] == ["answered"] and "capital" in turns[0].transcript.lower()
+    heard = loud(samples, 500)
+    assert heard.size, "nothing was played on the speaker"
+    text = engines.asr.transcribe(samples[max(0, heard[0] - 1600) : heard[-1] + 1600].tobytes()).text
+    assert "paris" in text.lower(), text

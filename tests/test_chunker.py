@@ -10,7 +10,7 @@ import pytest
 from assistant.chunker import SpeechChunker, split_for_speech
 from assistant.config import ChunkerConfig
 
-CONFIG = ChunkerConfig(first_min_chars=12, min_chars=40, max_chars=220)
+CONFIG = ChunkerConfig(first_min_chars=12, min_chars=40, max_chars=220, first_break_words=0)
 
 
 def feed(pieces: list[str], config: ChunkerConfig = CONFIG) -> list[str]:
@@ -255,3 +255,41 @@ def test_empty_and_whitespace_input() -> None:
     assert split_for_speech("", CONFIG) == []
     assert split_for_speech(" \n\t\n ", CONFIG) == []
     assert split_for_speech("ok") == ["ok"]
+
+
+BREAKS = ChunkerConfig(first_min_chars=12, min_chars=40, max_chars=220, first_break_words=4)
+
+
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        (  # ends before "from" once four words are in; later chunks keep their sentences
+            "The moon is about 384,000 kilometres away from Earth. It orbits in 27 days.",
+            ["The moon is about 384,000 kilometres away", "from Earth.", "It orbits in 27 days."],
+        ),
+        (  # "in" comes after three words only: too soon; "that" comes after eight
+            "The tallest mountain in the world is Everest that rises high.",
+            ["The tallest mountain in the world is Everest", "that rises high."],
+        ),
+        ("The capital of France is Paris.", ["The capital of France is Paris."]),  # no break word
+        ("Twelve times four is forty-eight.", ["Twelve times four is forty-eight."]),
+        (  # "into," is followed by punctuation: not the start of a phrase
+            "Tell me what you walked into, then sit.",
+            ["Tell me what you walked into,", "then sit."],
+        ),
+    ],
+)
+def test_first_chunk_ends_before_a_break_word(text: str, chunks: list[str]) -> None:
+    for how, pieces in tokenizations(text).items():
+        assert feed(pieces, BREAKS) == chunks, how
+
+
+def test_break_words_count_spoken_words_and_can_be_turned_off() -> None:
+    text = "Say [[ h @ l oU ]] to me please."
+    assert feed([text], BREAKS) == ["Say h @ l oU", "to me please."]
+    assert feed([text], CONFIG) == ["Say h @ l oU to me please."]
+
+
+def test_break_words_keep_tokenization_invariance() -> None:
+    results = {how: feed(pieces, BREAKS) for how, pieces in tokenizations(STORY * 2).items()}
+    assert len(set(map(tuple, results.values()))) == 1

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from assistant import corpus
+from assistant.bench import format_table, run_bench
+from assistant.config import load_config
 from assistant.corpus import (
     PEAK,
     QUESTIONS,
@@ -152,3 +154,27 @@ def test_corpus_is_cached_on_disk(
     assert again == small_corpus
     with pytest.raises(AssertionError, match="synthesized again"):
         build_corpus(model_dir, questions=QUESTIONS[:3], voices=VOICES, snr_db=15.0, cache_dir=cache)
+
+
+def test_bench_runs_pipeline_and_baseline_on_real_models(
+    small_corpus: list[CorpusItem], model_dir: Path
+) -> None:
+    config = load_config("default")
+    result = run_bench(config, model_dir, corpus=small_corpus, limit=2, gap_ms=2500)
+    assert result["items"] == 2 and result["answered"] == 2 and not result["missed"]
+    for item in result["per_item"]:
+        spans, baseline = item["spans"], item["baseline"]
+        assert spans["first_audio"] <= spans["e2e"]
+        # the answer is heard when it is ready, or later if an acknowledgement played first
+        assert item["answer_ready"] <= spans["e2e"] + 1
+        assert ("ack_played" in item["actions"]) == (spans["first_audio"] < spans["e2e"])
+        assert baseline["e2e"] == pytest.approx(
+            sum(baseline[k] for k in ("endpointing", "asr", "llm_reply", "tts_reply"))
+        )
+    assert 0 <= result["acks"]["needed"] <= result["acks"]["played"] <= 2
+    assert result["e2e_median_ratio"] == pytest.approx(
+        result["baseline"]["e2e"]["p50"] / result["pipeline"]["e2e"]["p50"], abs=0.01
+    )
+    assert result["llm_tokens_per_s"]["pipeline"] > 0 and result["llm_tokens_per_s"]["alone"] > 0
+    table = format_table(result)
+    assert "median e2e: baseline / pipeline" in table and "acknowledgements:" in table

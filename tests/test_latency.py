@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.latency import BudgetPolicy, LatencyTracker, TurnRecord, percentile, span_stats
+from assistant.latency import (
+    BudgetPolicy,
+    LatencyTracker,
+    SynthesisRate,
+    TurnRecord,
+    percentile,
+    span_stats,
+)
 from assistant.text import looks_complete
 
 
@@ -69,6 +76,28 @@ def test_ack_exactly_when_the_answer_would_miss_the_deadline() -> None:
     done = _waiting(1000.0)
     done.outcome = "cancelled"
     assert not policy.should_ack(done, 1700.0)
+
+
+def test_no_ack_for_an_answer_expected_in_time_unless_it_slips() -> None:
+    policy = BudgetPolicy(budget_ms=800, ack_margin_ms=150, last_call_ms=40)
+    assert policy.last_call(1000.0) == 1760.0
+    rec = _waiting(1000.0)
+    rec.answer_eta_ms = 1780.0  # synthesis of the first chunk ends before the deadline (1800)
+    assert not policy.should_ack(rec, 1650.0)  # an acknowledgement now would only delay it
+    assert policy.should_ack(rec, 1760.0)  # not heard at the last call: the estimate was wrong
+    late = _waiting(1000.0)
+    late.answer_eta_ms = 1801.0
+    assert policy.should_ack(late, 1650.0)  # expected too late: acknowledge at the due time
+
+
+def test_synthesis_rate_learns_from_measured_chunks() -> None:
+    rate = SynthesisRate(window=3, overhead_chars=5, default_ms_per_char=10.0)
+    assert rate.estimate_ms(15) == 200.0  # nothing measured yet: the default
+    for chars, ms in ((15, 100.0), (35, 200.0), (5, 1000.0)):  # 5, 5 and 100 ms per char
+        rate.observe(chars, ms)
+    assert rate.estimate_ms(25) == 150.0  # the median rate, not the outlier
+    rate.observe(0, 50.0)  # nothing to learn from an empty text
+    assert rate.estimate_ms(25) == 150.0
 
 
 def test_stage_budgets() -> None:

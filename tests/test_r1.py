@@ -216,3 +216,12 @@ def test_warm_state_is_saved_loaded_and_equivalent(tiny_r1: Path, tmp_path: Path
     assert other.warm_source == "evaluated" and len(list(tmp_path.glob("*.llstate"))) == 2
     saved.write_bytes(b"garbage")
     assert LlamaEngine(tiny_r1, config).warm_source == "evaluated"  # a bad file is replaced
+
+
+def test_warm_state_goes_beside_the_model_folder_in_use(tiny_r1: Path, tmp_path: Path) -> None:
+    from assistant.engines.llama import LlamaEngine, default_state_dir
+
+    models = tmp_path / "models"
+    assert default_state_dir(models) == tmp_path / "state"
+    engine = LlamaEngine(tiny_r1, replace(CONFIG, warm=True), state_dir=default_state_dir(models))
+    assert engine.warm_source == "evaluated" and len(list((tmp_path / "state").glob("*.llstate"))) == 1

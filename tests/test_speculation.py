@@ -43,21 +43,39 @@ class SlowChat(FakeChat):
         return super().chat(messages, on_token, stop)
 
 
-def _config(**vad: Any) -> Config:
+class SlowSynth(FakeSynth):
+    """Takes ``ms_per_char`` per character before its audio (a slow voice)."""
+
+    def __init__(self, ms_per_char: float) -> None:
+        super().__init__()
+        self.ms_per_char = ms_per_char
+
+    def synthesize(
+        self, text: str, on_audio: Callable[[bytes], None], stop: threading.Event | None = None
+    ) -> None:
+        time.sleep(self.ms_per_char * len(text) / 1000)
+        super().synthesize(text, on_audio, stop)
+
+
+def _config(latency: LatencyConfig | None = None, **vad: Any) -> Config:
     base = Config()
     return replace(
         base,
         input=replace(base.input, realtime=True, tail_silence_ms=300),
         vad=replace(base.vad, **vad),
-        latency=LatencyConfig(acks=("One moment.",)),
+        latency=latency or LatencyConfig(acks=("One moment.",)),
     )
 
 
 async def _run(
-    config: Config, pcm: np.ndarray, asr: FakeTranscriber, chat: FakeChat
+    config: Config,
+    pcm: np.ndarray,
+    asr: FakeTranscriber,
+    chat: FakeChat,
+    synth: FakeSynth | None = None,
 ) -> tuple[Pipeline, MemorySink, list[TurnRecord]]:
     sink, records = MemorySink(), []
-    synth = FakeSynth()
+    synth = synth or FakeSynth()
     pipeline = Pipeline(config, Engines(asr, chat, synth), sink, on_turn=records.append)
     await pipeline.run(PcmSource(pcm.tobytes(), config.input))
     return pipeline, sink, records
@@ -125,3 +143,25 @@ async def test_ack_played_only_when_the_answer_would_be_late(
         )
     else:
         assert rec.marks["first_audio"] == rec.marks["first_answer_audio"]
+
+
+async def test_no_ack_when_the_answer_is_being_synthesized_in_time(
+    halves: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The answer's first chunk takes ~420 ms to synthesize and starts ~350 ms after the end of
+    speech: later than the due time (600), well before the deadline (1200). An acknowledgement
+    would only have pushed the answer back by its own length, so none is played."""
+    first, second = halves
+    pcm = np.concatenate([silence(300), first, second, silence(2500)])
+    latency = LatencyConfig(budget_ms=1200, ack_margin_ms=600, acks=("One moment.",))
+    config = _config(latency, speculate_after_ms=0, end_silence_ms=300)
+    answer = "Paris is the capital."
+    pipeline, sink, records = await _run(
+        config, pcm, FakeTranscriber(["Capital of France?"]), FakeChat(answer), SlowSynth(20.0)
+    )
+    (rec,) = records
+    heard_after = rec.marks["first_answer_audio"] - rec.marks["speech_end"]
+    assert 600 < heard_after < 1200, rec.marks  # past the due time: the old rule would have acked
+    assert rec.answer_eta_ms is not None and rec.answer_eta_ms <= rec.marks["speech_end"] + 1200
+    assert "ack_played" not in rec.actions and pipeline.tracker.actions["ack_played"] == 0
+    assert sink.turns == [b"\x01\x00" * len(answer)]

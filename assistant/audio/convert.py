@@ -56,3 +56,20 @@ def read_audio_file(path: str | Path) -> bytes:
     except OSError as err:
         raise AudioError(f"{path}: cannot open: {err}") from err
     return float_to_pcm16(resample(to_mono_float(data), int(rate)))
+
+
+def trim_silence(pcm: bytes, sample_rate: int, *, keep_ms: int = 40, floor: float = 0.02) -> bytes:
+    """``pcm`` (int16) without its leading and trailing silence, keeping ``keep_ms`` at each end.
+
+    Silence is what stays below ``floor`` times the peak; all-silent audio is returned as it is.
+    """
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    if not samples.size:
+        return pcm
+    level = np.abs(samples.astype(np.int32))
+    loud = np.flatnonzero(level > floor * level.max())
+    if not loud.size or level.max() == 0:
+        return pcm
+    keep = sample_rate * keep_ms // 1000
+    start, end = max(0, int(loud[0]) - keep), min(samples.size, int(loud[-1]) + 1 + keep)
+    return samples[start:end].tobytes()

@@ -9,7 +9,7 @@ always reaped, and a server that goes away ends the session, which ``live.py`` r
   ``latency_ms`` of fragment size, read on the event loop into the source's ring.
 - ``PulseSink``: ``pacat`` at the voice's rate, fed ``block_ms`` blocks paced in real time and at
   most ``lead_ms`` ahead of the clock, so ``interrupt()`` is heard within ``lead_ms`` plus the
-  server's ``latency_ms`` (measured about 60 ms with the defaults) and ``playback_level()``
+  server's ``latency_ms`` (measured about 50 ms with the defaults) and ``playback_level()``
   knows which block is being heard.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import re
 import shutil
 import time
 from asyncio.subprocess import DEVNULL, PIPE, Process
@@ -67,8 +68,19 @@ async def _stderr_tail(proc: Process) -> str:
             data = await proc.stderr.read(4000)
     except TimeoutError:
         return ""
-    lines = [line.strip() for line in data.replace(b"\r", b"\n").decode(errors="replace").splitlines()]
-    return "; ".join(line for line in lines if line and not line.startswith("Time:"))[-300:]
+    return tool_message(data)
+
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+"""Terminal control sequences (pacat's progress line erases itself with them)."""
+
+
+def tool_message(data: bytes | str) -> str:
+    """What parec/pacat said on stderr, as one line: no progress lines or terminal codes."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    lines = [line.strip() for line in _ESCAPES.sub("", text).replace("\r", "\n").splitlines()]
+    kept = [line for line in lines if line and "Time:" not in line and "Latency" not in line]
+    return "; ".join(kept)[-300:]
 
 
 def _shallow(transport: asyncio.BaseTransport) -> None:
@@ -94,7 +106,7 @@ class PulseSource(LiveSource):
         device: str | None = None,
         *,
         server: str | None = None,
-        latency_ms: int = 20,
+        latency_ms: int = 10,
         **kwargs: object,
     ) -> None:
         """``device``: a PulseAudio source name; ``server``: as ``--server`` (default: the
@@ -146,7 +158,7 @@ class PulseSink(LiveSink):
         *,
         server: str | None = None,
         latency_ms: int = 30,
-        lead_ms: int = 40,
+        lead_ms: int = 20,
         **kwargs: object,
     ) -> None:
         """``device``: a PulseAudio sink name; ``server``: as ``--server``; ``latency_ms``: the
@@ -200,10 +212,7 @@ class PulseSink(LiveSink):
                     await reader
             reader.cancel()
             await asyncio.wait([reader])
-        text = tail.replace(b"\r", b"\n").decode(errors="replace").splitlines()
-        why = "; ".join(t.strip() for t in text if t.strip() and "Time:" not in t and "Latency" not in t)[
-            -300:
-        ]
+        why = tool_message(bytes(tail))
         raise DeviceLost(
             f"pacat {self.device or '(default)'} exited with status {code}: {why or 'no message'}"
         )

@@ -44,9 +44,13 @@ def load_engines(
 
             engines.llm = OpenAIEngine(config.llm)
         else:
-            from .llama import LlamaEngine
+            from .llama import LlamaEngine, default_state_dir
 
-            engines.llm = LlamaEngine(models.resolve(config.llm.model, "llm", model_dir), config.llm)
+            engines.llm = LlamaEngine(
+                models.resolve(config.llm.model, "llm", model_dir),
+                config.llm,
+                state_dir=default_state_dir(model_dir),
+            )
     if tts:
         from .piper import PiperEngine
 

@@ -58,16 +58,17 @@ class _Vocab:
         return str(self._llm._model.token_get_text(token))
 
 
-def default_state_dir() -> Path:
+def default_state_dir(model_dir: Path | None = None) -> Path:
+    """``state`` beside the model cache (``model_dir``, default the user's)."""
     from ..models import default_model_dir
 
-    return default_model_dir().parent / "state"
+    return (model_dir or default_model_dir()).parent / "state"
 
 
 class LlamaEngine:
     """A loaded GGUF model."""
 
-    def __init__(self, gguf_path: Path, config: LlmConfig) -> None:
+    def __init__(self, gguf_path: Path, config: LlmConfig, *, state_dir: Path | None = None) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as err:
@@ -111,7 +112,11 @@ class LlamaEngine:
         self.warm_source = "off"
         """``loaded`` (from disk), ``evaluated`` (and saved) or ``off``."""
         if config.warm:
-            self._warm(Path(config.state_cache) if config.state_cache else default_state_dir())
+            self._warm(
+                Path(config.state_cache).expanduser()
+                if config.state_cache
+                else state_dir or default_state_dir()
+            )
 
     # -- prompt --------------------------------------------------------------------------------
 

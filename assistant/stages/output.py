@@ -3,6 +3,12 @@
 A speculative turn's audio waits here until its endpoint is final (``Turns.release``) and is
 dropped if the speculation is void. Acknowledgements (``play_ack``) go through the same lock, so
 the answer follows an acknowledgement without overlap.
+
+Marks are play times, not hand-over times: a sink such as a WAV file takes audio at once, but the
+listener hears a turn's audio one piece after the other. So each turn keeps a play-out line: a
+piece starts at the later of now and the end of the turn's audio before it. The answer after an
+acknowledgement is marked when the acknowledgement has finished playing, and ``done`` when the
+last piece has.
 """
 
 from __future__ import annotations
@@ -25,17 +31,25 @@ class OutputStage:
         self.tracker = tracker
         self.clock = clock
         self._lock = asyncio.Lock()
+        self._play_end: dict[int, float] = {}
+        """Per turn: position (ms) at which the audio handed over so far has finished playing."""
 
     async def _write(self, turn_id: int, pcm: bytes, rate: int, *, answer: bool) -> None:
         async with self._lock:
             if self.turns.is_cancelled(turn_id) or not self.tracker.is_open(turn_id):
+                self._play_end.pop(turn_id, None)
                 return
             rec = self.tracker.record(turn_id)
             now = self.clock.position_ms()
-            rec.mark("first_audio", now)
+            if answer and rec.answer_ready_ms is None:
+                rec.answer_ready_ms = now
+            start = max(now, self._play_end.get(turn_id, 0.0))
+            length = len(pcm) / 2 / rate * 1000
+            self._play_end[turn_id] = start + length
+            rec.mark("first_audio", start)
             if answer:
-                rec.mark("first_answer_audio", now)
-                rec.reply_audio_ms += len(pcm) / 2 / rate * 1000
+                rec.mark("first_answer_audio", start)
+                rec.reply_audio_ms += length
             await self.sink.write(pcm, rate)
 
     async def play_ack(self, turn_id: int, pcm: bytes, rate: int) -> bool:
@@ -56,10 +70,12 @@ class OutputStage:
                 if self.turns.is_held(item.turn_id) and not await self.turns.wait_released(item.turn_id):
                     return
                 if not self.tracker.is_open(item.turn_id):
+                    self._play_end.pop(item.turn_id, None)
                     return
                 await self.sink.turn_done()
                 rec = self.tracker.record(item.turn_id)
-                rec.mark("done", self.clock.position_ms())
+                played = self._play_end.pop(item.turn_id, 0.0)
+                rec.mark("done", max(self.clock.position_ms(), played))
                 answered = "first_answer_audio" in rec.marks or bool(rec.reply)
                 self.tracker.finish(item.turn_id, "answered" if answered else "empty_reply")
 

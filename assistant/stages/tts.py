@@ -1,13 +1,20 @@
-"""TTS stage: ``TextChunk`` items in, ``AudioOut`` pieces out as each sentence is synthesized."""
+"""TTS stage: ``TextChunk`` items in, ``AudioOut`` pieces out as each sentence is synthesized.
+
+The stage times each chunk to its first audio and keeps a ``SynthesisRate``; when a turn's first
+chunk starts, ``on_first_chunk(turn_id, expected_ms)`` says how long its audio should take, so the
+latency budget can tell an answer that will be in time from one that needs an acknowledgement.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import AssistantError
+from ..latency import SynthesisRate
 from ..messages import AudioDone, AudioOut, Message, TextChunk, TextDone
 from .base import Queue, Turns, run_inbox, stream_from_thread
 
@@ -30,10 +37,16 @@ class TtsStage:
         engine: Synthesizer,
         turns: Turns,
         on_error: Callable[[int, AssistantError], None] | None = None,
+        *,
+        rate: SynthesisRate | None = None,
+        on_first_chunk: Callable[[int, float], None] | None = None,
     ) -> None:
         self.engine = engine
         self.turns = turns
         self.on_error = on_error
+        self.rate = rate if rate is not None else SynthesisRate()
+        """Time to first audio per character, learned from this stage's chunks."""
+        self.on_first_chunk = on_first_chunk
         self.chunks = 0
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
@@ -57,8 +70,20 @@ class TtsStage:
                 await outbox.put(AudioOut(chunk.turn_id, pcm, rate))
 
         def work(emit: Callable[[bytes], None]) -> None:
-            self.engine.synthesize(chunk.text, emit, stop)
+            start = time.perf_counter()
+            timed = False
 
+            def first_timed(pcm: bytes) -> None:
+                nonlocal timed
+                if not timed:
+                    timed = True
+                    self.rate.observe(len(chunk.text), (time.perf_counter() - start) * 1000)
+                emit(pcm)
+
+            self.engine.synthesize(chunk.text, first_timed, stop)
+
+        if chunk.index == 0 and self.on_first_chunk is not None:
+            self.on_first_chunk(chunk.turn_id, self.rate.estimate_ms(len(chunk.text)))
         try:
             await stream_from_thread(work, forward, stop)
             self.chunks += 1

@@ -196,7 +196,7 @@ class VadStage:
         for frame, vad_frame in zip(frames, heard, strict=True):
             voiced = bool(self._vad.is_speech(vad_frame, SAMPLE_RATE))
             voiced &= self.frames >= self._warmup_frames
-            if self.echo_gate is not None and self.echo_gate.playing() and voiced:
+            if self.echo_gate is not None and self.echo_gate.playing(frame) and voiced:
                 strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
                 voiced = self.echo_gate.allow(frame, strict)
             self.frames += 1

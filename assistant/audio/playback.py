@@ -1,0 +1,249 @@
+"""The live speaker base: a play-out queue the device pulls from, retries, interrupt, level.
+
+A backend (``pulse.py``: ``pacat``; ``portaudio.py``: sounddevice) only opens one *device
+session* at a time: ``LiveSink._session`` plays until the device fails; then the sink reports
+``waiting_for_device``, waits ``Backoff.next()``, opens a new session and reports ``ready``
+when it plays again. ``interrupt()``, ``playback_level()`` and ``playing`` serve barge-in and
+the echo gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import numpy as np
+
+from ..errors import AssistantError
+from .common import Backoff, DeviceLost, StateCallback
+
+log = logging.getLogger(__name__)
+
+
+class Playout:
+    """Audio queued for a speaker at its rate, pulled block by block by the device side.
+
+    Thread-safe: ``pull`` may run in a device callback. Remembers what it handed out and when it
+    will be heard (``delay_ns`` after the pull), for ``level()``.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._queue = bytearray()
+        self._heard: list[tuple[int, int, float]] = []
+        """(start_ns, end_ns, rms) of recently pulled blocks, oldest first."""
+
+    @property
+    def queued_ms(self) -> float:
+        return len(self._queue) / 2 / self.rate * 1000
+
+    def add(self, pcm: bytes) -> None:
+        with self._lock:
+            self._queue += pcm
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._heard.clear()
+
+    def pull(self, frames: int, delay_ns: int = 0) -> bytes:
+        """``frames`` samples (silence where nothing is queued) for the device."""
+        with self._lock:
+            data = bytes(self._queue[: frames * 2])
+            del self._queue[: frames * 2]
+        rms = 0.0
+        if data:
+            samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+            rms = float(np.sqrt(np.mean(samples * samples)))
+        start = time.monotonic_ns() + delay_ns
+        with self._lock:
+            self._heard.append((start, start + frames * 1_000_000_000 // self.rate, rms))
+            del self._heard[:-64]
+        return data + bytes(frames * 2 - len(data))
+
+    def level(self) -> float:
+        """RMS (0..1) of the block being heard now; 0 when silent."""
+        now = time.monotonic_ns()
+        with self._lock:
+            for start, end, rms in reversed(self._heard):
+                if start <= now < end:
+                    return rms
+        return 0.0
+
+    def busy(self) -> bool:
+        """Audio is queued, or handed out and not yet heard."""
+        now = time.monotonic_ns()
+        with self._lock:
+            return bool(self._queue) or any(end > now and rms > 0 for _, end, rms in self._heard)
+
+
+class LiveSink:
+    """Base of the live speakers: ``write``/``turn_done``/``close`` plus ``interrupt``,
+    ``playback_level`` and ``playing`` for barge-in.
+
+    ``write`` queues audio and waits only while more than ``ahead_ms`` is queued, so a slow
+    device holds the writer back without blocking the loop. Subclasses implement ``_session()``:
+    open the device at ``self.rate``, call ``_ready()`` once it plays, then feed it
+    ``self.playout.pull(...)`` and call ``_progress()`` until it fails (raise ``DeviceLost``).
+    While the device is away, written audio is dropped and counted (``dropped_ms``): a reply is
+    never played late.
+    """
+
+    name = "live-sink"
+
+    def __init__(
+        self,
+        *,
+        rate: int | None = None,
+        on_state: StateCallback | None = None,
+        ahead_ms: int = 200,
+        block_ms: int = 20,
+        backoff: Backoff | None = None,
+        stall_s: float = 3.0,
+    ) -> None:
+        """``rate``: the device rate in Hz (default: the first audio's; other rates are
+        resampled to it); ``ahead_ms``: audio queued ahead of the device, in ms; ``block_ms``:
+        the device block, in ms; ``stall_s``: a device that takes nothing for this long is lost."""
+        self.rate = rate
+        self.on_state = on_state
+        self.ahead_ms = ahead_ms
+        self.block_ms = block_ms
+        self.backoff = backoff or Backoff()
+        self.stall_s = stall_s
+        self.state = "starting"
+        """``starting``, ``ready``, ``waiting_for_device`` or ``closed``."""
+        self.losses = 0
+        self.interrupts = 0
+        self.dropped_ms = 0.0
+        """Audio written while the device was away (dropped), in ms."""
+        self.last_error = ""
+        self.playout = Playout(rate or 22_050)
+        self._resamplers: dict[int, object] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._progress_ns = 0
+
+    @property
+    def playing(self) -> bool:
+        """Audio is queued or still being heard."""
+        return self.playout.busy()
+
+    def playback_level(self) -> float:
+        """RMS (0..1) of the audio being played right now; 0 when silent."""
+        return self.playout.level()
+
+    def interrupt(self) -> None:
+        """Drop everything queued; the device falls silent within its own short buffer."""
+        self.interrupts += 1
+        self.playout.clear()
+        self._resamplers.clear()
+
+    async def __aenter__(self) -> LiveSink:
+        if self.rate is not None:
+            self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _start(self) -> None:
+        if self._task is None and self.state != "closed":
+            self._task = asyncio.create_task(self._devices(), name=f"{self.name}-device")
+
+    def _convert(self, pcm: bytes, rate: int) -> bytes:
+        if self.rate is None:
+            self.rate = rate
+            self.playout = Playout(rate)
+        if rate == self.rate:
+            return pcm
+        stream = self._resamplers.get(rate)
+        if stream is None:
+            import soxr
+
+            stream = self._resamplers[rate] = soxr.ResampleStream(rate, self.rate, 1, dtype="int16")
+        out = stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))  # type: ignore[attr-defined]
+        return np.asarray(out, dtype="<i2").tobytes()
+
+    async def write(self, pcm: bytes, sample_rate: int) -> None:
+        """Queue mono int16 audio at ``sample_rate`` Hz; waits while ``ahead_ms`` is queued."""
+        if self.state == "closed":
+            return
+        pcm = self._convert(pcm, sample_rate)
+        self._start()
+        if self.state == "waiting_for_device":
+            self.dropped_ms += len(pcm) / 2 / (self.rate or sample_rate) * 1000
+            return
+        self.playout.add(pcm)
+        while self.playout.queued_ms > self.ahead_ms and self.state in ("starting", "ready"):  # noqa: ASYNC110
+            await asyncio.sleep(self.block_ms / 1000)  # the device side (maybe a thread) frees room
+
+    async def turn_done(self) -> None:
+        """Wait until the reply has been heard (or dropped by ``interrupt``/device loss)."""
+        deadline = time.monotonic() + self.playout.queued_ms / 1000 + 2 * self.stall_s
+        while self.playing and self.state in ("starting", "ready") and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(self.block_ms / 1000)
+
+    async def close(self) -> None:
+        """Stop playing and release the device (its process reaped, its stream closed)."""
+        self.state = "closed"
+        self.playout.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    def _ready(self) -> None:
+        """The backend's device plays (call from the loop)."""
+        self.backoff.reset()
+        self._progress()
+        self._set_state("ready")
+
+    def _progress(self) -> None:
+        """The device took audio (callable from any thread)."""
+        self._progress_ns = time.monotonic_ns()
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state and self.state != "closed":
+            self.state = state
+            if self.on_state is not None:
+                self.on_state(state)
+
+    async def _session(self) -> None:
+        raise NotImplementedError
+
+    async def _devices(self) -> None:
+        while self.state != "closed":
+            self.backoff.attempts += 1
+            self._progress_ns = time.monotonic_ns()
+            session = asyncio.create_task(self._session(), name=f"{self.name}-session")
+            try:
+                reason = await self._watch(session)
+            finally:
+                if not session.done():
+                    session.cancel()
+                    await asyncio.wait([session])
+            if self.state == "closed":
+                return
+            self.losses += 1
+            self.last_error = reason
+            self.playout.clear()
+            delay = self.backoff.next()
+            log.warning("%s: %s; retrying in %.2f s", self.name, reason, delay)
+            self._set_state("waiting_for_device")
+            await asyncio.sleep(delay)
+
+    async def _watch(self, session: asyncio.Task[None]) -> str:
+        while not session.done():
+            await asyncio.wait([session], timeout=0.25)
+            if not session.done() and time.monotonic_ns() - self._progress_ns > self.stall_s * 1e9:
+                return f"the device took no audio for {self.stall_s:.1f} s"
+        if session.cancelled():
+            return "session cancelled"
+        err = session.exception()
+        if err is None:
+            return "the device stream ended"
+        if isinstance(err, DeviceLost | AssistantError | OSError):
+            return str(err)
+        raise err
