@@ -10,7 +10,8 @@ Both run in the same process, on the same loaded models, one after the other:
 
 Prints a table and returns a JSON-able dict: per span p50/p95/max for both and the ratio of
 medians, WER of the short window against the full window, how often each budget action fired,
-peak RSS, and LLM tokens/s inside the pipeline against the same engine alone.
+peak RSS, and LLM tokens/s inside the pipeline against the same engine alone on the same
+conversations (replayed after the run: the same prompts and history, so the same context lengths).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "t
 
 
 class TimedChat:
-    """Wraps a chat engine; counts calls and records (tokens after the first, seconds after the
-    first) per reply."""
+    """Wraps a chat engine; counts calls and records, per finished reply, its messages, the
+    tokens after the first and the seconds after the first."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.samples: list[tuple[int, float]] = []
+        self.samples: list[tuple[list[dict[str, str]], int, float]] = []
         self.calls = 0
 
     def chat(
@@ -60,12 +61,12 @@ class TimedChat:
 
         finish: str = self.inner.chat(messages, counted, stop)
         if first is not None and count > 1 and finish != "cancelled":
-            self.samples.append((count - 1, time.perf_counter() - first))
+            self.samples.append(([dict(m) for m in messages], count - 1, time.perf_counter() - first))
         return finish
 
     def tokens_per_s(self) -> float:
-        tokens = sum(n for n, _ in self.samples)
-        seconds = sum(s for _, s in self.samples)
+        tokens = sum(n for _, n, _ in self.samples)
+        seconds = sum(s for _, _, s in self.samples)
         return tokens / seconds if seconds else 0.0
 
 
@@ -154,13 +155,12 @@ def baseline_item(
     return heard, spans
 
 
-def llm_alone_tokens_per_s(engines: Engines, config: Config, questions: list[str]) -> float:
-    timed = TimedChat(engines.llm)
-    for question in questions:
-        timed.chat(
-            [{"role": "system", "content": config.llm.system_prompt}, {"role": "user", "content": question}],
-            lambda _p: None,
-        )
+def llm_alone_tokens_per_s(engine: Any, conversations: list[list[dict[str, str]]]) -> float:
+    """The engine alone (nothing else running) on the same conversations, in the same order:
+    the same prompts, history and context lengths as inside the pipeline."""
+    timed = TimedChat(engine)
+    for messages in conversations:
+        timed.chat(messages, lambda _p: None)
     return timed.tokens_per_s()
 
 
@@ -186,9 +186,6 @@ def run_bench(
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
     items = pick_items(corpus if corpus is not None else build_corpus(model_dir), every_variant)[:limit]
     stream, positions = make_stream(items, gap_ms=gap_ms)
-    questions = sorted({item.text for item in items})[:8]
-    # the engine alone, before and after the pipeline run: this machine's speed drifts
-    alone_runs = [llm_alone_tokens_per_s(engines, config, questions)]
     timed = TimedChat(engines.llm)
     log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
     pipeline, records = asyncio.run(run_pipeline(config, Engines(engines.asr, timed, engines.tts), stream))
@@ -208,8 +205,7 @@ def run_bench(
     log("baseline: the same items, sequentially")
     for item, result in zip(items, results, strict=True):
         result.heard_full, result.baseline = baseline_item(config, engines, full_asr, item.pcm)
-    alone_runs.append(llm_alone_tokens_per_s(engines, config, questions))
-    alone = sum(alone_runs) / len(alone_runs)
+    alone = llm_alone_tokens_per_s(engines.llm, [messages for messages, _, _ in timed.samples])
     answered = [r for r in results if r.spans is not None]
     pipe_stats = span_stats([r.spans for r in answered if r.spans])
     base_stats = span_stats([r.baseline for r in results if r.baseline])
@@ -244,7 +240,6 @@ def run_bench(
         "llm_tokens_per_s": {
             "pipeline": round(timed.tokens_per_s(), 1),
             "alone": round(alone, 1),
-            "alone_before_after": [round(v, 1) for v in alone_runs],
         },
         "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
     }
@@ -286,8 +281,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"acknowledgements: {result['acks']['played']} played, {result['acks']['needed']} needed"
         " (the answer was ready only after the budget)",
         f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
-        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%;"
-        f" alone before/after the pipeline {' / '.join(f'{v:.1f}' for v in tps['alone_before_after'])})",
+        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone on the same prompts {tps['alone']:.1f}"
+        f" ({share:.0f}%)",
         f"peak RSS: {result['peak_rss_mb']:.0f} MB",
     ]
     return "\n".join(lines)
