@@ -253,11 +253,15 @@ def remove(spec: ModelSpec, model_dir: Path) -> bool:
 # ------------------------------------------------------------------------------------------- pull
 
 
-def _install(part: Path, dest: Path, spec: ModelSpec, f: ModelFile, digest: Any) -> None:
-    """Rename ``part`` to ``dest`` only if its sha256 matches (and an LLM's GGUF is whole)."""
-    if f.sha256 and digest.hexdigest() != f.sha256:
+def _install(
+    part: Path, dest: Path, spec: ModelSpec, f: ModelFile, digest: Any, expected: str | None = None
+) -> None:
+    """Rename ``part`` to ``dest`` only if its sha256 matches ``expected`` (default: the
+    manifest's) and an LLM's GGUF is whole."""
+    expected = expected or f.sha256
+    if expected and digest.hexdigest() != expected:
         raise ModelCorruptError(
-            f"{part}: sha256 {digest.hexdigest()}, expected {f.sha256}; "
+            f"{part}: sha256 {digest.hexdigest()}, expected {expected}; "
             "the download is left there and was not installed"
         )
     if spec.role == "llm" and f.path.endswith(".gguf"):
@@ -293,6 +297,14 @@ def _fill(
     return digest
 
 
+def lfs_sha256(etag: str | None) -> str | None:
+    """The sha256 a Hugging Face etag carries: LFS files are tagged with their sha256 (64 hex
+    digits); small files with a git blob id (40), which says nothing about the sha256."""
+    if etag and len(etag) == 64 and all(c in "0123456789abcdef" for c in etag):
+        return etag
+    return None
+
+
 def _pull_hf(spec: ModelSpec, f: ModelFile, endpoint: str, log: Log, progress: ProgressFactory) -> None:
     src = f.sources[0]
     url = f"{endpoint}/{src.hf_repo}/resolve/{src.revision}/{urllib.parse.quote(src.hf_file)}"
@@ -307,7 +319,8 @@ def _pull_hf(spec: ModelSpec, f: ModelFile, endpoint: str, log: Log, progress: P
         part = folder / "blobs" / f"{name or hashlib.sha256(url.encode()).hexdigest()}.incomplete"
         digest = _fill(part, [http_chunks(url, part)], True, f.path, f.size or remote.size, progress)
         blob = folder / "blobs" / (name or digest.hexdigest())
-        _install(part, blob, spec, f, digest)
+        # without a sha256 in the manifest, the hub's own: a large (LFS) file's etag is its sha256
+        _install(part, blob, spec, f, digest, f.sha256 or lfs_sha256(remote.etag))
     else:
         log(f"{spec.name}: {f.path} already in the Hugging Face cache ({blob})")
     dest = hf_cache.link(folder, blob, src.revision, commit, src.hf_file)

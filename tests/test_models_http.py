@@ -44,6 +44,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     data = b""
     cut_at: int | None = None
     ranges: list[str | None] = []
+    advertised: bytes | None = None
+    """Content whose sha256 HEAD advertises as the etag, when not ``data`` (a bad mirror)."""
 
     def do_HEAD(self) -> None:
         if self.path != URL_PATH:
@@ -51,7 +53,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("X-Linked-Etag", f'"{hashlib.sha256(self.data).hexdigest()}"')
+        advertised = self.data if Handler.advertised is None else Handler.advertised
+        self.send_header("X-Linked-Etag", f'"{hashlib.sha256(advertised).hexdigest()}"')
         self.send_header("X-Linked-Size", str(len(self.data)))
         self.send_header("ETag", '"a-git-blob-sha1"')
         self.send_header("Content-Length", "0")
@@ -95,7 +98,7 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def endpoint(real_gguf: bytes) -> Iterator[str]:
-    Handler.data, Handler.cut_at, Handler.ranges = real_gguf, None, []
+    Handler.data, Handler.cut_at, Handler.ranges, Handler.advertised = real_gguf, None, [], None
     with http_server(Handler) as url:
         yield url
 
@@ -240,3 +243,26 @@ def test_progress_in_a_pipe_is_plain_lines(tmp_path: Path, endpoint: str, real_g
     percents = [int(line.split()[1].rstrip("%")) for line in steps]
     assert [p // 10 for p in percents] == list(range(1, 11)) and percents[-1] == 100  # one per 10 %
     assert steps[-1].endswith(f"({len(real_gguf) / 1e6:,.1f} MB of {len(real_gguf) / 1e6:,.1f} MB)")
+
+
+def test_without_a_manifest_sha256_the_hubs_lfs_etag_is_checked(
+    tmp_path: Path, endpoint: str, real_gguf: bytes, hf_home: Path
+) -> None:
+    (tmp_path / "m.toml").write_text(
+        f'["smol-hf"]\nrole = "llm"\nsha256_known = false\n[["smol-hf".files]]\npath = "{FILE}"\n'
+        f'source = {{ hf_repo = "org/SmolLM2-GGUF", hf_file = "{FILE}" }}\n'
+    )
+    spec = models.load_manifest(tmp_path / "m.toml")["smol-hf"]
+    Handler.advertised = real_gguf + b"other"  # the hub says one thing, the bytes are another
+    with pytest.raises(ModelCorruptError, match="expected"):
+        models.pull(spec, tmp_path / "cache", hf_endpoint=endpoint)
+    Handler.advertised = None
+    path = models.pull(spec, tmp_path / "cache", hf_endpoint=endpoint)
+    assert path.read_bytes() == real_gguf
+
+
+def test_lfs_sha256_only_from_a_sha256_shaped_etag() -> None:
+    sha = hashlib.sha256(b"x").hexdigest()
+    assert models.lfs_sha256(sha) == sha
+    assert models.lfs_sha256("a" * 40) is None  # a git blob id
+    assert models.lfs_sha256(None) is None and models.lfs_sha256("W/" + sha) is None
