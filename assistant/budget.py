@@ -3,17 +3,19 @@
 The pipeline tells the keeper when a turn's endpoint is final (``committed``), when marks are
 set and when turns close; ``run()`` (a task in the pipeline's TaskGroup) waits for each
 committed turn's due time (``BudgetPolicy.ack_due_ms``) and, if the turn is speech (it has a
-transcript: noise never gets an acknowledgement) and nothing has been heard yet, plays one of
-the acknowledgements synthesized at start-up. An answer whose first chunk is already being
-synthesized and is expected in time (``TurnRecord.answer_eta_ms``, from the ``SynthesisRate``
-that the acknowledgements calibrate and the TTS stage keeps learning) is not delayed by an
-acknowledgement; it gets one at the last call only if it is still not heard. Every action is
-counted by the tracker.
+transcript: noise, which ASR tells apart quickly, gets no acknowledgement) and nothing has been
+heard yet, plays one of the acknowledgements synthesized at start-up. A transcript still
+missing at the last call (a slow ASR) does not hold the acknowledgement back. An answer whose
+first chunk is already being synthesized and is expected in time (``TurnRecord.answer_eta_ms``,
+from the ``SynthesisRate`` that the acknowledgements calibrate and the TTS stage keeps learning)
+is not delayed by an acknowledgement; it gets one at the last call only if it is still not
+heard. Every action is counted by the tracker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -104,8 +106,13 @@ class BudgetKeeper:
     async def _watch(self, turn_id: int, due: float, output: Callable[[], OutputStage | None]) -> None:
         """At the due time, acknowledge the turn if nothing was heard and the answer will be late."""
         await self._sleep_until(due)
-        if self.tracker.is_open(turn_id):
-            await self._event(turn_id).wait()  # ASR heard words, or the turn closed
+        rec = self.tracker.record(turn_id) if self.tracker.is_open(turn_id) else None
+        if rec is not None and "speech_end" in rec.marks:
+            last_call = self.policy.last_call(rec.marks["speech_end"])
+            wait_s = max(0.0, last_call - self.clock.position_ms()) / 1000
+            # ASR heard words, or the turn closed; at the last call, a slow ASR gets an ack anyway
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event(turn_id).wait(), wait_s)
         self._heard.pop(turn_id, None)
         for attempt in range(2):
             stage = output()

@@ -201,7 +201,7 @@ class ChunkerConfig:
 
     first_min_chars: int = 12
     """The first chunk may end at a clause break once it is this long."""
-    first_break_words: int = 4
+    first_break_words: int = 3
     """The first chunk may end before a word that opens a clause or phrase (``that``, ``in``,
     ``because``...) once it has this many words; 0 = only at punctuation."""
     min_chars: int = 40

@@ -216,12 +216,14 @@ class BudgetPolicy:
         An answer whose first chunk is being synthesized and is expected before the deadline
         (``rec.answer_eta_ms``) gets no acknowledgement at the due time, since the answer would then
         have to wait for it; if it is still not heard at the last call, it gets one after all.
+        A turn whose transcript is still being made at the last call (a slow ASR; noise is
+        normally told apart long before) gets one too, so the budget holds on every turn.
         """
         if rec.outcome != "open" or "first_audio" in rec.marks or "speech_end" not in rec.marks:
             return False
-        if "transcript" not in rec.marks:
-            return False
         speech_end = rec.marks["speech_end"]
+        if "transcript" not in rec.marks:
+            return now_ms >= self.last_call(speech_end)
         if now_ms < self.ack_due_ms(speech_end):
             return False
         on_time = rec.answer_eta_ms is not None and rec.answer_eta_ms <= speech_end + self.budget_ms

@@ -106,6 +106,80 @@ async def test_sounddevice_source_waits_for_a_lost_server_and_resumes(
     await assert_recovers(pulse, source, task, got, states, tmp_path, timeout_s=15, away_ms=1500)
 
 
+async def test_sounddevice_sink_waits_for_a_lost_server_and_plays_again(pulse: PulseServer) -> None:
+    """The speaker goes away under PortAudio mid-reply: the PulseAudio server behind ALSA's
+    ``pulse`` device is stopped while a tone plays. The writer neither hangs nor sees an error;
+    what it writes while the device is away is dropped and counted (``dropped_ms``); once the
+    server is back the same device opens again and new audio is heard on ``spk.monitor``."""
+    portaudio_or_skip()
+    from assistant.audio.portaudio import SoundDeviceSink
+
+    states: list[tuple[float, str]] = []
+    sink = SoundDeviceSink(
+        "pulse",
+        rate=RATE,
+        on_state=lambda s: states.append((time.monotonic(), s)),
+        backoff=Backoff(0.2, max_s=1.0),
+    )
+    before = Recorder(pulse)  # keeps the null sink rendering in small blocks (see flowing())
+    await before.flowing()
+    async with sink:
+        await until(lambda: sink.state == "ready", 8)
+        written_ms = 0.0
+
+        async def speak() -> None:  # a 6 s reply in 20 ms pieces, as the pipeline writes it
+            nonlocal written_ms
+            for piece in np.array_split(tone(440, 6.0, RATE), 300):
+                await sink.write(piece.tobytes(), RATE)
+                written_ms += piece.size / RATE * 1000
+
+        writer = asyncio.create_task(speak(), name="writer")
+        await until(lambda: sink.playback_level() > 0, 5)
+        await asyncio.sleep(0.5)
+        stopping = time.monotonic()
+        pulse.stop()
+        stopped = time.monotonic()
+        playing, _ = before.stop()
+        assert loud(playing).size > 0.3 * 16_000, "the tone was not heard before the server stopped"
+        lost_s = await until(lambda: sink.state == "waiting_for_device", 8)
+        await asyncio.wait_for(writer, 8)  # the rest of the reply is dropped, not played late
+        finished_s = time.monotonic() - stopped
+        print(
+            f"pulse.stop() took {(stopped - stopping) * 1000:.0f} ms, then -> waiting_for_device "
+            f"{lost_s * 1000:.0f} ms ({sink.last_error}); writer done {finished_s * 1000:.0f} ms; "
+            f"dropped {sink.dropped_ms:.0f} of {written_ms:.0f} ms"
+        )
+        assert written_ms == pytest.approx(6000, abs=1)
+        assert 0 < sink.dropped_ms < 6000 - 500
+        assert not sink.playing and sink.playback_level() == 0.0
+        await asyncio.wait_for(sink.turn_done(), 1)  # nothing left to wait for
+        dropped = sink.dropped_ms
+        await asyncio.wait_for(sink.write(tone(440, 0.5, RATE).tobytes(), RATE), 0.1)  # dropped at once
+        assert sink.dropped_ms - dropped == pytest.approx(500, abs=1)
+        dropped = sink.dropped_ms
+        await asyncio.sleep(1.5)
+        assert sink.state == "waiting_for_device" and sink.backoff.attempts >= 3  # reopening fails
+        pulse.start()
+        restarted = time.monotonic()
+        recorder = Recorder(pulse)
+        back_s = await until(lambda: sink.state == "ready", 15)
+        print(f"server back -> ready: {back_s:.1f} s; losses {sink.losses}")
+        await recorder.flowing()
+        played = time.monotonic()
+        await sink.write(tone(440, 1.0, RATE).tobytes(), RATE)
+        await sink.turn_done()
+        await asyncio.sleep(0.5)  # the recorder's own latency
+        trouble = (sink.state, sink.losses, sink.last_error)
+    samples, stamps = recorder.stop()
+    heard = loud(samples)
+    assert heard.size, f"nothing heard after the server returned: {trouble}"
+    print(f"played -> heard on spk.monitor: {(stamps[heard[0]] - played) * 1000:.0f} ms")
+    assert 0.8 < (heard[-1] - heard[0]) / 16_000 < 1.2, trouble
+    assert sink.dropped_ms == pytest.approx(dropped), "audio was dropped after the device returned"
+    assert [s for _, s in states] == ["ready", "waiting_for_device", "ready"]
+    assert states[2][0] >= restarted
+
+
 @pytest.mark.models
 async def test_the_pipeline_resumes_when_the_portaudio_microphone_returns(
     pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any

@@ -267,12 +267,13 @@ BREAKS = ChunkerConfig(first_min_chars=12, min_chars=40, max_chars=220, first_br
             "The moon is about 384,000 kilometres away from Earth. It orbits in 27 days.",
             ["The moon is about 384,000 kilometres away", "from Earth.", "It orbits in 27 days."],
         ),
-        (  # "in" comes after three words only: too soon; "that" comes after eight
+        (  # "in" comes after three words only: too soon; the predicate after six
             "The tallest mountain in the world is Everest that rises high.",
-            ["The tallest mountain in the world is Everest", "that rises high."],
+            ["The tallest mountain in the world", "is Everest that rises high."],
         ),
-        ("The capital of France is Paris.", ["The capital of France is Paris."]),  # no break word
-        ("Twelve times four is forty-eight.", ["Twelve times four is forty-eight."]),
+        ("The capital of France is Paris.", ["The capital of France", "is Paris."]),
+        ("Twelve times four is forty-eight.", ["Twelve times four is forty-eight."]),  # 3 words
+        ("Turn on the kitchen lights now.", ["Turn on the kitchen lights now."]),  # no break word
         (  # "into," is followed by punctuation: not the start of a phrase
             "Tell me what you walked into, then sit.",
             ["Tell me what you walked into,", "then sit."],

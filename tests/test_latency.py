@@ -73,6 +73,8 @@ def test_ack_exactly_when_the_answer_would_miss_the_deadline() -> None:
     rec.mark("first_audio", 1600.0)
     assert not policy.should_ack(rec, 1700.0)  # the answer made it
     assert not policy.should_ack(_waiting(1000.0, transcript=False), 1700.0)  # not known to be speech
+    # ... until the last call: a transcript that slow must not cost the budget
+    assert policy.should_ack(_waiting(1000.0, transcript=False), policy.last_call(1000.0))
     done = _waiting(1000.0)
     done.outcome = "cancelled"
     assert not policy.should_ack(done, 1700.0)

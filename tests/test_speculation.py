@@ -165,3 +165,40 @@ async def test_no_ack_when_the_answer_is_being_synthesized_in_time(
     assert rec.answer_eta_ms is not None and rec.answer_eta_ms <= rec.marks["speech_end"] + 1200
     assert "ack_played" not in rec.actions and pipeline.tracker.actions["ack_played"] == 0
     assert sink.turns == [b"\x01\x00" * len(answer)]
+
+
+class SlowTranscriber(FakeTranscriber):
+    """Takes ``delay`` seconds per utterance (a slow ASR, e.g. a fallback to the full window)."""
+
+    def __init__(self, texts: list[str], delay: float) -> None:
+        super().__init__(texts)
+        self.delay = delay
+
+    def transcribe(self, pcm: bytes) -> Any:
+        time.sleep(self.delay)
+        return super().transcribe(pcm)
+
+
+@pytest.mark.parametrize(("text", "acked"), [("Capital of France?", True), ("", False)])
+async def test_a_slow_transcript_does_not_hold_the_ack_back(
+    halves: tuple[np.ndarray, np.ndarray], text: str, acked: bool
+) -> None:
+    """ASR takes 1.2 s: the acknowledgement plays at the last call, before the transcript, so the
+    user hears something within the budget; what ASR calls no speech in time gets none."""
+    first, second = halves
+    loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
+    first = first[: loud[-1] + 1]  # one utterance: no pause between the halves
+    pcm = np.concatenate([silence(300), first, second, silence(2500)])
+    config = _config(speculate_after_ms=0, end_silence_ms=300)
+    delay = 1.2 if acked else 0.1
+    pipeline, sink, records = await _run(
+        config, pcm, SlowTranscriber([text], delay), FakeChat("Paris is the capital.")
+    )
+    assert pipeline.tracker.actions["ack_played"] == int(acked), [(r.marks, r.actions) for r in records]
+    if acked:
+        (rec,) = records
+        assert "ack_played" in rec.actions
+        heard_after = rec.marks["first_audio"] - rec.marks["speech_end"]
+        assert heard_after < config.latency.budget_ms + 50 < rec.marks["transcript"] - rec.marks["speech_end"]
+    else:
+        assert records == [] and sink.turns == []
