@@ -60,6 +60,25 @@ def test_echo_gate_is_pure_level_comparison() -> None:
     assert gate.gated == 2
 
 
+def test_echo_gate_learns_the_coupling_but_never_from_the_user() -> None:
+    def frame(rms: float) -> bytes:
+        return (np.ones(480) * rms * 32768).astype(np.int16).tobytes()
+
+    gate = EchoGate(lambda: 0.5, margin_db=6.0, learn_min=20, lookback_frames=10, freeze_frames=33)
+    user = frame(0.2)  # 12 dB under the playback: dismissed while the coupling is unknown (1.0)
+    assert gate.playing(frame(0.05)) and gate.coupling == 1.0 and not gate.allow(user, True)
+    for _ in range(40):  # the speaker comes back into the mic 20 dB down
+        gate.playing(frame(0.05))
+    assert gate.coupling == pytest.approx(0.1, rel=0.01)
+    assert gate.allow(user, True)  # now 12 dB over the learned echo (0.05): the user's
+    for _ in range(30):  # the user goes on talking, over the reply
+        gate.playing(user)
+        assert gate.allow(user, True)
+    for _ in range(30):
+        gate.playing(frame(0.05))
+    assert gate.coupling == pytest.approx(0.1, rel=0.01)  # the user's frames were never learned
+
+
 @pytest.mark.parametrize(("echo_db", "barges"), [(None, True), (0.0, False), (-20.0, True)])
 def test_own_voice_looped_back_does_not_start_a_turn(
     espeak: Any, tmp_path: Path, echo_db: float | None, barges: bool
