@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from assistant.clock import StreamClock
@@ -127,3 +129,30 @@ def _clock() -> StreamClock:
     clock = StreamClock(realtime=False)
     clock.start()
     return clock
+
+
+def test_forgotten_history_is_dropped_from_the_kv_cache_not_re_read(model_dir: Path) -> None:
+    """Real SmolLM2: once the oldest exchanges are forgotten, the kept ones are shifted in the
+    cache over them, so only the new question is evaluated, and the model still answers it."""
+    from dataclasses import replace
+
+    from assistant import models
+    from assistant.config import Config
+    from assistant.engines.llama import LlamaEngine
+
+    config = replace(Config().llm, warm=False)
+    engine = LlamaEngine(models.resolve(config.model, "llm", model_dir), config)
+    system = {"role": "system", "content": config.system_prompt}
+    questions = ["What time is it?", "Will it rain today?", "Who wrote Romeo and Juliet?"]
+    questions += ["How far away is the moon?", "What is the capital of France?"]
+    history: list[dict[str, str]] = []
+    for turn, question in enumerate(questions):
+        kept = history[-4:] if turn >= 3 else history  # from turn 3 on, the oldest are forgotten
+        pieces: list[str] = []
+        engine.chat([system, *kept, {"role": "user", "content": question}], pieces.append)
+        assert (engine.shifted_tokens > 0) is (turn >= 3)
+        if turn:  # everything before the new question came from the cache
+            assert len(engine.last_prompt) - engine.reused_tokens <= engine.count_tokens(question) + 12
+        reply = "".join(pieces).strip()
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    assert "Paris" in reply  # the shifted cache still makes sense to the model

@@ -58,6 +58,10 @@ class _Vocab:
         return str(self._llm._model.token_get_text(token))
 
 
+SHIFT_PROBE_TOKENS = 16
+"""Tokens after the common prefix that must be found further on in the cache to shift it."""
+
+
 def default_state_dir(model_dir: Path | None = None) -> Path:
     """``state`` beside the model cache (``model_dir``, default the user's)."""
     from ..models import default_model_dir
@@ -111,6 +115,11 @@ class LlamaEngine:
         """Tokens of the system prompt whose KV state was restored or evaluated at start-up."""
         self.warm_source = "off"
         """``loaded`` (from disk), ``evaluated`` (and saved) or ``off``."""
+        self.shifted_tokens = 0
+        """Cached tokens the last turn kept by shifting them over forgotten history."""
+        self.reused_tokens = 0
+        """Tokens at the start of the last prompt already in the cache (at most; llama.cpp
+        evaluates the rest)."""
         if config.warm:
             self._warm(
                 Path(config.state_cache).expanduser()
@@ -248,6 +257,8 @@ class LlamaEngine:
         import llama_cpp
 
         self.last_context = context
+        self.shifted_tokens = self._drop_forgotten_span(context)
+        self.reused_tokens = min(self._llm.n_tokens, len(context))
         vocab = self._llm._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
@@ -283,6 +294,47 @@ class LlamaEngine:
             if not inject:
                 return "stop"
             context += inject  # the last sampled token and these are evaluated by the next call
+
+    def _drop_forgotten_span(self, context: list[int]) -> int:
+        """When ``context`` is the cached context with one span left out (the oldest exchanges
+        that conversation memory forgot), remove that span from the KV cache and shift what
+        follows into its place, instead of letting llama.cpp re-read everything after it.
+        Returns the number of tokens kept this way (0: nothing to do).
+
+        As with llama.cpp's own context shift, the kept tokens' cache entries were computed with
+        the forgotten ones in view, so the reply may differ from a cold evaluation of the same
+        prompt; the gain is the turn after memory is trimmed: 234 ms to the first token
+        instead of 1.2-1.6 s on this project's 2-core machine (bench item 18)."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        start = 0
+        for a, b in zip(cached, context, strict=False):
+            if a != b:
+                break
+            start += 1
+        probe = context[start : start + SHIFT_PROBE_TOKENS]
+        if start == 0 or len(probe) < SHIFT_PROBE_TOKENS:
+            return 0
+        for end in range(start + 1, len(cached) - len(probe) + 1):
+            if cached[end : end + len(probe)] == probe:
+                break
+        else:
+            return 0
+        kept = 0
+        while end + kept < len(cached) and start + kept < len(context):
+            if cached[end + kept] != context[start + kept]:
+                break
+            kept += 1
+        ctx = llm._ctx
+        ctx.kv_cache_seq_rm(0, end + kept, -1)
+        if not ctx.kv_cache_seq_rm(0, start, end):
+            llm.n_tokens = start  # the cache cannot drop a span: llama.cpp re-reads from here
+            return 0
+        ctx.kv_cache_seq_shift(0, end, end + kept, start - end)
+        llm.input_ids[start : start + kept] = context[start : start + kept]
+        llm.n_tokens = start + kept
+        _LOGGER.info("llm: %d forgotten tokens dropped from the cache, %d kept", end - start, kept)
+        return kept
 
     def timed_first_token(self, messages: list[ChatMessage]) -> float:
         """Seconds from the call to the first generated piece (a measurement helper)."""
