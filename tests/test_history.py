@@ -144,7 +144,8 @@ def test_forgotten_history_is_dropped_from_the_kv_cache_not_re_read(model_dir: P
     engine = LlamaEngine(models.resolve(config.model, "llm", model_dir), config)
     system = {"role": "system", "content": config.system_prompt}
     questions = ["What time is it?", "Will it rain today?", "Who wrote Romeo and Juliet?"]
-    questions += ["How far away is the moon?", "What is the capital of France?"]
+    questions += ["How far away is the moon from the earth, in kilometres, on an average day?"]
+    questions += ["What is the capital of France?"]
     history: list[dict[str, str]] = []
     for turn, question in enumerate(questions):
         kept = history[-4:] if turn >= 3 else history  # from turn 3 on, the oldest are forgotten
@@ -156,3 +157,7 @@ def test_forgotten_history_is_dropped_from_the_kv_cache_not_re_read(model_dir: P
         reply = "".join(pieces).strip()
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
     assert "Paris" in reply  # the shifted cache still makes sense to the model
+    # a new session asking a kept question again does not reuse that old turn's cache entries
+    assert engine.count_tokens(questions[3]) > 16
+    engine.chat([system, {"role": "user", "content": questions[3]}], lambda _p: None)
+    assert engine.shifted_tokens == 0

@@ -325,6 +325,8 @@ class LlamaEngine:
             if cached[end + kept] != context[start + kept]:
                 break
             kept += 1
+        if end + kept < len(cached):
+            return 0  # not the kept history up to the last reply (e.g. a question asked again)
         ctx = llm._ctx
         ctx.kv_cache_seq_rm(0, end + kept, -1)
         if not ctx.kv_cache_seq_rm(0, start, end):
