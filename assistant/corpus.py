@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from .audio.convert import float_to_pcm16, pcm16_to_float
 from .errors import AudioError
 from .messages import SAMPLE_RATE
 
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 """Bump when the way items are made changes, so old caches are not reused."""
 
 QUESTIONS: tuple[str, ...] = (
@@ -186,15 +187,14 @@ def make_item(
     speech = (take[first:last] * (PEAK / peak)).astype(np.float32)
     lead = round(lead_ms * SAMPLE_RATE / 1000)
     trail = round(trail_ms * SAMPLE_RATE / 1000)
-    clean = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
+    pcm = float_to_pcm16(np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)]))
+    clean = pcm16_to_float(pcm)  # the bounds are those of the samples as stored, not before rounding
     start, end = speech_bounds(clean)
-    audio = clean
     suffix = "clean"
     if snr_db is not None:
         seed = int.from_bytes(hashlib.sha256(f"{qid}-{voice}".encode()).digest()[:4], "little")
-        audio = add_noise(clean, (start, end), snr_db, seed)
+        pcm = float_to_pcm16(add_noise(clean, (start, end), snr_db, seed))
         suffix = f"snr{snr_db:g}"
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     return CorpusItem(
         id=f"{qid:02d}-{voice}-{suffix}", text=text, voice=voice, snr_db=snr_db, pcm=pcm,
         speech_start_ms=start * 1000.0 / SAMPLE_RATE, speech_end_ms=end * 1000.0 / SAMPLE_RATE,
