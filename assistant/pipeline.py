@@ -160,6 +160,14 @@ class Pipeline:
             if interrupt is not None:
                 interrupt()
 
+    def _on_voice(self, suspect: bool) -> None:
+        """The user may be starting to talk over the reply: pause the speaker until it is sure."""
+        if not (self.config.listen.barge_in and self.barge_in):
+            return
+        action = getattr(self.sink, "pause" if suspect else "resume", None)
+        if action is not None:
+            action()
+
     def _commit_effects(self, transcript: Transcript) -> None:
         self._begin(transcript.turn_id, "voice")
         self.events.publish(TranscriptReady(transcript.turn_id, None, transcript.text, "voice"))
@@ -388,6 +396,7 @@ class Pipeline:
             on_commit=self._on_commit,
             on_discard=self._on_discard,
             on_speech_start=self._on_speech_start,
+            on_voice=self._on_voice,
         )
         self._vad.muted = self.muted
         level = getattr(self.sink, "playback_level", None)

@@ -94,3 +94,14 @@ def test_playout_level_and_interrupt() -> None:
     playout.clear()
     assert not playout.busy() and playout.level() == 0.0
     assert playout.pull(320) == bytes(640)
+
+
+def test_a_paused_playout_plays_silence_and_keeps_its_queue() -> None:
+    playout = Playout(16_000)
+    tone = (np.sin(np.arange(3200) / 5) * 16000).astype("<i2").tobytes()
+    playout.add(tone)
+    assert playout.pull(320) == tone[:640]
+    playout.paused = True
+    assert playout.pull(320) == bytes(640) and playout.busy() and playout.queued_ms == 180
+    playout.paused = False
+    assert playout.pull(320) == tone[640:1280]

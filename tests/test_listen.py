@@ -92,6 +92,36 @@ def test_own_voice_looped_back_does_not_start_a_turn(
     assert any(isinstance(m, SpeechStarted) for m in out) is barges
 
 
+def _voice_events(vad: VadStage, pcm: np.ndarray) -> list[str]:
+    """Feed ``pcm`` frame by frame; the order of pause/resume calls and started turns."""
+    events: list[str] = []
+    vad.on_voice = lambda suspect: events.append("pause" if suspect else "resume")
+    vad.on_speech_start = lambda _turn: events.append("started")
+    for frame in _frames(pcm):
+        vad.feed(AudioIn(frame, 0.0))
+    return events
+
+
+def test_speech_over_playback_pauses_the_speaker_before_the_turn_starts(espeak: Any, tmp_path: Path) -> None:
+    speech = espeak("stop and tell me the time", tmp_path)
+    vad = VadStage(VadConfig(), Turns())
+    vad.echo_gate = EchoGate(lambda: 0.001)  # a reply plays; the room hears little of it
+    events = _voice_events(vad, np.concatenate([silence(300), speech, silence(900)]))
+    assert events == ["pause", "started", "resume"]  # the pause came frames before the start
+    quiet = VadStage(VadConfig(), Turns())  # nothing playing: nothing to pause
+    quiet.echo_gate = EchoGate(lambda: 0.0)
+    assert _voice_events(quiet, np.concatenate([silence(300), speech, silence(900)])) == ["started"]
+
+
+def test_a_short_noise_over_playback_pauses_then_resumes_the_speaker(espeak: Any, tmp_path: Path) -> None:
+    speech = espeak("ah", tmp_path)
+    voiced = np.flatnonzero(np.abs(speech) > 3000)
+    burst = speech[voiced[0] : voiced[0] + 960]  # one frame of the vowel: too short for a turn
+    vad = VadStage(VadConfig(), Turns())
+    vad.echo_gate = EchoGate(lambda: 0.001)
+    assert _voice_events(vad, np.concatenate([silence(300), burst, silence(600)])) == ["pause", "resume"]
+
+
 class FakeSpeaker:
     """Plays in real time (sleeps for the audio's duration); reports its level; can be interrupted."""
 

@@ -35,6 +35,8 @@ class Playout:
         self._queue = bytearray()
         self._heard: list[tuple[int, int, float]] = []
         """(start_ns, end_ns, rms) of recently pulled blocks, oldest first."""
+        self.paused = False
+        """While True, ``pull`` hands out silence and keeps the queue for later."""
 
     @property
     def queued_ms(self) -> float:
@@ -52,8 +54,8 @@ class Playout:
     def pull(self, frames: int, delay_ns: int = 0) -> bytes:
         """``frames`` samples (silence where nothing is queued) for the device."""
         with self._lock:
-            data = bytes(self._queue[: frames * 2])
-            del self._queue[: frames * 2]
+            data = b"" if self.paused else bytes(self._queue[: frames * 2])
+            del self._queue[: len(data)]
         rms = 0.0
         if data:
             samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
@@ -74,7 +76,7 @@ class Playout:
         return 0.0
 
     def busy(self) -> bool:
-        """Audio is queued, or handed out and not yet heard."""
+        """Audio is queued (paused or not), or handed out and not yet heard."""
         now = time.monotonic_ns()
         with self._lock:
             return bool(self._queue) or any(end > now and rms > 0 for _, end, rms in self._heard)
@@ -117,6 +119,7 @@ class LiveSink:
         """``starting``, ``ready``, ``waiting_for_device`` or ``closed``."""
         self.losses = 0
         self.interrupts = 0
+        self.pauses = 0
         self.dropped_ms = 0.0
         """Audio written while the device was away (dropped), in ms."""
         self.last_error = ""
@@ -138,7 +141,19 @@ class LiveSink:
         """Drop everything queued; the device falls silent within its own short buffer."""
         self.interrupts += 1
         self.playout.clear()
+        self.playout.paused = False
         self._resamplers.clear()
+
+    def pause(self) -> None:
+        """Fall silent within the device's own short buffer but keep what is queued: the user
+        may be starting to speak (``resume()`` if not; ``interrupt()`` if so)."""
+        if not self.playout.paused:
+            self.pauses += 1
+            self.playout.paused = True
+
+    def resume(self) -> None:
+        """Go on from where ``pause()`` stopped."""
+        self.playout.paused = False
 
     async def __aenter__(self) -> LiveSink:
         if self.rate is not None:

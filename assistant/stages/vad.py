@@ -25,6 +25,14 @@ turn id. When the endpoint is final, ``on_commit(turn_id, speech_end_ms, endpoin
 turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
 speculative transcript looks complete (adaptive endpointing).
 
+Barge-in head start (``on_voice``): a turn starts only once ``start_ms`` of voiced audio has been
+heard, which is most of the 200 ms in which a reply must fall silent when the user talks over it.
+So at the first voiced frame over playback that the echo gate lets through, the stage calls
+``on_voice(True)`` (the pipeline pauses the speaker, keeping its queue); when the turn starts it
+calls ``on_voice(False)`` after ``on_speech_start`` (which cancels the reply), and when
+``SUSPECT_QUIET_FRAMES`` unvoiced frames pass with no turn started, ``on_voice(False)`` resumes
+the reply where it paused. A false alarm costs a gap of a few frames, never the reply.
+
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
 the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
 left at ``EndOfStream`` (under ``frame_ms``) is discarded.
@@ -81,6 +89,8 @@ HIGHPASS_HZ = 150.0
 """Default cut-off of the filter in front of webrtcvad, in Hz."""
 WARMUP_MS = 90
 """Default length of input whose VAD verdicts are ignored while webrtcvad adapts, in ms."""
+SUSPECT_QUIET_FRAMES = 2
+"""Unvoiced frames after which a suspected barge-in that started no turn is let go."""
 
 
 class HighPass:
@@ -116,6 +126,7 @@ class VadStage:
         on_commit: Callable[[int, float, float], None] | None = None,
         on_discard: Callable[[int], None] | None = None,
         on_speech_start: Callable[[int], None] | None = None,
+        on_voice: Callable[[bool], None] | None = None,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
     ) -> None:
@@ -140,9 +151,15 @@ class VadStage:
         self.on_commit = on_commit
         """Called with (turn id, speech end ms, endpoint ms) when a turn's endpoint is final."""
         self.on_discard = on_discard
+        """Called with the turn id of a speculation made void because speech resumed."""
         self.on_speech_start = on_speech_start
         """Called with the turn id as soon as speech starts (barge-in acts on it)."""
-        """Called with the turn id of a speculation made void because speech resumed."""
+        self.on_voice = on_voice
+        """Called with True at the first frame of what may be the user speaking over playback
+        (before the start window is full: the speaker pauses), and with False once that turned
+        into a turn (after ``on_speech_start``) or came to nothing (the speaker resumes)."""
+        self._suspect = False
+        self._suspect_quiet = 0
         self._speculating = False
         self._speech_start_ms = 0.0
         self.speculations = 0
@@ -196,14 +213,34 @@ class VadStage:
         for frame, vad_frame in zip(frames, heard, strict=True):
             voiced = bool(self._vad.is_speech(vad_frame, SAMPLE_RATE))
             voiced &= self.frames >= self._warmup_frames
-            if self.echo_gate is not None and self.echo_gate.playing(frame) and voiced:
+            playing = self.echo_gate is not None and self.echo_gate.playing(frame)
+            if playing and voiced:
+                assert self.echo_gate is not None
                 strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
                 voiced = self.echo_gate.allow(frame, strict)
             self.frames += 1
             self.voiced_frames += voiced
-            messages += self._translate(self._segmenter.process(frame, voiced))
+            listening = not self._segmenter.in_speech
+            events = self._segmenter.process(frame, voiced)
+            messages += self._translate(events)
+            self._watch_voice(voiced and playing and listening, voiced, events)
         self._apply_pending()
         return messages
+
+    def _watch_voice(self, suspect: bool, voiced: bool, events: list[SegmenterEvent]) -> None:
+        """Barge-in's head start: pause the speaker at the first voiced frame over playback,
+        resume it when no turn started after ``SUSPECT_QUIET_FRAMES`` unvoiced frames."""
+        if self.on_voice is None:
+            return
+        if not self._suspect:
+            if suspect and not any(isinstance(e, Started) for e in events):
+                self._suspect, self._suspect_quiet = True, 0
+                self.on_voice(True)
+            return
+        self._suspect_quiet = 0 if voiced else self._suspect_quiet + 1
+        if any(isinstance(e, Started) for e in events) or self._suspect_quiet >= SUSPECT_QUIET_FRAMES:
+            self._suspect = False
+            self.on_voice(False)
 
     def finish(self) -> list[Message]:
         """End of input: close an open turn; return the messages to send."""
