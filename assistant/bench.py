@@ -35,11 +35,12 @@ SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "t
 
 class TimedChat:
     """Wraps a chat engine; counts calls and records, per finished reply, its messages, the
-    tokens after the first and the seconds after the first."""
+    tokens after the first, the seconds after the first, and the seconds of those the engine
+    stood aside for speech synthesis (its ``yielded_s``, see ``engines.share``)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.samples: list[tuple[list[dict[str, str]], int, float]] = []
+        self.samples: list[tuple[list[dict[str, str]], int, float, float]] = []
         self.calls = 0
 
     def chat(
@@ -61,13 +62,21 @@ class TimedChat:
 
         finish: str = self.inner.chat(messages, counted, stop)
         if first is not None and count > 1 and finish != "cancelled":
-            self.samples.append(([dict(m) for m in messages], count - 1, time.perf_counter() - first))
+            seconds, yielded = time.perf_counter() - first, float(getattr(self.inner, "yielded_s", 0.0))
+            self.samples.append(([dict(m) for m in messages], count - 1, seconds, yielded))
         return finish
 
     def tokens_per_s(self) -> float:
-        tokens = sum(n for _, n, _ in self.samples)
-        seconds = sum(s for _, _, s in self.samples)
-        return tokens / seconds if seconds else 0.0
+        """Tokens per second of generating (time spent standing aside for synthesis excluded)."""
+        tokens = sum(n for _, n, _, _ in self.samples)
+        seconds = sum(s - y for _, _, s, y in self.samples)
+        return tokens / seconds if seconds > 0 else 0.0
+
+    def wall_tokens_per_s(self) -> float:
+        """Tokens per second from the first token to the last, waits included."""
+        tokens = sum(n for _, n, _, _ in self.samples)
+        seconds = sum(s for _, _, s, _ in self.samples)
+        return tokens / seconds if seconds > 0 else 0.0
 
 
 @dataclass
@@ -205,7 +214,7 @@ def run_bench(
     log("baseline: the same items, sequentially")
     for item, result in zip(items, results, strict=True):
         result.heard_full, result.baseline = baseline_item(config, engines, full_asr, item.pcm)
-    alone = llm_alone_tokens_per_s(engines.llm, [messages for messages, _, _ in timed.samples])
+    alone = llm_alone_tokens_per_s(engines.llm, [messages for messages, *_ in timed.samples])
     answered = [r for r in results if r.spans is not None]
     pipe_stats = span_stats([r.spans for r in answered if r.spans])
     base_stats = span_stats([r.baseline for r in results if r.baseline])
@@ -239,6 +248,7 @@ def run_bench(
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "llm_tokens_per_s": {
             "pipeline": round(timed.tokens_per_s(), 1),
+            "pipeline_wall": round(timed.wall_tokens_per_s(), 1),
             "alone": round(alone, 1),
         },
         "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
@@ -282,7 +292,7 @@ def format_table(result: dict[str, Any]) -> str:
         " (the answer was ready only after the budget)",
         f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
         f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone on the same prompts {tps['alone']:.1f}"
-        f" ({share:.0f}%)",
+        f" ({share:.0f}%); {tps.get('pipeline_wall', tps['pipeline']):.1f} counting its waits for TTS",
         f"peak RSS: {result['peak_rss_mb']:.0f} MB",
     ]
     return "\n".join(lines)

@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser(
         "doctor",
         help="check models, microphone, speaker, folders and the MQTT broker; say what to fix (exit 1"
-        " on any warning or failure)",
+        " on a failure; with --strict, on a warning too)",
     )
     doctor.add_argument(
         "--input",

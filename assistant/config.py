@@ -139,7 +139,12 @@ class LlmConfig:
     top_p: float = 0.95
     n_ctx: int = 2048
     n_threads: int = 0
-    """0 uses every core."""
+    """Threads generating tokens one by one; 0 lets llama-cpp-python decide (half the cores)."""
+    n_threads_batch: int = 0
+    """Threads evaluating the prompt (a batch); 0 uses every core."""
+    yield_to_tts: bool = True
+    """Wait between tokens while a chunk is being synthesized (in-process engine): the chunk is
+    what the listener waits for, and the LLM writes faster than the reply is spoken."""
     seed: int = 0
     engine: str = "llama"
     """``llama``: in-process llama-cpp-python; ``openai``: an OpenAI-compatible server at ``llm.url``."""
@@ -177,6 +182,7 @@ class LlmConfig:
         _check_range("llm.top_p", self.top_p, 0.0, 1.0)
         _check_range("llm.n_ctx", self.n_ctx, 128, 131_072)
         _check_range("llm.n_threads", self.n_threads, 0, 256)
+        _check_range("llm.n_threads_batch", self.n_threads_batch, 0, 256)
         if not self.system_prompt.strip():
             raise ConfigError("llm.system_prompt is empty: give the assistant a short instruction")
         _check_choice("llm.engine", self.engine, ("llama", "openai"))
@@ -201,7 +207,7 @@ class ChunkerConfig:
 
     first_min_chars: int = 12
     """The first chunk may end at a clause break once it is this long."""
-    first_break_words: int = 3
+    first_break_words: int = 2
     """The first chunk may end before a word that opens a clause or phrase (``that``, ``in``,
     ``because``...) once it has this many words; 0 = only at punctuation."""
     min_chars: int = 40
@@ -225,12 +231,13 @@ class TtsConfig:
     speaker_id: int | None = None
     length_scale: float = 1.0
     """Above 1 speaks slower, below 1 faster."""
-    threads: int = 1
-    """ONNX threads for synthesis; 1 leaves the other core to the LLM, which generates meanwhile."""
+    threads: int = 0
+    """ONNX threads for synthesis; 0 uses every core (the in-process LLM waits meanwhile, see
+    ``llm.yield_to_tts``)."""
 
     def __post_init__(self) -> None:
         _check_range("tts.length_scale", self.length_scale, 0.3, 3.0)
-        _check_range("tts.threads", self.threads, 1, 64)
+        _check_range("tts.threads", self.threads, 0, 64)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,13 @@ async def test_llm_stage_streams_tokens_then_done() -> None:
 async def test_chunker_stage_cuts_clauses_and_ends_turn() -> None:
     tokens = [Token(1, t) for t in ["The", " capital", " is", " Paris.", " It", " is", " big."]]
     out = await run_stage(ChunkerStage(ChunkerConfig(), Turns()), [*tokens, ReplyDone(1, "", "stop")])
-    assert out == [TextChunk(1, "The capital is Paris.", 0), TextChunk(1, "It is big.", 1), TextDone(1)]
+    # the first chunk ends before the predicate (``chunker.first_break_words``), later ones at sentences
+    assert out == [
+        TextChunk(1, "The capital", 0),
+        TextChunk(1, "is Paris.", 1),
+        TextChunk(1, "It is big.", 2),
+        TextDone(1),
+    ]
 
 
 async def test_tts_and_output_write_audio_and_finish_turn() -> None:

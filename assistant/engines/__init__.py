@@ -32,8 +32,10 @@ def load_engines(
 ) -> Engines:
     """Resolve, check and load the models named by the config (before any audio is read)."""
     from .. import models
+    from .share import CoreShare
 
     engines = Engines()
+    share = CoreShare()
     if asr:
         from .whisper import WhisperEngine
 
@@ -50,11 +52,12 @@ def load_engines(
                 models.resolve(config.llm.model, "llm", model_dir),
                 config.llm,
                 state_dir=default_state_dir(model_dir),
+                share=share if config.llm.yield_to_tts else None,
             )
     if tts:
         from .piper import PiperEngine
 
-        engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts)
+        engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts, share=share)
     return engines
 
 

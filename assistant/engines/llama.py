@@ -35,6 +35,7 @@ from typing import Any
 from ..config import LlmConfig
 from ..errors import ModelCorruptError, ModelMissingError, StageError, TooLongError
 from ..prompt import CHATML, ChatMessage, ChatTemplate, data_tokens, prompt_tokens
+from .share import CoreShare
 
 _LOGGER = logging.getLogger(__name__)
 RESERVE_TOKENS = 16
@@ -72,7 +73,14 @@ def default_state_dir(model_dir: Path | None = None) -> Path:
 class LlamaEngine:
     """A loaded GGUF model."""
 
-    def __init__(self, gguf_path: Path, config: LlmConfig, *, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        gguf_path: Path,
+        config: LlmConfig,
+        *,
+        state_dir: Path | None = None,
+        share: CoreShare | None = None,
+    ) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as err:
@@ -81,12 +89,17 @@ class LlamaEngine:
             ) from err
         self.config = config
         self.path = gguf_path
+        self.share = share
+        """When set, generation waits between tokens while speech is being synthesized."""
+        self.yielded_s = 0.0
+        """Seconds the last generation waited for synthesis (``share``)."""
         self._lock = threading.Lock()
         try:
             self._llm: Any = Llama(
                 model_path=str(gguf_path),
                 n_ctx=config.n_ctx,
                 n_threads=config.n_threads or None,
+                n_threads_batch=config.n_threads_batch or None,
                 seed=config.seed,
                 verbose=False,
             )
@@ -259,6 +272,7 @@ class LlamaEngine:
         self.last_context = context
         self.shifted_tokens = self._drop_forgotten_span(context)
         self.reused_tokens = min(self._llm.n_tokens, len(context))
+        self.yielded_s = 0.0
         vocab = self._llm._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
@@ -285,6 +299,8 @@ class LlamaEngine:
                         on_token(piece)
                     if produced >= self.config.max_tokens:
                         return "length"
+                    if self.share is not None:
+                        self.yielded_s += self.share.wait_turn(stop)
                     extra = steer() if steer is not None else None
                     if extra:
                         inject = self._llm.tokenize(extra.encode(), add_bos=False, special=True)

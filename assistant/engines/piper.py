@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -9,18 +10,21 @@ from typing import Any
 
 from ..config import TtsConfig
 from ..errors import ModelCorruptError, ModelMissingError, StageError
+from .share import CoreShare
 
 
 class PiperEngine:
     """A loaded piper voice. Thread-safe: one lock around the ONNX session."""
 
-    def __init__(self, onnx_path: Path, config: TtsConfig) -> None:
+    def __init__(self, onnx_path: Path, config: TtsConfig, *, share: CoreShare | None = None) -> None:
+        """``share``: held while synthesizing, so an LLM sharing it waits between tokens."""
         try:
             from piper import PiperVoice
             from piper.config import SynthesisConfig
         except ImportError as err:
             raise ModelMissingError("piper-tts is not installed: pip install piper-tts") from err
         self.config = config
+        self.share = share or CoreShare()
         self._lock = threading.Lock()
         try:
             self._voice: Any = _load_voice(PiperVoice, onnx_path, config.threads)
@@ -42,7 +46,7 @@ class PiperEngine:
     ) -> None:
         """Speak ``text``, calling ``on_audio`` with int16 bytes per sentence; blocks."""
         try:
-            with self._lock:
+            with self._lock, self.share.synthesizing():
                 for chunk in self._voice.synthesize(text, self._syn_config):
                     if stop is not None and stop.is_set():
                         return
@@ -58,8 +62,8 @@ class PiperEngine:
 
 
 def _load_voice(voice_class: Any, onnx_path: Path, threads: int) -> Any:
-    """Like ``PiperVoice.load``, with the ONNX session's threads bounded and not spinning, so
-    synthesis shares two cores with the LLM instead of busy-waiting on both."""
+    """Like ``PiperVoice.load``, with the ONNX session's threads bounded (0: every core) and not
+    spinning, so idle synthesis threads never busy-wait on cores the LLM needs."""
     import json
 
     import onnxruntime
@@ -68,7 +72,7 @@ def _load_voice(voice_class: Any, onnx_path: Path, threads: int) -> Any:
 
     config = PiperConfig.from_dict(json.loads(Path(f"{onnx_path}.json").read_text(encoding="utf-8")))
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
