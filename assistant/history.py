@@ -15,7 +15,7 @@ something the model should build on. No clock inside: times are passed in (secon
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .errors import TooLongError
@@ -23,6 +23,8 @@ from .errors import TooLongError
 ChatMessage = dict[str, str]
 MESSAGE_OVERHEAD = 8
 """Tokens a chat template adds around one message's content (role markers, newlines), at most."""
+UPCOMING_QUESTION_TOKENS = 32 + MESSAGE_OVERHEAD
+"""Room ``upcoming`` leaves for the next question: the length of a typical spoken one."""
 
 
 @dataclass(frozen=True)
@@ -81,18 +83,34 @@ class History:
                 f"the question is about {need} tokens; at most {max(room, 0)} fit in the context"
                 " (raise llm.n_ctx or ask something shorter)"
             )
-        room = min(room - need, self.budget_tokens)
-        if sum(ex.tokens for ex in self.exchanges) > room:
+        self.exchanges = deque(self._kept(room - need), maxlen=self.exchanges.maxlen)
+        return [*self._messages(self.exchanges), {"role": "user", "content": text}]
+
+    def upcoming(self, now_s: float) -> list[ChatMessage]:
+        """The messages a short question asked at ``now_s`` would follow (nothing changes):
+        what the LLM can evaluate before the question comes."""
+        if self._last_s is not None and now_s - self._last_s > self.idle_s:
+            return self._messages([])
+        room = self.limit_tokens - self._system_tokens - UPCOMING_QUESTION_TOKENS
+        return self._messages(self._kept(room))
+
+    def _kept(self, room: int) -> list[Exchange]:
+        """The exchanges kept when ``room`` tokens are left for them (before the budget)."""
+        room = min(room, self.budget_tokens)
+        kept = list(self.exchanges)
+        if sum(ex.tokens for ex in kept) > room:
             # Over budget: forget the oldest exchanges down to half the room, not just enough
             # for this turn. The prompt's start then stays the same for the next few turns, so
             # llama.cpp reuses its evaluated prefix instead of re-reading the whole history on
             # every turn once the budget is reached.
-            while self.exchanges and sum(ex.tokens for ex in self.exchanges) > room // 2:
-                self.exchanges.popleft()
+            while kept and sum(ex.tokens for ex in kept) > room // 2:
+                kept.pop(0)
+        return kept
+
+    def _messages(self, exchanges: Iterable[Exchange]) -> list[ChatMessage]:
         messages = [{"role": "system", "content": self.system_prompt}]
-        for ex in self.exchanges:
+        for ex in exchanges:
             messages += [{"role": "user", "content": ex.user}, {"role": "assistant", "content": ex.reply}]
-        messages.append({"role": "user", "content": text})
         return messages
 
     def add(self, user: str, reply: str, now_s: float) -> None:

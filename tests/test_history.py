@@ -161,3 +161,77 @@ def test_forgotten_history_is_dropped_from_the_kv_cache_not_re_read(model_dir: P
     assert engine.count_tokens(questions[3]) > 16
     engine.chat([system, {"role": "user", "content": questions[3]}], lambda _p: None)
     assert engine.shifted_tokens == 0
+
+
+def test_upcoming_is_what_the_next_short_question_follows_and_changes_nothing() -> None:
+    hist = make(limit=3 * 20 + 2 * MESSAGE_OVERHEAD + 80)
+    for i in range(30):
+        hist.add(f"question {i} " + "w " * 8, f"answer {i} " + "w " * 8, float(i))
+    before = list(hist.exchanges)
+    upcoming = hist.upcoming(31.0)
+    assert list(hist.exchanges) == before  # no trimming, no new session
+    assert hist.messages_for("and now?", 31.0)[:-1] == upcoming
+    assert make().upcoming(0.0) == [{"role": "system", "content": "Be brief."}]
+    hist.add("q", "a", 40.0)
+    assert hist.upcoming(40.0 + 61.0) == [{"role": "system", "content": "Be brief."}]  # idle: a new session
+
+
+class PrimingChat(FakeChat):
+    """A fake engine that can evaluate the next prompt's start."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.primed: list[list[dict[str, str]]] = []
+
+    def prime(self, messages: list[dict[str, str]]) -> int:
+        self.primed.append([dict(m) for m in messages])
+        return 5
+
+
+async def test_stage_primes_the_engine_with_the_conversation_after_each_reply() -> None:
+    chat = PrimingChat("Paris.")
+    turns = Turns()
+    stage = LlmStage(chat, LlmConfig(), turns, LatencyTracker(), _clock())
+    await run_stage(stage, [Transcript(1, "Capital of France?")])
+    assert chat.primed == [
+        [
+            {"role": "system", "content": LlmConfig().system_prompt},
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+        ]
+    ]
+    assert stage.primed_tokens == 5
+    turns.cancel(2)
+    await run_stage(stage, [Transcript(2, "never mind")])
+    assert len(chat.primed) == 1  # a cancelled turn primes nothing
+
+
+def test_primed_prompt_start_leaves_the_turn_only_its_question(model_dir: Path) -> None:
+    """Real SmolLM2: after ``prime``, the next turn evaluates its question and the template's
+    generation prompt, nothing of the exchange before it."""
+    from dataclasses import replace
+
+    from assistant import models
+    from assistant.config import Config
+    from assistant.engines.llama import LlamaEngine
+
+    config = replace(Config().llm, warm=False)
+    engine = LlamaEngine(models.resolve(config.model, "llm", model_dir), config)
+    hist = History(
+        config.system_prompt, engine.count_tokens, budget_tokens=1024, limit_tokens=1500, idle_s=60.0
+    )
+    unprimed = primed = 0
+    for turn, question in enumerate(["What is the capital of France?", "And of Spain?", "And of Italy?"]):
+        pieces: list[str] = []
+        engine.chat(hist.messages_for(question, float(turn)), pieces.append)
+        read = len(engine.last_prompt) - engine.reused_tokens
+        if turn == 1:
+            unprimed = read
+        if turn == 2:
+            primed = read
+        hist.add(question, "".join(pieces), float(turn))
+        if turn == 1:  # prime before the third turn only
+            assert engine.prime(hist.upcoming(float(turn))) > 0
+            assert engine.prime(hist.upcoming(float(turn))) == 0  # nothing left to do
+    assert primed < unprimed
+    assert primed <= engine.count_tokens("And of Italy?") + 6

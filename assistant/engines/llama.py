@@ -59,6 +59,8 @@ class _Vocab:
         return str(self._llm._model.token_get_text(token))
 
 
+PRIME_MAX_TOKENS = 64
+"""``prime`` evaluates at most this many tokens (the end of a reply and the template's opening)."""
 SHIFT_PROBE_TOKENS = 16
 """Tokens after the common prefix that must be found further on in the cache to shift it."""
 
@@ -150,13 +152,41 @@ class LlamaEngine:
         """The token ids generation starts from."""
         return prompt_tokens(self.vocab, self.template.render(messages), prefill)
 
+    def next_prefix(self, messages: list[ChatMessage]) -> list[int]:
+        """Tokens the prompt of the next question after ``messages`` begins with: up to where
+        that question's words start."""
+        segments = self.template.render([*messages, {"role": "user", "content": "?"}])
+        question = max(i for i, s in enumerate(segments) if s.data and s.text == "?")
+        return prompt_tokens(self.vocab, segments[:question])
+
+    def prime(self, messages: list[ChatMessage]) -> int:
+        """Evaluate now, while nobody waits, what the next turn's prompt will begin with (the
+        conversation ``messages`` and the template's opening of the next question), so that turn
+        evaluates only the question's own tokens. Returns the tokens evaluated; 0 when more than
+        ``PRIME_MAX_TOKENS`` would be needed (the turn itself reads them then)."""
+        prefix = self.next_prefix(messages)
+        with self._lock:
+            llm = self._llm
+            same = 0
+            for a, b in zip(llm.input_ids[: llm.n_tokens].tolist(), prefix, strict=False):
+                if a != b:
+                    break
+                same += 1
+            todo = prefix[same:]
+            if not todo or len(todo) > PRIME_MAX_TOKENS:
+                return 0
+            if same < llm.n_tokens:
+                llm._ctx.kv_cache_seq_rm(-1, same, -1)
+                llm.n_tokens = same
+            try:
+                llm.eval(todo)
+            except (ValueError, RuntimeError) as err:
+                raise StageError("llm", f"evaluating the next prompt's start failed: {err}") from err
+            return len(todo)
+
     def system_prefix(self) -> list[int]:
         """Tokens every turn's prompt begins with: up to where the first question starts."""
-        segments = self.template.render(
-            [{"role": "system", "content": self.config.system_prompt}, {"role": "user", "content": "?"}]
-        )
-        first_user = max(i for i, s in enumerate(segments) if s.data and s.text == "?")
-        return prompt_tokens(self.vocab, segments[:first_user])
+        return self.next_prefix([{"role": "system", "content": self.config.system_prompt}])
 
     # -- warm start ----------------------------------------------------------------------------
 

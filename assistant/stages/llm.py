@@ -9,11 +9,15 @@ closed when the budget is spent and the action ``thinking_cut`` is reported thro
 
 Each turn's prompt comes from ``history.History``: the system prompt, the most recent exchanges
 of the session that fit, and the new question as user-role data. A question that cannot fit is a
-``too_long`` error before any model sees it.
+``too_long`` error before any model sees it. After a reply, an engine that can (``prime``)
+evaluates the start of the next prompt while the reply is still being spoken: the exchange just
+finished and the template's opening of the next question, so the next turn reads only its own
+words.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -109,6 +113,8 @@ class LlmStage:
         """Monotonic seconds (for the session's idle time and the thinking budget)."""
         self.tokens = 0
         """Pieces generated, over all turns (reasoning included)."""
+        self.primed_tokens = 0
+        """Tokens of coming prompts evaluated between turns (``_prime``)."""
         count = getattr(engine, "count_tokens", None)
         self.history = History(
             config.system_prompt,
@@ -197,6 +203,17 @@ class LlmStage:
         self.history.add(transcript.text, answer, self.now())
         rec.reply = answer.strip()
         await outbox.put(ReplyDone(turn_id, answer, finish))
+        await self._prime()
+
+    async def _prime(self) -> None:
+        """Let the engine evaluate the next prompt's start now (``LlamaEngine.prime``)."""
+        prime = getattr(self.engine, "prime", None)
+        if prime is None:
+            return
+        try:
+            self.primed_tokens += await asyncio.to_thread(prime, self.history.upcoming(self.now()))
+        except AssistantError as err:  # the next turn evaluates it all itself
+            _LOGGER.warning("llm: %s", err.message)
 
     def _generate(
         self,
