@@ -182,7 +182,7 @@ def _with_mqtt(config: Config, url: str | None) -> Config:
     from dataclasses import replace
 
     try:
-        from .mqtt import config_from_url
+        from .mqtt_protocol import config_from_url
     except ImportError as err:
         raise ConfigError(f"--mqtt needs aiomqtt: pip install 'assistant[mqtt]' ({err})") from err
     return replace(config, mqtt=config_from_url(url, config.mqtt))

@@ -32,7 +32,7 @@ from . import __version__
 from .config import MqttConfig
 
 if TYPE_CHECKING:
-    from .mqtt import Outgoing, Topics
+    from .mqtt_protocol import Outgoing, Topics
 
 _TEXT_TEMPLATE = '{"text": {{ value | tojson }}}'
 
@@ -126,7 +126,7 @@ def entity_configs(config: MqttConfig, topics: Topics) -> dict[tuple[str, str], 
 
 def discovery_messages(config: MqttConfig, topics: Topics) -> list[Outgoing]:
     """The retained discovery messages, one per entity."""
-    from .mqtt import Outgoing
+    from .mqtt_protocol import Outgoing
 
     node = device_id(config)
     return [

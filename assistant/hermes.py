@@ -25,7 +25,7 @@ from typing import Any
 
 from .config import MqttConfig
 from .events import Event, TranscriptReady, TurnFinished
-from .mqtt import Command, CommandError, Outgoing, decode_json
+from .mqtt_protocol import Command, CommandError, Outgoing, decode_json
 
 TTS_SAY = "hermes/tts/say"
 TTS_SAY_FINISHED = "hermes/tts/sayFinished"

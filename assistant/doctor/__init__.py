@@ -42,7 +42,7 @@ CHECKS: dict[str, Check] = {
 """Every check ``doctor`` runs, by name, in order."""
 
 MQTT_URL_KEYS = ("enabled", "host", "port", "tls", "username", "password")
-"""The keys ``--mqtt URL`` replaces (``mqtt.config_from_url``)."""
+"""The keys ``--mqtt URL`` replaces (``mqtt_protocol.config_from_url``)."""
 SECRET_KEYS = frozenset({"mqtt.password", "llm.api_key"})
 
 
