@@ -2,20 +2,26 @@
 
 While the speaker plays, a microphone frame counts as the user's speech only if a stricter VAD
 calls it speech *and* it is louder than the assistant's own voice coming back, by a margin.
-The sink reports how loud it is playing right now (``playback_level()``, RMS 0..1); the echo
-reaches the microphone a little later and smeared, so the gate compares against the loudest
-level of the last ``hold_frames`` frames, times the echo path's *coupling*.
+The sink reports how loud it played at any recent moment (``playback_peak(start_ns, end_ns)``,
+RMS 0..1 of the audio heard in that span). The echo in a microphone frame left the speaker a
+little before the frame reached the daemon, smeared by the room and the devices' buffers, so
+the gate compares the frame against the loudest playback of the ``hold_ms`` before the frame's
+arrival, times the echo path's *coupling*. The frame's own arrival time is used, not the time
+it is classified: a pipeline running late classifies frames in bursts, and the playback of
+that moment has nothing to do with the echo in them.
 
 The coupling (microphone level / playback level) depends on the room, the speaker volume and
 the microphone gain: a headset hears none of the speaker, a loopback hears all of it. The gate
 learns it (Geigel-style double-talk detection with a measured echo return loss): it starts at
 1 (0 dB: the microphone hears the reply as loud as it is played) and, once it has seen
 ``learn_min`` frames of playback, becomes the largest microphone/playback ratio of the last
-``learn_frames`` playback frames that were not the user. A frame is learned only once
-``lookback_frames`` newer frames have passed without the user speaking: when a frame is let
-through as the user's (double talk), the frames just before it (the onset of the user's speech)
-are forgotten and learning pauses for ``freeze_frames``, so the user's own voice never teaches
-the gate to ignore the user. Pure: the level is passed in through a callable.
+``learn_frames`` playback frames that were not the user. Frames whose playback reference is
+under ``learn_floor`` (a reply's quiet onset) teach nothing: room noise over them is no echo.
+A frame is learned only once ``lookback_frames`` newer frames have passed without the user
+speaking: when a frame is let through as the user's (double talk), the frames just before it
+(the onset of the user's speech) are forgotten and learning pauses for ``freeze_frames``, so the
+user's own voice never teaches the gate to ignore the user. Pure: the playback is passed in
+through a callable and every time by the caller.
 """
 
 from __future__ import annotations
@@ -37,25 +43,29 @@ class EchoGate:
 
     def __init__(
         self,
-        level: Callable[[], float],
+        peak: Callable[[int, int], float],
         *,
         margin_db: float = 6.0,
-        hold_frames: int = 10,
+        hold_ms: int = 400,
         learn_frames: int = 200,
         learn_min: int = 20,
+        learn_floor: float = 0.01,
         lookback_frames: int = 10,
         freeze_frames: int = 33,
     ) -> None:
-        """``hold_frames``, ``learn_frames``, ``learn_min``, ``lookback_frames``,
-        ``freeze_frames``: counts of VAD frames."""
-        self.level = level
+        """``peak(start_ns, end_ns)``: the playback's loudest RMS in that span; ``hold_ms``:
+        how long before a frame's arrival its echo may have been played; ``learn_frames``,
+        ``learn_min``, ``lookback_frames``, ``freeze_frames``: counts of VAD frames."""
+        self.peak = peak
         self.factor = 10 ** (margin_db / 20)
         """How much louder than the echo estimate the user must be (amplitude ratio)."""
-        self._recent: deque[float] = deque(maxlen=hold_frames)
+        self._hold_ns = hold_ms * 1_000_000
+        self._reference = 0.0
         self._ratios: deque[float] = deque(maxlen=learn_frames)
         self._pending: deque[float] = deque()
         self._lookback = lookback_frames
         self._learn_min = learn_min
+        self._learn_floor = learn_floor
         self._freeze_frames = freeze_frames
         self._frozen = 0
         self.gated = 0
@@ -66,12 +76,11 @@ class EchoGate:
         """Echo path gain estimate (microphone RMS / playback RMS); 1.0 until learned."""
         return max(self._ratios) if len(self._ratios) >= self._learn_min else 1.0
 
-    def playing(self, pcm: bytes = b"") -> bool:
-        """True while the speaker plays (or played within the hold window). Given the microphone
-        frame ``pcm``, call it for every frame: the gate learns the echo coupling from it."""
-        self._recent.append(max(0.0, float(self.level())))
-        reference = max(self._recent)
-        if pcm and reference > 0.0:
+    def playing(self, pcm: bytes, at_ns: int) -> bool:
+        """True if the speaker played within ``hold_ms`` before ``at_ns``, when the microphone
+        frame ``pcm`` arrived. Call it for every frame: the gate learns the echo coupling."""
+        self._reference = reference = max(0.0, float(self.peak(at_ns - self._hold_ns, at_ns)))
+        if pcm and reference >= self._learn_floor:
             if self._frozen:
                 self._frozen -= 1
             else:
@@ -82,7 +91,7 @@ class EchoGate:
 
     def allow(self, pcm: bytes, strict_voiced: bool) -> bool:
         """Call after ``playing()`` returned True: is this voiced frame the user's?"""
-        echo = max(self._recent, default=0.0) * self.coupling
+        echo = self._reference * self.coupling
         if strict_voiced and frame_rms(pcm) > echo * self.factor:
             self._pending.clear()  # the user's voice (and its onset) is not echo: never learn it
             self._frozen = self._freeze_frames

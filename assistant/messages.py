@@ -31,6 +31,9 @@ class AudioIn(Message):
     """Raw samples; always a whole number of samples."""
     start_ms: float
     """Position of the first sample on the input timeline, in ms."""
+    arrived_ns: int = 0
+    """``time.monotonic_ns()`` when the piece's last sample reached the daemon from a live
+    device (0 for files): the echo gate lines the microphone up with what the speaker played."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,9 +399,9 @@ class Pipeline:
             on_voice=self._on_voice,
         )
         self._vad.muted = self.muted
-        level = getattr(self.sink, "playback_level", None)
-        if level is not None:
-            self._vad.echo_gate = EchoGate(level, margin_db=self.config.listen.echo_margin_db)
+        peak = getattr(self.sink, "playback_peak", None)
+        if peak is not None:
+            self._vad.echo_gate = EchoGate(peak, margin_db=self.config.listen.echo_margin_db)
         asr = AsrStage(
             self.engines.asr,
             self.turns,

@@ -149,6 +149,12 @@ class Segmenter:
         return self._state == _SPEECH
 
     @property
+    def listening(self) -> bool:
+        """True while a voiced frame may start a turn (not in speech, and not waiting for
+        silence after a turn cut at ``max_utterance_ms``)."""
+        return self._state == _LISTENING
+
+    @property
     def frames_done(self) -> int:
         """Frames processed so far (a replacement segmenter continues the count)."""
         return self._frame_index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 
@@ -82,6 +83,10 @@ async def test_a_slow_consumer_loses_the_oldest_audio_never_blocks_the_device() 
     assert numbers[-1] == 499  # the newest audio survived
     starts = [m.start_ms for m in got if isinstance(m, AudioIn)]
     assert np.allclose(np.diff(starts), 20.0)
+    # arrival stamps: pieces read from the ring together are 20 ms apart, none in the future
+    arrived = np.array([m.arrived_ns for m in got if isinstance(m, AudioIn)])
+    assert arrived.min() > 0 and arrived.max() <= time.monotonic_ns()
+    assert np.median(np.diff(arrived)) == 20_000_000
 
 
 def test_playout_level_and_interrupt() -> None:
@@ -94,6 +99,19 @@ def test_playout_level_and_interrupt() -> None:
     playout.clear()
     assert not playout.busy() and playout.level() == 0.0
     assert playout.pull(320) == bytes(640)
+
+
+def test_playout_peak_spans_the_blocks_heard_in_a_window() -> None:
+    playout = Playout(16_000)
+    loud = (np.sin(np.arange(320) / 5) * 16000).astype("<i2").tobytes()
+    playout.add(loud + bytes(640))
+    first = time.monotonic_ns() + 1_000_000_000  # heard a second from now, for 20 ms each
+    playout.pull(320, delay_ns=1_000_000_000)
+    playout.pull(320, delay_ns=1_000_000_000 + 20_000_000)  # silence after the tone
+    ms = 1_000_000
+    assert 0.3 < playout.peak(first - 100 * ms, first + 5 * ms) < 0.4  # overlaps the tone
+    assert playout.peak(first + 25 * ms, first + 35 * ms) == 0.0  # only the silent block
+    assert playout.peak(first - 100 * ms, first - 50 * ms) == 0.0  # before anything was heard
 
 
 def test_a_paused_playout_plays_silence_and_keeps_its_queue() -> None:

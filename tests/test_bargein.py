@@ -10,6 +10,7 @@ in the microphone feed with when the reply's last sample was heard on the speake
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -54,6 +55,7 @@ class Rig:
         self.source = PulseSource("mic.monitor")
         self.sink = PulseSink("spk")
         self.records: list[TurnRecord] = []
+        self.plays: list[subprocess.Popen[bytes]] = []
         self.pipeline = Pipeline(config, engines, self.sink, on_turn=self.records.append)
         self.task: asyncio.Task[None] | None = None
 
@@ -72,9 +74,15 @@ class Rig:
             gate = self.pipeline._vad.echo_gate if self.pipeline._vad else None  # noqa: SLF001 - diagnosis
             if gate is not None:
                 turns.append((f"echo gate: coupling {gate.coupling:.3f}, gated {gate.gated}", ""))
+            vad, source = self.pipeline._vad, self.source  # noqa: SLF001 - diagnosis
+            heard = [int(np.abs(np.frombuffer(p, dtype="<i2")).max(initial=0)) for _, p in self.mic.pieces]
             raise AssertionError(
                 f"{len(self.records)} of {count} turns finished: {turns}; state {self.pipeline.state}, "
-                f"actions {dict(self.pipeline.tracker.actions)}, sink playing {self.sink.playing}"
+                f"actions {dict(self.pipeline.tracker.actions)}, sink playing {self.sink.playing}, "
+                f"sink pauses {self.sink.pauses}; paplay exit codes {[p.poll() for p in self.plays]}; "
+                f"mic feed: {sum(h > 3000 for h in heard)} loud 10 ms pieces of {len(heard)}; "
+                f"vad: {vad.frames if vad else 0} frames, {vad.voiced_frames if vad else 0} voiced; "
+                f"source {source.state}, losses {source.losses}, overflows {source.overflows}"
             ) from None
 
     def answer_playing(self) -> bool:
@@ -87,6 +95,7 @@ class Rig:
         """Play ``wav`` into the microphone (in the background); when paplay was started."""
         started = time.monotonic()
         proc = self.pulse.play(wav)
+        self.plays.append(proc)
         asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)  # reaped, never awaited here
         return started
 
@@ -119,7 +128,7 @@ def heard_text(engines: Any, samples: np.ndarray) -> str:
     return str(engines.asr.transcribe(samples[max(0, on[0] - 1600) : on[-1] + 1600].tobytes()).text)
 
 
-@pytest.mark.parametrize("echo", [None, "50%"], ids=["no-echo", "echo-18dB"])
+@pytest.mark.parametrize("echo", [None, "50%", "70%"], ids=["no-echo", "echo-18dB", "echo-9dB"])
 async def test_speech_over_the_reply_stops_it_within_200_ms_and_is_answered(
     pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any, echo: str | None
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig, ListenConfig, VadConfig
 from assistant.echo import EchoGate, frame_rms
 from assistant.latency import TurnRecord
-from assistant.messages import AudioIn, SpeechStarted
+from assistant.messages import AudioIn, Message, SpeechStarted
 from assistant.pipeline import Engines, Pipeline
 from assistant.stages.base import Turns
 from assistant.stages.vad import VadStage
@@ -45,37 +46,43 @@ def _frames(pcm: np.ndarray) -> list[bytes]:
     return [raw[i : i + 960] for i in range(0, len(raw) - 959, 960)]
 
 
-def test_echo_gate_is_pure_level_comparison() -> None:
+def test_echo_gate_compares_with_the_playback_before_the_frame_arrived() -> None:
     loud = (np.ones(480) * 8000).astype(np.int16).tobytes()
-    level = [0.0]
-    gate = EchoGate(lambda: level[0], margin_db=6.0, hold_frames=3)
-    assert not gate.playing()  # nothing played: the gate stays out of the way
-    level[0] = frame_rms(loud)  # the echo is as loud as the frame: the assistant's own voice
-    assert gate.playing() and not gate.allow(loud, strict_voiced=True)
-    level[0] = frame_rms(loud) / 4  # the user is 12 dB over the echo
-    for _ in range(3):
-        gate.playing()
-    assert gate.allow(loud, strict_voiced=True)
+    played: list[tuple[int, int, float]] = []  # (start_ns, end_ns, rms) heard on the speaker
+
+    def peak(start_ns: int, end_ns: int) -> float:
+        return max((rms for s, e, rms in played if s < end_ns and e > start_ns), default=0.0)
+
+    ms = 1_000_000
+    gate = EchoGate(peak, margin_db=6.0, hold_ms=300)
+    assert not gate.playing(loud, 1000 * ms)  # nothing played: the gate stays out of the way
+    played.append((1000 * ms, 1100 * ms, frame_rms(loud)))  # as loud as the frame: its own voice
+    played.append((1100 * ms, 1500 * ms, frame_rms(loud) / 4))  # then 12 dB under the user
+    assert gate.playing(loud, 1050 * ms) and not gate.allow(loud, strict_voiced=True)
+    # classified late, in a burst, the frame is still compared with what played before it came
+    assert gate.playing(loud, 1350 * ms) and not gate.allow(loud, strict_voiced=True)
+    assert gate.playing(loud, 1450 * ms) and gate.allow(loud, strict_voiced=True)  # 300 ms on
     assert not gate.allow(loud, strict_voiced=False)  # the strict VAD says no
-    assert gate.gated == 2
+    assert gate.gated == 3
+    assert not gate.playing(loud, 1900 * ms)  # more than 300 ms after the playback ended
 
 
 def test_echo_gate_learns_the_coupling_but_never_from_the_user() -> None:
     def frame(rms: float) -> bytes:
         return (np.ones(480) * rms * 32768).astype(np.int16).tobytes()
 
-    gate = EchoGate(lambda: 0.5, margin_db=6.0, learn_min=20, lookback_frames=10, freeze_frames=33)
+    gate = EchoGate(lambda *_: 0.5, margin_db=6.0, learn_min=20, lookback_frames=10, freeze_frames=33)
     user = frame(0.2)  # 12 dB under the playback: dismissed while the coupling is unknown (1.0)
-    assert gate.playing(frame(0.05)) and gate.coupling == 1.0 and not gate.allow(user, True)
+    assert gate.playing(frame(0.05), 0) and gate.coupling == 1.0 and not gate.allow(user, True)
     for _ in range(40):  # the speaker comes back into the mic 20 dB down
-        gate.playing(frame(0.05))
+        gate.playing(frame(0.05), 0)
     assert gate.coupling == pytest.approx(0.1, rel=0.01)
     assert gate.allow(user, True)  # now 12 dB over the learned echo (0.05): the user's
     for _ in range(30):  # the user goes on talking, over the reply
-        gate.playing(user)
+        gate.playing(user, 0)
         assert gate.allow(user, True)
     for _ in range(30):
-        gate.playing(frame(0.05))
+        gate.playing(frame(0.05), 0)
     assert gate.coupling == pytest.approx(0.1, rel=0.01)  # the user's frames were never learned
 
 
@@ -87,9 +94,31 @@ def test_own_voice_looped_back_does_not_start_a_turn(
     vad = VadStage(VadConfig(), Turns())
     level = frame_rms(speech.tobytes()) * 2  # the speaker's level while it plays this very speech
     if echo_db is not None:
-        vad.echo_gate = EchoGate(lambda: level * 10 ** (echo_db / 20))
+        vad.echo_gate = EchoGate(lambda *_: level * 10 ** (echo_db / 20))
     out = vad.feed(AudioIn(speech.tobytes(), 0.0)) + vad.finish()
     assert any(isinstance(m, SpeechStarted) for m in out) is barges
+
+
+def test_echo_classified_late_is_still_matched_with_the_playback_it_came_from(
+    espeak: Any, tmp_path: Path
+) -> None:
+    """The pipeline ran late and classifies ten seconds of microphone audio in one burst, long
+    after the reply ended: its echo is still the reply's, by the pieces' arrival stamps."""
+    echo = np.concatenate([silence(300), espeak("the capital of France is Paris", tmp_path), silence(600)])
+    start_ns = time.monotonic_ns() - 10_000_000_000
+    end_ns = start_ns + len(echo) * 1_000_000_000 // 16_000
+    level = frame_rms(echo.tobytes()) * 2  # the echo comes back 6 dB under what was played
+
+    def peak(lo_ns: int, hi_ns: int) -> float:
+        return level if lo_ns < end_ns and hi_ns > start_ns else 0.0
+
+    vad = VadStage(VadConfig(), Turns())
+    vad.echo_gate = EchoGate(peak, learn_min=1_000)  # the coupling stays at its cautious 1.0
+    out: list[Message] = []
+    for index, piece in enumerate(_frames(echo)):  # 30 ms pieces, stamped when they arrived
+        out += vad.feed(AudioIn(piece, index * 30.0, start_ns + (index + 1) * 30_000_000))
+    assert not any(isinstance(m, SpeechStarted) for m in out + vad.finish())
+    assert vad.echo_gate.gated > 10
 
 
 def _voice_events(vad: VadStage, pcm: np.ndarray) -> list[str]:
@@ -105,12 +134,57 @@ def _voice_events(vad: VadStage, pcm: np.ndarray) -> list[str]:
 def test_speech_over_playback_pauses_the_speaker_before_the_turn_starts(espeak: Any, tmp_path: Path) -> None:
     speech = espeak("stop and tell me the time", tmp_path)
     vad = VadStage(VadConfig(), Turns())
-    vad.echo_gate = EchoGate(lambda: 0.001)  # a reply plays; the room hears little of it
+    vad.echo_gate = EchoGate(lambda *_: 0.001)  # a reply plays; the room hears little of it
     events = _voice_events(vad, np.concatenate([silence(300), speech, silence(900)]))
     assert events == ["pause", "started", "resume"]  # the pause came frames before the start
     quiet = VadStage(VadConfig(), Turns())  # nothing playing: nothing to pause
-    quiet.echo_gate = EchoGate(lambda: 0.0)
+    quiet.echo_gate = EchoGate(lambda *_: 0.0)
     assert _voice_events(quiet, np.concatenate([silence(300), speech, silence(900)])) == ["started"]
+
+
+def test_speech_past_a_cut_utterance_does_not_pause_the_speaker(espeak: Any, tmp_path: Path) -> None:
+    """Cut at ``max_utterance_ms``, the segmenter waits for silence before it listens again: the
+    rest of the speech can start no turn, so it must not hold the reply paused."""
+    speech = espeak("stop and tell me the time in London and in Paris please", tmp_path)
+    vad = VadStage(VadConfig(max_utterance_ms=1000), Turns())
+    vad.echo_gate = EchoGate(lambda *_: 0.001)
+    events = _voice_events(vad, np.concatenate([silence(300), speech, silence(900)]))
+    assert vad.truncated == 1
+    assert events == ["pause", "started", "resume"]
+
+
+def test_the_speaker_stays_paused_while_the_user_talks_over_a_loud_reply(espeak: Any, tmp_path: Path) -> None:
+    """Over a loud reply the gate lets only the user's loudest frames through, too few to start
+    a turn (here every third frame). Once paused, the speaker stays paused while the plain VAD
+    hears a voice, and the turn starts when the gate's hold on the pre-pause playback has
+    passed, instead of pausing and resuming at every frame the gate lets through."""
+    speech = espeak("stop, stop, and tell me the time in London please", tmp_path)
+    frames = _frames(np.concatenate([silence(300), speech, silence(900)]))
+    voiced_rms = np.median([frame_rms(f) for f in frames if frame_rms(f) > 0.01])
+    frames = [f if i % 3 == 0 else (np.frombuffer(f, "<i2") * 0.15).astype("<i2").tobytes()
+              for i, f in enumerate(frames)]  # fmt: skip
+    loud = voiced_rms / 3  # the gate's bar, twice this, is under the user's loud frames only
+    start_ns = 10**12
+    paused: list[int] = []
+
+    def peak(lo_ns: int, hi_ns: int) -> float:  # the reply plays loud until the speaker pauses
+        return loud if not paused or lo_ns < paused[0] else 0.0
+
+    vad = VadStage(VadConfig(), Turns())
+    vad.echo_gate = EchoGate(peak, learn_min=10**6, hold_ms=300)  # coupling stays 1.0
+    events: list[str] = []
+    at = [0]
+
+    def on_voice(suspect: bool) -> None:
+        events.append("pause" if suspect else "resume")
+        paused[:] = [at[0]] if suspect else []
+
+    vad.on_voice = on_voice
+    vad.on_speech_start = lambda _turn: events.append("started")
+    for index, frame in enumerate(frames):
+        at[0] = start_ns + (index + 1) * 30_000_000
+        vad.feed(AudioIn(frame, index * 30.0, at[0]))
+    assert events == ["pause", "started", "resume"]
 
 
 def test_a_short_noise_over_playback_pauses_then_resumes_the_speaker(espeak: Any, tmp_path: Path) -> None:
@@ -118,8 +192,23 @@ def test_a_short_noise_over_playback_pauses_then_resumes_the_speaker(espeak: Any
     voiced = np.flatnonzero(np.abs(speech) > 3000)
     burst = speech[voiced[0] : voiced[0] + 960]  # one frame of the vowel: too short for a turn
     vad = VadStage(VadConfig(), Turns())
-    vad.echo_gate = EchoGate(lambda: 0.001)
+    vad.echo_gate = EchoGate(lambda *_: 0.001)
     assert _voice_events(vad, np.concatenate([silence(300), burst, silence(600)])) == ["pause", "resume"]
+
+
+def test_echo_gate_learns_nothing_from_a_quiet_playback() -> None:
+    def frame(rms: float) -> bytes:
+        return (np.ones(480) * rms * 32768).astype(np.int16).tobytes()
+
+    level = [0.5]
+    gate = EchoGate(lambda *_: level[0], learn_min=20, lookback_frames=10)
+    for _ in range(40):  # the reply comes back 20 dB down
+        gate.playing(frame(0.05), 0)
+    assert gate.coupling == pytest.approx(0.1, rel=0.01)
+    level[0] = 0.005  # a reply's quiet onset, under room noise: no measure of the echo path
+    for _ in range(40):
+        assert gate.playing(frame(0.004), 0)
+    assert gate.coupling == pytest.approx(0.1, rel=0.01)
 
 
 class FakeSpeaker:
@@ -131,7 +220,7 @@ class FakeSpeaker:
         self.played: list[bytes] = []
         self._stop = asyncio.Event()
 
-    def playback_level(self) -> float:
+    def playback_peak(self, start_ns: int, end_ns: int) -> float:
         return self.level
 
     def interrupt(self) -> None:

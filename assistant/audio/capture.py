@@ -146,7 +146,9 @@ class LiveSource:
             self._wake.clear()
             self._flagged = False
             raw = self._ring.read_all()
+            arrived_ns = time.monotonic_ns()
             if raw:
+                arrived_ns = self._ring.last_write_ns
                 pending += self._converter.convert(raw)
                 if not self._connected:
                     self._connected = True
@@ -159,7 +161,8 @@ class LiveSource:
                     pending += bytes(gap)
                     self.silence_ms += gap / 32
             while len(pending) >= chunk:
-                await outbox.put(AudioIn(bytes(pending[:chunk]), position_ms))
+                after_ns = (len(pending) - chunk) * 1_000_000 // (2 * SAMPLE_RATE // 1000)
+                await outbox.put(AudioIn(bytes(pending[:chunk]), position_ms, arrived_ns - after_ns))
                 del pending[:chunk]
                 position_ms += self.chunk_ms
                 clock.fed(position_ms)

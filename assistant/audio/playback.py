@@ -22,6 +22,10 @@ from .common import Backoff, DeviceLost, StateCallback
 log = logging.getLogger(__name__)
 
 
+HEARD_BLOCKS = 512
+"""Pulled blocks remembered for ``level``/``peak`` (about 10 s of 20 ms blocks)."""
+
+
 class Playout:
     """Audio queued for a speaker at its rate, pulled block by block by the device side.
 
@@ -63,7 +67,7 @@ class Playout:
         start = time.monotonic_ns() + delay_ns
         with self._lock:
             self._heard.append((start, start + frames * 1_000_000_000 // self.rate, rms))
-            del self._heard[:-64]
+            del self._heard[:-HEARD_BLOCKS]
         return data + bytes(frames * 2 - len(data))
 
     def level(self) -> float:
@@ -75,11 +79,29 @@ class Playout:
                     return rms
         return 0.0
 
+    def peak(self, start_ns: int, end_ns: int) -> float:
+        """Largest RMS (0..1) of the blocks heard at any time from ``start_ns`` to ``end_ns``."""
+        top = 0.0
+        with self._lock:
+            for start, end, rms in reversed(self._heard):
+                if end <= start_ns:
+                    break
+                if start < end_ns:
+                    top = max(top, rms)
+        return top
+
     def busy(self) -> bool:
         """Audio is queued (paused or not), or handed out and not yet heard."""
         now = time.monotonic_ns()
         with self._lock:
-            return bool(self._queue) or any(end > now and rms > 0 for _, end, rms in self._heard)
+            if self._queue:
+                return True
+            for _, end, rms in reversed(self._heard):
+                if end <= now:
+                    return False
+                if rms > 0:
+                    return True
+            return False
 
 
 class LiveSink:
@@ -136,6 +158,10 @@ class LiveSink:
     def playback_level(self) -> float:
         """RMS (0..1) of the audio being played right now; 0 when silent."""
         return self.playout.level()
+
+    def playback_peak(self, start_ns: int, end_ns: int) -> float:
+        """Largest RMS (0..1) of the audio heard between two ``time.monotonic_ns()`` times."""
+        return self.playout.peak(start_ns, end_ns)
 
     def interrupt(self) -> None:
         """Drop everything queued; the device falls silent within its own short buffer."""

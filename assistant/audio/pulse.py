@@ -10,7 +10,7 @@ always reaped, and a server that goes away ends the session, which ``live.py`` r
 - ``PulseSink``: ``pacat`` at the voice's rate, fed ``block_ms`` blocks paced in real time and at
   most ``lead_ms`` ahead of the clock, so ``interrupt()`` is heard within ``lead_ms`` plus the
   server's ``latency_ms`` (measured about 50 ms with the defaults) and ``playback_level()``
-  knows which block is being heard.
+  and ``playback_peak()`` know which block is heard when.
 """
 
 from __future__ import annotations

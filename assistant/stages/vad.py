@@ -30,8 +30,9 @@ heard, which is most of the 200 ms in which a reply must fall silent when the us
 So at the first voiced frame over playback that the echo gate lets through, the stage calls
 ``on_voice(True)`` (the pipeline pauses the speaker, keeping its queue); when the turn starts it
 calls ``on_voice(False)`` after ``on_speech_start`` (which cancels the reply), and when
-``SUSPECT_QUIET_FRAMES`` unvoiced frames pass with no turn started, ``on_voice(False)`` resumes
-the reply where it paused. A false alarm costs a gap of a few frames, never the reply.
+``SUSPECT_QUIET_FRAMES`` frames the plain VAD calls unvoiced pass with no turn started (or
+``SUSPECT_MAX_FRAMES`` in all), ``on_voice(False)`` resumes the reply where it paused. A false
+alarm costs a gap of a few frames, never the reply.
 
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
 the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
@@ -41,6 +42,7 @@ left at ``EndOfStream`` (under ``frame_ms``) is discarded.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -85,12 +87,16 @@ class Framer:
         self._pending.clear()
 
 
+BYTES_PER_MS = 2 * SAMPLE_RATE // 1000
+"""Bytes of 16 kHz int16 mono audio per millisecond."""
 HIGHPASS_HZ = 150.0
 """Default cut-off of the filter in front of webrtcvad, in Hz."""
 WARMUP_MS = 90
 """Default length of input whose VAD verdicts are ignored while webrtcvad adapts, in ms."""
 SUSPECT_QUIET_FRAMES = 2
 """Unvoiced frames after which a suspected barge-in that started no turn is let go."""
+SUSPECT_MAX_FRAMES = 50
+"""Frames (1.5 s of 30 ms) after which a suspected barge-in that started no turn is let go."""
 
 
 class HighPass:
@@ -160,6 +166,7 @@ class VadStage:
         into a turn (after ``on_speech_start``) or came to nothing (the speaker resumes)."""
         self._suspect = False
         self._suspect_quiet = 0
+        self._suspect_frames = 0
         self._speculating = False
         self._speech_start_ms = 0.0
         self.speculations = 0
@@ -210,35 +217,52 @@ class VadStage:
             size = self._framer.frame_bytes
             heard = [filtered[i : i + size] for i in range(0, len(filtered), size)]
         messages: list[Message] = []
-        for frame, vad_frame in zip(frames, heard, strict=True):
+        # when each frame's last sample arrived: the piece's arrival, less what follows the frame
+        arrived_ns = item.arrived_ns or time.monotonic_ns()
+        frame_ns = self._framer.frame_bytes * 1_000_000 // BYTES_PER_MS
+        last_ns = arrived_ns - self._framer.pending * 1_000_000 // BYTES_PER_MS
+        for index, (frame, vad_frame) in enumerate(zip(frames, heard, strict=True)):
             voiced = bool(self._vad.is_speech(vad_frame, SAMPLE_RATE))
             voiced &= self.frames >= self._warmup_frames
-            playing = self.echo_gate is not None and self.echo_gate.playing(frame)
+            sounded = voiced
+            at_ns = last_ns - (len(frames) - 1 - index) * frame_ns
+            playing = self.echo_gate is not None and self.echo_gate.playing(frame, at_ns)
             if playing and voiced:
                 assert self.echo_gate is not None
                 strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
                 voiced = self.echo_gate.allow(frame, strict)
             self.frames += 1
             self.voiced_frames += voiced
-            listening = not self._segmenter.in_speech
+            listening = self._segmenter.listening
             events = self._segmenter.process(frame, voiced)
             messages += self._translate(events)
-            self._watch_voice(voiced and playing and listening, voiced, events)
+            self._watch_voice(voiced and playing and listening, sounded, events)
         self._apply_pending()
         return messages
 
-    def _watch_voice(self, suspect: bool, voiced: bool, events: list[SegmenterEvent]) -> None:
-        """Barge-in's head start: pause the speaker at the first voiced frame over playback,
-        resume it when no turn started after ``SUSPECT_QUIET_FRAMES`` unvoiced frames."""
+    def _watch_voice(self, suspect: bool, sounded: bool, events: list[SegmenterEvent]) -> None:
+        """Barge-in's head start: pause the speaker at the first voiced frame over playback that
+        the echo gate lets through; resume it when no turn started and the room fell quiet.
+
+        While paused, quiet is judged by the plain VAD (``sounded``), not the gate: the echo dies
+        away within the echo path's delay, so a voice still heard is the room's. The gate goes
+        on comparing with the playback from before the pause for its hold time and may dismiss
+        frames of the user's speech as echo meanwhile; a turn starts once the hold has passed.
+        A pause that started no turn ends after ``SUSPECT_MAX_FRAMES`` all the same."""
         if self.on_voice is None:
             return
         if not self._suspect:
             if suspect and not any(isinstance(e, Started) for e in events):
-                self._suspect, self._suspect_quiet = True, 0
+                self._suspect, self._suspect_quiet, self._suspect_frames = True, 0, 0
                 self.on_voice(True)
             return
-        self._suspect_quiet = 0 if voiced else self._suspect_quiet + 1
-        if any(isinstance(e, Started) for e in events) or self._suspect_quiet >= SUSPECT_QUIET_FRAMES:
+        self._suspect_frames += 1
+        self._suspect_quiet = 0 if sounded else self._suspect_quiet + 1
+        if (
+            any(isinstance(e, Started) for e in events)
+            or self._suspect_quiet >= SUSPECT_QUIET_FRAMES
+            or self._suspect_frames >= SUSPECT_MAX_FRAMES
+        ):
             self._suspect = False
             self.on_voice(False)
 
