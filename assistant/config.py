@@ -127,6 +127,10 @@ class AsrConfig:
         _check_range("asr.short_no_speech_gate", self.short_no_speech_gate, 0.0, 1.0)
 
 
+DEFAULT_HISTORY_TOKENS = 1024
+"""Conversation memory, in tokens, where ``llm.history_tokens`` is -1 and the model says nothing."""
+
+
 @dataclass(frozen=True)
 class LlmConfig:
     """Language model (llama-cpp-python, chat template from the GGUF)."""
@@ -166,8 +170,10 @@ class LlmConfig:
     think_budget_ms: int = 0
     """``budget`` mode: reasoning time, in ms from the start of generation, before the block is
     closed; 0 = no time limit."""
-    history_tokens: int = 1024
-    """Tokens of earlier turns kept as conversation memory (oldest dropped first); 0 = none."""
+    history_tokens: int = -1
+    """Tokens of earlier turns kept as conversation memory (oldest dropped first); 0 = none;
+    -1 = what the model's manifest entry says (none for the default SmolLM2-135M, which copies
+    its earlier answers), else ``DEFAULT_HISTORY_TOKENS``."""
     session_idle_s: float = 300.0
     """Seconds without a turn after which the conversation starts afresh."""
     warm: bool = True
@@ -197,7 +203,7 @@ class LlmConfig:
                 f"llm.think_budget_tokens = {self.think_budget_tokens} is out of range: in budget mode"
                 f" it must be below llm.max_tokens = {self.max_tokens}, to leave room for the answer"
             )
-        _check_range("llm.history_tokens", self.history_tokens, 0, 131_072)
+        _check_range("llm.history_tokens", self.history_tokens, -1, 131_072)
         _check_range("llm.session_idle_s", self.session_idle_s, 0.0, 604_800.0)
 
 

@@ -46,7 +46,7 @@ class EchoGate:
         peak: Callable[[int, int], float],
         *,
         margin_db: float = 6.0,
-        hold_ms: int = 400,
+        hold_ms: int = 300,
         learn_frames: int = 200,
         learn_min: int = 20,
         learn_floor: float = 0.01,

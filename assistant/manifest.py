@@ -57,6 +57,9 @@ class ModelSpec:
     sample_rate: int | None = None
     """Hz, for tts."""
     sha256_known: bool = True
+    history_tokens: int | None = None
+    """LLM: the conversation memory (tokens) this model copes with, used where ``llm.history_tokens``
+    is -1; None: the general default."""
 
     @property
     def hf(self) -> Source | None:
@@ -98,6 +101,9 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
     rate = raw.get("sample_rate")
     if role == "tts" and not isinstance(rate, int):
         raise ConfigError(f"manifest: {name}.sample_rate must be an integer (Hz) for a tts model")
+    history = raw.get("history_tokens")
+    if history is not None and (role != "llm" or not isinstance(history, int) or history < 0):
+        raise ConfigError(f"manifest: {name}.history_tokens must be a whole number >= 0, for an llm model")
     return ModelSpec(
         name,
         role,
@@ -107,6 +113,7 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
         tuple(files),
         rate,
         known,
+        history,
     )
 
 

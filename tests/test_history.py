@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from assistant.clock import StreamClock
-from assistant.config import LlmConfig
+from assistant.config import DEFAULT_HISTORY_TOKENS, LlmConfig
 from assistant.errors import TooLongError
 from assistant.history import MESSAGE_OVERHEAD, History
 from assistant.latency import LatencyTracker
 from assistant.messages import ReplyDone, Transcript
 from assistant.stages.base import Turns
-from assistant.stages.llm import LlmStage
+from assistant.stages.llm import LlmStage, memory_tokens
 
 from .fakes import FakeChat, run_stage
 
@@ -235,3 +235,21 @@ def test_primed_prompt_start_leaves_the_turn_only_its_question(model_dir: Path) 
             assert engine.prime(hist.upcoming(float(turn))) == 0  # nothing left to do
     assert primed < unprimed
     assert primed <= engine.count_tokens("And of Italy?") + 6
+
+
+class Remembers(FakeChat):
+    history_tokens: int | None = 0
+
+
+@pytest.mark.parametrize(
+    ("configured", "model", "used"),
+    [(-1, 0, 0), (-1, None, DEFAULT_HISTORY_TOKENS), (512, 0, 512), (0, None, 0)],
+)
+def test_memory_is_the_configured_or_else_what_the_model_copes_with(
+    configured: int, model: int | None, used: int
+) -> None:
+    engine = Remembers()
+    engine.history_tokens = model
+    assert memory_tokens(LlmConfig(history_tokens=configured), engine) == used
+    stage = LlmStage(engine, LlmConfig(history_tokens=configured), Turns(), LatencyTracker(), _clock())
+    assert stage.history.budget_tokens == used

@@ -64,6 +64,19 @@ def test_manifest_errors_name_the_key(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="sha256"):
         models.load_manifest(bad)
+    bad.write_text(
+        '[x]\nrole = "tts"\nsample_rate = 22050\nhistory_tokens = 0\n'
+        '[[x.files]]\npath = "f"\nsha256 = "0"\nsource = { hf_repo = "r", hf_file = "f" }\n'
+    )
+    with pytest.raises(ConfigError, match=r"x\.history_tokens"):
+        models.load_manifest(bad)
+
+
+def test_the_default_llm_keeps_no_conversation_memory() -> None:
+    """Given earlier exchanges, SmolLM2-135M copies its earlier answers: its entry says so."""
+    manifest = models.load_manifest()
+    assert manifest["smollm2-135m-instruct"].history_tokens == 0
+    assert manifest["deepseek-r1-distill-qwen-1.5b"].history_tokens is None  # the general default
 
 
 def test_default_model_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

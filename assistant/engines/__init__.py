@@ -48,11 +48,13 @@ def load_engines(
         else:
             from .llama import LlamaEngine, default_state_dir
 
+            spec = models.load_manifest().get(config.llm.model)
             engines.llm = LlamaEngine(
                 models.resolve(config.llm.model, "llm", model_dir),
                 config.llm,
                 state_dir=default_state_dir(model_dir),
                 share=share if config.llm.yield_to_tts else None,
+                history_tokens=spec.history_tokens if spec is not None else None,
             )
     if tts:
         from .piper import PiperEngine

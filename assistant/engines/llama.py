@@ -82,7 +82,10 @@ class LlamaEngine:
         *,
         state_dir: Path | None = None,
         share: CoreShare | None = None,
+        history_tokens: int | None = None,
     ) -> None:
+        """``history_tokens``: the conversation memory this model copes with (its manifest
+        entry's), used where ``llm.history_tokens`` is -1; None: the general default."""
         try:
             from llama_cpp import Llama
         except ImportError as err:
@@ -93,6 +96,7 @@ class LlamaEngine:
         self.path = gguf_path
         self.share = share
         """When set, generation waits between tokens while speech is being synthesized."""
+        self.history_tokens = history_tokens
         self.yielded_s = 0.0
         """Seconds the last generation waited for synthesis (``share``)."""
         self._lock = threading.Lock()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..clock import StreamClock
-from ..config import LlmConfig
+from ..config import DEFAULT_HISTORY_TOKENS, LlmConfig
 from ..errors import AssistantError
 from ..history import History, estimate_tokens
 from ..latency import LatencyTracker
@@ -81,6 +81,15 @@ class _Out:
     unclosed: bool = False
 
 
+def memory_tokens(config: LlmConfig, engine: object) -> int:
+    """``llm.history_tokens``, or where it is -1 what the engine's model copes with (its
+    manifest entry), else ``DEFAULT_HISTORY_TOKENS``."""
+    if config.history_tokens >= 0:
+        return config.history_tokens
+    recommended = getattr(engine, "history_tokens", None)
+    return DEFAULT_HISTORY_TOKENS if recommended is None else int(recommended)
+
+
 class LlmStage:
     """Generates one reply at a time; a cancelled turn's generation stops at the next token."""
 
@@ -119,7 +128,7 @@ class LlmStage:
         self.history = History(
             config.system_prompt,
             count if callable(count) else estimate_tokens,
-            budget_tokens=config.history_tokens,
+            budget_tokens=memory_tokens(config, engine),
             limit_tokens=config.n_ctx - config.max_tokens - RESERVE_TOKENS,
             idle_s=config.session_idle_s,
         )
