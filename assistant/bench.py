@@ -43,12 +43,19 @@ class TimedChat:
         self.samples: list[tuple[list[dict[str, str]], int, float, float]] = []
         self.calls = 0
 
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the engine's (``prime``, ``count_tokens``, ``history_tokens``...),
+        so the pipeline uses the engine exactly as the daemon does."""
+        return getattr(self.inner, name)
+
     def chat(
         self,
         messages: list[dict[str, str]],
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
+        **options: Any,
     ) -> str:
+        """The engine's ``chat`` (``options``: its own, e.g. ``prefill``), timed."""
         self.calls += 1
         first: float | None = None
         count = 0
@@ -60,7 +67,7 @@ class TimedChat:
             count += 1
             on_token(piece)
 
-        finish: str = self.inner.chat(messages, counted, stop)
+        finish: str = self.inner.chat(messages, counted, stop, **options)
         if first is not None and count > 1 and finish != "cancelled":
             seconds, yielded = time.perf_counter() - first, float(getattr(self.inner, "yielded_s", 0.0))
             self.samples.append(([dict(m) for m in messages], count - 1, seconds, yielded))

@@ -41,7 +41,7 @@ _BREAK_WORDS = frozenset(
     {"that", "which", "who", "whose", "where", "when", "while", "because", "since", "although"}
     | {"though", "but", "so", "if", "unless", "until", "after", "before", "than", "by", "in", "on"}
     | {"at", "for", "with", "from", "to", "into", "about", "over", "under", "through", "during"}
-    | {"without", "between", "across", "around", "like", "is", "are", "was", "were"}
+    | {"without", "between", "across", "around", "like", "of", "and", "or", "is", "are", "was", "were"}
 )
 """Words before which a first chunk may end: a clause or a phrase starts there, or the predicate
 after the subject ("Twelve times four | is forty-eight.")."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -273,6 +274,7 @@ BREAKS = ChunkerConfig(first_min_chars=12, min_chars=40, max_chars=220, first_br
         ),
         ("The capital of France is Paris.", ["The capital of France", "is Paris."]),
         ("Twelve times four is forty-eight.", ["Twelve times four is forty-eight."]),  # 3 words
+        ("The story of Romeo and Juliet is old.", ["The story of Romeo", "and Juliet is old."]),
         ("Turn on the kitchen lights now.", ["Turn on the kitchen lights now."]),  # no break word
         (  # "into," is followed by punctuation: not the start of a phrase
             "Tell me what you walked into, then sit.",
@@ -294,3 +296,10 @@ def test_break_words_count_spoken_words_and_can_be_turned_off() -> None:
 def test_break_words_keep_tokenization_invariance() -> None:
     results = {how: feed(pieces, BREAKS) for how, pieces in tokenizations(STORY * 2).items()}
     assert len(set(map(tuple, results.values()))) == 1
+
+
+def test_two_word_first_chunks_end_before_of_and_or() -> None:
+    two = replace(BREAKS, first_break_words=2)
+    assert feed(["The capital of France is Paris."], two) == ["The capital", "of France is Paris."]
+    assert feed(["Tea or coffee is fine."], two) == ["Tea or coffee", "is fine."]  # one word first: too soon
+    assert feed(["Black tea or coffee is fine."], two) == ["Black tea", "or coffee is fine."]

@@ -253,3 +253,15 @@ def test_memory_is_the_configured_or_else_what_the_model_copes_with(
     assert memory_tokens(LlmConfig(history_tokens=configured), engine) == used
     stage = LlmStage(engine, LlmConfig(history_tokens=configured), Turns(), LatencyTracker(), _clock())
     assert stage.history.budget_tokens == used
+
+
+def test_the_bench_timing_wrapper_hides_nothing_of_the_engine() -> None:
+    """The bench wraps the engine to time it; the stage must still see what the daemon sees."""
+    from assistant.bench import TimedChat
+
+    engine = Remembers()
+    timed = TimedChat(engine)
+    assert memory_tokens(LlmConfig(), timed) == 0
+    assert timed.calls == 0 and timed.history_tokens == 0
+    with pytest.raises(AttributeError):
+        _ = timed.prime  # the fake has none: neither has its wrapper
