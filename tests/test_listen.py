@@ -211,6 +211,18 @@ def test_echo_gate_learns_nothing_from_a_quiet_playback() -> None:
     assert gate.coupling == pytest.approx(0.1, rel=0.01)
 
 
+def test_a_gap_between_words_keeps_the_speaker_paused(espeak: Any, tmp_path: Path) -> None:
+    """The user's first syllable, a 90 ms gap, then the words: one pause, not pause-resume-pause."""
+    vowel = espeak("ah", tmp_path)
+    voiced = np.flatnonzero(np.abs(vowel) > 3000)
+    burst = vowel[voiced[0] : voiced[0] + 960]
+    speech = espeak("stop and tell me the time", tmp_path)
+    vad = VadStage(VadConfig(), Turns())
+    vad.echo_gate = EchoGate(lambda *_: 0.001)
+    pcm = np.concatenate([silence(300), burst, silence(90), speech, silence(900)])
+    assert _voice_events(vad, pcm) == ["pause", "started", "resume"]
+
+
 class FakeSpeaker:
     """Plays in real time (sleeps for the audio's duration); reports its level; can be interrupted."""
 

@@ -93,8 +93,9 @@ HIGHPASS_HZ = 150.0
 """Default cut-off of the filter in front of webrtcvad, in Hz."""
 WARMUP_MS = 90
 """Default length of input whose VAD verdicts are ignored while webrtcvad adapts, in ms."""
-SUSPECT_QUIET_FRAMES = 2
-"""Unvoiced frames after which a suspected barge-in that started no turn is let go."""
+SUSPECT_QUIET_FRAMES = 5
+"""Unvoiced frames (150 ms of 30 ms, longer than most gaps between words) after which a
+suspected barge-in that started no turn is let go."""
 SUSPECT_MAX_FRAMES = 50
 """Frames (1.5 s of 30 ms) after which a suspected barge-in that started no turn is let go."""
 
