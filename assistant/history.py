@@ -67,6 +67,14 @@ class History:
         self._last_s: float | None = None
         self._system_tokens = count_tokens(system_prompt) + MESSAGE_OVERHEAD
 
+    def reconfigure(
+        self, system_prompt: str, *, budget_tokens: int, limit_tokens: int, idle_s: float
+    ) -> None:
+        """New settings (a reloaded config); the exchanges so far are kept."""
+        self.system_prompt = system_prompt
+        self._system_tokens = self.count_tokens(system_prompt) + MESSAGE_OVERHEAD
+        self.budget_tokens, self.limit_tokens, self.idle_s = budget_tokens, limit_tokens, idle_s
+
     def messages_for(self, text: str, now_s: float) -> list[ChatMessage]:
         """The chat for a new turn at ``now_s``; raises ``TooLongError`` if ``text`` cannot fit."""
         if self._last_s is not None and now_s - self._last_s > self.idle_s:

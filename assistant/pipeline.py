@@ -302,7 +302,7 @@ class Pipeline:
             if isinstance(stage, ChunkerStage):
                 stage.config = config.chunker
             elif isinstance(stage, LlmStage):
-                stage.config = config.llm
+                stage.reconfigure(config.llm)
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
         _LOGGER.info("configuration reloaded")

@@ -161,7 +161,9 @@ async def test_reconfigure_applies_live_settings_without_new_engines() -> None:
         chunker=replace(base.chunker, first_min_chars=30),
         listen=replace(base.listen, mode="wake"),
         vad=replace(base.vad, aggressiveness=3, end_silence_ms=900),
-        llm=replace(base.llm, max_tokens=7),
+        llm=replace(
+            base.llm, max_tokens=7, system_prompt="Answer in French.", history_tokens=0, session_idle_s=9.0
+        ),
     )
 
     async def script(p: Pipeline) -> None:
@@ -169,6 +171,9 @@ async def test_reconfigure_applies_live_settings_without_new_engines() -> None:
         assert p.engines is engines
         assert p._stages["chunker"].config.first_min_chars == 30  # type: ignore[attr-defined]
         assert p._stages["llm"].config.max_tokens == 7  # type: ignore[attr-defined]
+        history = p._stages["llm"].history  # type: ignore[attr-defined]
+        assert history.messages_for("hi", 0.0)[0] == {"role": "system", "content": "Answer in French."}
+        assert (history.budget_tokens, history.idle_s) == (0, 9.0)
         assert p._vad is not None and p._vad.config.end_silence_ms == 900
         assert p.activation.admit("what time is it", 0.0) is None  # wake mode now
 

@@ -135,6 +135,17 @@ class LlmStage:
         self.last_reasoning = ""
         """The last turn's reasoning text (never spoken, never remembered)."""
 
+    def reconfigure(self, config: LlmConfig) -> None:
+        """A reloaded config: the live keys (system prompt, memory, sampling...) apply from the
+        next turn; the conversation so far is kept."""
+        self.config = config
+        self.history.reconfigure(
+            config.system_prompt,
+            budget_tokens=memory_tokens(config, self.engine),
+            limit_tokens=config.n_ctx - config.max_tokens - RESERVE_TOKENS,
+            idle_s=config.session_idle_s,
+        )
+
     def plan(self) -> ThinkPlan:
         """How this engine and ``llm.reasoning`` handle thinking."""
         thinks = bool(getattr(self.engine, "thinks", False))
