@@ -58,10 +58,11 @@ async def feed(
         clock.fed(position_ms)
 
     async for piece in pieces:
-        pending += piece
-        while len(pending) >= chunk:
-            await put(pending[:chunk])
-            pending = pending[chunk:]
+        data = pending + piece if pending else piece
+        whole = len(data) - len(data) % chunk
+        for at in range(0, whole, chunk):  # by offset: cutting the head off copies the rest
+            await put(data[at : at + chunk])
+        pending = data[whole:]
     if len(pending) >= 2:
         await put(pending[: len(pending) - len(pending) % 2])
     silence = bytes(chunk)
