@@ -10,8 +10,13 @@ Both run in the same process, on the same loaded models, one after the other:
 
 Prints a table and returns a JSON-able dict: per span p50/p95/max for both and the ratio of
 medians, WER of the short window against the full window, how often each budget action fired,
-peak RSS, and LLM tokens/s inside the pipeline against the same engine alone on the same
-conversations (replayed after the run: the same prompts and history, so the same context lengths).
+peak RSS, and LLM tokens/s inside the pipeline against the same engine alone.
+
+The engine alone runs twice, right before and right after the pipeline, and its figure is the
+mean of the two: a shared machine's speed drifts by several percent within minutes, and passes
+on both sides of the pipeline's cancel that drift out. Before, it answers the corpus's questions
+as written (the transcripts are not known yet); after, it replays the pipeline's own
+conversations (the same prompts and history, so the same context lengths).
 """
 
 from __future__ import annotations
@@ -202,6 +207,11 @@ def run_bench(
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
     items = pick_items(corpus if corpus is not None else build_corpus(model_dir), every_variant)[:limit]
     stream, positions = make_stream(items, gap_ms=gap_ms)
+    log("the LLM alone, before the pipeline")
+    system = {"role": "system", "content": config.llm.system_prompt}
+    before = llm_alone_tokens_per_s(
+        engines.llm, [[system, {"role": "user", "content": i.text}] for i in items]
+    )
     timed = TimedChat(engines.llm)
     log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
     pipeline, records = asyncio.run(run_pipeline(config, Engines(engines.asr, timed, engines.tts), stream))
@@ -218,10 +228,11 @@ def run_bench(
                 if rec.answer_ready_ms is not None:
                     result.answer_ready = round(rec.answer_ready_ms - end, 1)
                 break
+    log("the LLM alone, after the pipeline")
+    after = llm_alone_tokens_per_s(engines.llm, [messages for messages, *_ in timed.samples])
     log("baseline: the same items, sequentially")
     for item, result in zip(items, results, strict=True):
         result.heard_full, result.baseline = baseline_item(config, engines, full_asr, item.pcm)
-    alone = llm_alone_tokens_per_s(engines.llm, [messages for messages, *_ in timed.samples])
     answered = [r for r in results if r.spans is not None]
     pipe_stats = span_stats([r.spans for r in answered if r.spans])
     base_stats = span_stats([r.baseline for r in results if r.baseline])
@@ -256,7 +267,9 @@ def run_bench(
         "llm_tokens_per_s": {
             "pipeline": round(timed.tokens_per_s(), 1),
             "pipeline_wall": round(timed.wall_tokens_per_s(), 1),
-            "alone": round(alone, 1),
+            "alone": round((before + after) / 2, 1),
+            "alone_before": round(before, 1),
+            "alone_after": round(after, 1),
         },
         "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
     }
@@ -298,8 +311,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"acknowledgements: {result['acks']['played']} played, {result['acks']['needed']} needed"
         " (the answer was ready only after the budget)",
         f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
-        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone on the same prompts {tps['alone']:.1f}"
-        f" ({share:.0f}%); {tps.get('pipeline_wall', tps['pipeline']):.1f} counting its waits for TTS",
+        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%;"
+        f" alone before the pipeline {tps['alone_before']:.1f}, after {tps['alone_after']:.1f});"
+        f" {tps.get('pipeline_wall', tps['pipeline']):.1f} counting its waits for TTS",
         f"peak RSS: {result['peak_rss_mb']:.0f} MB",
     ]
     return "\n".join(lines)
