@@ -1,14 +1,17 @@
 """Cores shared between the LLM and speech synthesis: the LLM waits between tokens while a
-chunk is synthesized, never longer than its bound, never past a cancel."""
+chunk is synthesized, never longer than its bound, never past a cancel; numpy keeps to one."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from assistant.config import Config
+from assistant.engines import load_engines
 from assistant.engines.share import CoreShare
 
 
@@ -96,3 +99,16 @@ def test_llama_generation_stands_aside_while_piper_synthesizes(engines: Any) -> 
     # generation waited until the synthesis was over (or for the longest wait allowed)
     assert stamps[1] >= min(ended[0], stamps[0] + llm.share.max_wait_s) - 0.02
     assert llm.yielded_s > 0.05
+
+
+def test_loading_engines_keeps_numpy_blas_to_one_thread(tmp_path: Path) -> None:
+    """OpenBLAS's worker spun for ~0.1 s after each of Whisper's feature computations, on the
+    core the LLM's first evaluation needed."""
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    controller.limit(limits=2, user_api="blas")
+    assert any(p.num_threads == 2 for p in controller.select(user_api="blas").lib_controllers)
+    load_engines(Config(), tmp_path, asr=False, llm=False, tts=False)
+    blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    assert blas and all(p.num_threads == 1 for p in blas)

@@ -34,6 +34,7 @@ def load_engines(
     from .. import models
     from .share import CoreShare
 
+    quiet_numpy_threads()
     engines = Engines()
     share = CoreShare()
     if asr:
@@ -63,4 +64,17 @@ def load_engines(
     return engines
 
 
-__all__ = ["Engines", "load_engines"]
+def quiet_numpy_threads() -> None:
+    """Keep numpy's BLAS (OpenBLAS) to the calling thread.
+
+    numpy's matrix work here is small (Whisper's features, filters), but after each call
+    OpenBLAS's own worker thread keeps spinning for about 0.1 s, on the core the LLM needs: it
+    lands on the LLM's first evaluation after each transcription, whose two threads wait for
+    each other at every step (``perf``: 150 ms of spinning inside 8 first evaluations of 817 ms).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+__all__ = ["Engines", "load_engines", "quiet_numpy_threads"]
