@@ -237,6 +237,47 @@ def test_primed_prompt_start_leaves_the_turn_only_its_question(model_dir: Path) 
     assert primed <= engine.count_tokens("And of Italy?") + 6
 
 
+def test_every_evaluation_runs_on_the_engine_s_own_thread(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real SmolLM2: the warm start, ``prime`` and ``chat`` evaluate on one thread, whichever
+    thread calls. llama.cpp's OpenMP team is per calling thread, and with more of them than
+    cores every barrier of an evaluation put its threads to sleep."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    import llama_cpp
+
+    from assistant import models
+    from assistant.config import Config
+    from assistant.engines.llama import LlamaEngine
+
+    evaluated_on: set[int] = set()
+    original = llama_cpp.Llama.eval
+
+    def eval_(self: llama_cpp.Llama, tokens: list[int]) -> None:
+        evaluated_on.add(threading.get_ident())
+        original(self, tokens)
+
+    monkeypatch.setattr(llama_cpp.Llama, "eval", eval_)
+    config = replace(Config().llm, warm=True, max_tokens=4)
+    engine = LlamaEngine(models.resolve(config.model, "llm", model_dir), config, state_dir=tmp_path)
+    assert engine.warm_source == "evaluated" and len(evaluated_on) == 1
+    system = {"role": "system", "content": config.system_prompt}
+    question = [system, {"role": "user", "content": "What is two plus two?"}]
+    engine.chat(question, lambda _p: None)
+    caller = threading.Thread(
+        target=engine.chat, args=([system, {"role": "user", "content": "Hi."}], lambda _p: None)
+    )
+    caller.start()
+    caller.join()
+    with ThreadPoolExecutor(2) as pool:
+        assert pool.submit(engine.prime, question).result() > 0
+        pool.submit(engine.chat, question, lambda _p: None).result()
+    assert len(evaluated_on) == 1 and threading.get_ident() not in evaluated_on
+
+
 class Remembers(FakeChat):
     history_tokens: int | None = 0
 
