@@ -310,20 +310,15 @@ class LlamaEngine:
                     f"the prompt is {len(context)} tokens; at most {max(limit, 0)} fit in"
                     f" llm.n_ctx = {self.n_ctx} with room for llm.max_tokens = {self.config.max_tokens}"
                 )
-            return self._on_own_thread(self._generate_locked, context, on_token, stop, steer)
+
+            def locked() -> str:
+                with self._lock:
+                    self.last_prompt = list(context)
+                    return self._generate(context, on_token, stop, steer)
+
+            return self._on_own_thread(locked)
         except (ValueError, RuntimeError) as err:
             raise StageError("llm", f"generation failed: {err}") from err
-
-    def _generate_locked(
-        self,
-        context: list[int],
-        on_token: Callable[[str], None],
-        stop: threading.Event | None,
-        steer: Callable[[], str | None] | None,
-    ) -> str:
-        with self._lock:
-            self.last_prompt = list(context)
-            return self._generate(context, on_token, stop, steer)
 
     def _generate(
         self,
