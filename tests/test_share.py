@@ -102,7 +102,7 @@ def test_llama_generation_stands_aside_while_piper_synthesizes(engines: Any) -> 
 
 
 def test_loading_engines_keeps_numpy_blas_to_one_thread(tmp_path: Path) -> None:
-    """OpenBLAS's worker spun for ~0.1 s after each of Whisper's feature computations, on the
+    """OpenBLAS's worker spun for 40-50 ms after each of Whisper's feature computations, on the
     core the LLM's first evaluation needed."""
     from threadpoolctl import ThreadpoolController
 

@@ -68,7 +68,7 @@ def quiet_numpy_threads() -> None:
     """Keep numpy's BLAS (OpenBLAS) to the calling thread.
 
     numpy's matrix work here is small (Whisper's features, filters), but after each call
-    OpenBLAS's own worker thread keeps spinning for about 0.1 s, on the core the LLM needs: it
+    OpenBLAS's own worker thread keeps spinning (40-50 ms of CPU), on the core the LLM needs: it
     lands on the LLM's first evaluation after each transcription, whose two threads wait for
     each other at every step (``perf``: 150 ms of spinning inside 8 first evaluations of 817 ms).
     """
