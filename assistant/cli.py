@@ -14,20 +14,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from . import __version__
-from .config import Config, load_config
-from .errors import AssistantError, ConfigError
-from .latency import TurnRecord
+from assistant import __version__
+from assistant.config import Config, load_config
+from assistant.errors import AssistantError, ConfigError
+from assistant.turn.latency import TurnRecord
 
 if TYPE_CHECKING:
-    from .audio.sinks import AudioSink
-    from .audio.sources import AudioSource
+    from assistant.audio.sinks import AudioSink
+    from assistant.audio.sources import AudioSource
 
 _LOGGER = logging.getLogger("assistant")
 
 
 def _model_dir(config: Config, args: argparse.Namespace) -> Path:
-    from .models import default_model_dir
+    from assistant.models.store import default_model_dir
 
     if getattr(args, "model_dir", None):
         return Path(args.model_dir)
@@ -62,7 +62,7 @@ def _live(spec: str | None, kinds: tuple[str, ...]) -> tuple[str, str | None] | 
 def _sink(
     target: str | None, config: Config, on_state: Callable[[str], None] | None = None
 ) -> AudioSink | None:
-    from .audio.sinks import RawSink, WavSink
+    from assistant.audio.sinks import RawSink, WavSink
 
     if target is None:
         return None
@@ -71,25 +71,25 @@ def _sink(
     live = _live(target, LIVE_OUTPUTS)
     if live is not None:
         if live[0] == "pulse":
-            from .audio.pulse import PulseSink
+            from assistant.audio.pulse import PulseSink
 
             return PulseSink(live[1], on_state=on_state)
-        from .audio.portaudio import SoundDeviceSink
+        from assistant.audio.portaudio import SoundDeviceSink
 
         return SoundDeviceSink(live[1], on_state=on_state)
     return WavSink(target, gap_ms=config.output.gap_ms)
 
 
 def _source(args: argparse.Namespace, config: Config, on_state: Callable[[str], None]) -> AudioSource:
-    from .audio.sources import IdleSource, PcmSource, StreamSource
+    from assistant.audio.sources import IdleSource, PcmSource, StreamSource
 
     live = _live(args.input, LIVE_INPUTS)
     if live is not None:
         if live[0] == "pulse":
-            from .audio.pulse import PulseSource
+            from assistant.audio.pulse import PulseSource
 
             return PulseSource(live[1], on_state=on_state, chunk_ms=config.input.chunk_ms)
-        from .audio.portaudio import SoundDeviceSource
+        from assistant.audio.portaudio import SoundDeviceSource
 
         return SoundDeviceSource(live[1], on_state=on_state, chunk_ms=config.input.chunk_ms)
     if args.input == "-":
@@ -122,10 +122,10 @@ class _Report:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
-    from .audio.sinks import NullSink
-    from .engines import load_engines
-    from .pipeline import Pipeline
-    from .service import ConfigReloader, ServiceNotifier, ServiceSignals
+    from assistant.audio.sinks import NullSink
+    from assistant.engines import load_engines
+    from assistant.pipeline import Pipeline
+    from assistant.service.lifecycle import ConfigReloader, ServiceNotifier, ServiceSignals
 
     config = _with_mqtt(_config(args), args.mqtt)
     if args.input is None and not config.mqtt.enabled:
@@ -157,12 +157,12 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             )
             extra = [notifier.watchdog(pipeline.clock)]
             if config.listen.mode == "push" and sys.stdin.isatty():
-                from .keys import HINT, KeyReader, pipeline_actions
+                from assistant.service.keys import HINT, KeyReader, pipeline_actions
 
                 print(HINT, file=sys.stderr, flush=True)
                 extra.append(KeyReader(sys.stdin.fileno(), pipeline_actions(pipeline)).run())
             if config.mqtt.enabled:
-                from .mqtt import MqttBridge
+                from assistant.mqtt.bridge import MqttBridge
 
                 extra.append(MqttBridge(pipeline, config.mqtt).run())
             notifier.ready()
@@ -182,7 +182,7 @@ def _with_mqtt(config: Config, url: str | None) -> Config:
     from dataclasses import replace
 
     try:
-        from .mqtt_protocol import config_from_url
+        from assistant.mqtt.protocol import config_from_url
     except ImportError as err:
         raise ConfigError(f"--mqtt needs aiomqtt: pip install 'assistant[mqtt]' ({err})") from err
     return replace(config, mqtt=config_from_url(url, config.mqtt))
@@ -192,9 +192,9 @@ async def _cmd_doctor(args: argparse.Namespace) -> int:
     import os
     import shlex
 
-    from .config import resolve_pipeline
-    from .doctor import Setup, effective_config, exit_code, format_config, run_checks, to_json
-    from .models import default_model_dir
+    from assistant.config import resolve_pipeline
+    from assistant.doctor import Setup, effective_config, exit_code, format_config, run_checks, to_json
+    from assistant.models.store import default_model_dir
 
     config = _with_mqtt(_config(args), args.mqtt)
     model_dir = _model_dir(config, args)
@@ -241,8 +241,8 @@ async def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 async def _cmd_ask(args: argparse.Namespace) -> int:
-    from .engines import load_engines
-    from .pipeline import Pipeline
+    from assistant.engines import load_engines
+    from assistant.pipeline import Pipeline
 
     config = _config(args)
     speak = args.output is not None
@@ -263,9 +263,9 @@ async def _cmd_ask(args: argparse.Namespace) -> int:
 
 
 async def _cmd_say(args: argparse.Namespace) -> int:
-    from .chunker import split_for_speech
-    from .engines.piper import PiperEngine
-    from .models import resolve
+    from assistant.engines.piper import PiperEngine
+    from assistant.models.store import resolve
+    from assistant.text.chunking import split_for_speech
 
     config = _config(args)
     path = resolve(config.tts.voice, "tts", _model_dir(config, args))
@@ -279,9 +279,9 @@ async def _cmd_say(args: argparse.Namespace) -> int:
 
 
 async def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from .audio.convert import read_audio_file
-    from .engines.whisper import WhisperEngine
-    from .models import resolve
+    from assistant.audio.convert import read_audio_file
+    from assistant.engines.whisper import WhisperEngine
+    from assistant.models.store import resolve
 
     config = _config(args)
     pcm = read_audio_file(args.file)
@@ -293,7 +293,7 @@ async def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from .audio.devices import describe, list_devices
+    from assistant.audio.devices import describe, list_devices
 
     listing = list_devices()
     for device in listing.devices:
@@ -304,7 +304,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, plot, run_bench
+    from assistant.bench.runner import format_table, plot, run_bench
 
     config = _config(args)
     model_dir = _model_dir(config, args)
@@ -324,7 +324,7 @@ def _log_line(line: str) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from . import models
+    from assistant import models
 
     config = _config(args)
     model_dir = _model_dir(config, args)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from assistant.errors import ConfigError
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 

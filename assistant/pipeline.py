@@ -19,17 +19,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from .activation import Activation
-from .audio.sinks import AudioSink
-from .audio.sources import AudioSource
-from .budget import BudgetKeeper
-from .chunker import split_for_speech
-from .clock import StreamClock
-from .config import Config
-from .echo import EchoGate
-from .engines import Engines
-from .errors import AssistantError, ConfigError
-from .events import (
+from assistant.audio.sinks import AudioSink
+from assistant.audio.sources import AudioSource
+from assistant.clock import StreamClock
+from assistant.config import Config
+from assistant.endpointing.echo import EchoGate
+from assistant.engines import Engines
+from assistant.errors import AssistantError, ConfigError
+from assistant.events import (
     ErrorEvent,
     EventBus,
     ReasoningText,
@@ -39,16 +36,20 @@ from .events import (
     TranscriptReady,
     TurnFinished,
 )
-from .latency import LatencyTracker, TurnRecord
-from .messages import EndOfStream, Message, ReplyDone, TextChunk, TextDone, Token, Transcript
-from .stages.asr import AsrStage
-from .stages.base import Stage, Turns
-from .stages.chunker import ChunkerStage
-from .stages.llm import LlmStage
-from .stages.output import OutputStage
-from .stages.tts import TtsStage
-from .stages.vad import VadStage
-from .text import looks_complete
+from assistant.messages import EndOfStream, Message, ReplyDone, TextChunk, TextDone, Token, Transcript
+from assistant.stages.asr import AsrStage
+from assistant.stages.base import Stage
+from assistant.stages.chunker import ChunkerStage
+from assistant.stages.llm import LlmStage
+from assistant.stages.output import OutputStage
+from assistant.stages.tts import TtsStage
+from assistant.stages.vad import VadStage
+from assistant.text.chunking import split_for_speech
+from assistant.text.speakable import looks_complete
+from assistant.turn.activation import Activation
+from assistant.turn.budget import BudgetKeeper
+from assistant.turn.latency import LatencyTracker, TurnRecord
+from assistant.turn.registry import Turns
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from assistant.audio.pulse import PulseSink, PulseSource
+from assistant.bench.wer import wer
 from assistant.config import Config
-from assistant.latency import TurnRecord
 from assistant.pipeline import Pipeline
-from assistant.wer import wer
+from assistant.turn.latency import TurnRecord
 
 from .conftest import SPEECH_RATE, silence, write_wav
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture

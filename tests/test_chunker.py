@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chunker import SpeechChunker, split_for_speech
 from assistant.config import ChunkerConfig
+from assistant.text.chunking import SpeechChunker, split_for_speech
 
 CONFIG = ChunkerConfig(first_min_chars=12, min_chars=40, max_chars=220, first_break_words=0)
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant import corpus
-from assistant.bench import format_table, run_bench
-from assistant.config import load_config
-from assistant.corpus import (
+from assistant.bench import corpus
+from assistant.bench.corpus import (
     PEAK,
     QUESTIONS,
     SPEECH_THRESHOLD,
@@ -25,6 +23,8 @@ from assistant.corpus import (
     rms,
     speech_bounds,
 )
+from assistant.bench.runner import format_table, run_bench
+from assistant.config import load_config
 from assistant.messages import SAMPLE_RATE
 
 

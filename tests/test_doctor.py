@@ -40,7 +40,7 @@ from assistant.doctor import (
     check_output,
     exit_code,
 )
-from assistant.mqtt_protocol import config_from_url
+from assistant.mqtt.protocol import config_from_url
 
 from .conftest import write_wav
 from .mosquitto import Broker, free_port, running_broker

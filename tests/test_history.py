@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from assistant.chat.history import MESSAGE_OVERHEAD, History
 from assistant.clock import StreamClock
 from assistant.config import DEFAULT_HISTORY_TOKENS, LlmConfig
 from assistant.errors import TooLongError
-from assistant.history import MESSAGE_OVERHEAD, History
-from assistant.latency import LatencyTracker
 from assistant.messages import ReplyDone, Transcript
-from assistant.stages.base import Turns
 from assistant.stages.llm import LlmStage, memory_tokens
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 from .fakes import FakeChat, run_stage
 
@@ -298,7 +298,7 @@ def test_memory_is_the_configured_or_else_what_the_model_copes_with(
 
 def test_the_bench_timing_wrapper_hides_nothing_of_the_engine() -> None:
     """The bench wraps the engine to time it; the stage must still see what the daemon sees."""
-    from assistant.bench import TimedChat
+    from assistant.bench.runner import TimedChat
 
     engine = Remembers()
     timed = TimedChat(engine)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.keys import KeyReader, decode
+from assistant.service.keys import KeyReader, decode
 
 from .conftest import SPEECH_RATE, silence, write_wav
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.latency import (
+from assistant.text.speakable import looks_complete
+from assistant.turn.latency import (
     BudgetPolicy,
     LatencyTracker,
     SynthesisRate,
@@ -12,7 +13,6 @@ from assistant.latency import (
     percentile,
     span_stats,
 )
-from assistant.text import looks_complete
 
 
 def test_percentile_interpolates() -> None:

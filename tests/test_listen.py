@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.activation import Activation
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig, ListenConfig, VadConfig
-from assistant.echo import EchoGate, frame_rms
-from assistant.latency import TurnRecord
+from assistant.endpointing.echo import EchoGate, frame_rms
 from assistant.messages import AudioIn, Message, SpeechStarted
 from assistant.pipeline import Engines, Pipeline
-from assistant.stages.base import Turns
 from assistant.stages.vad import VadStage
+from assistant.turn.activation import Activation
+from assistant.turn.latency import TurnRecord
+from assistant.turn.registry import Turns
 
 from .conftest import silence
 from .fakes import FakeChat, FakeSynth, FakeTranscriber

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant import hf_cache, models
+from assistant import models
 from assistant.errors import ConfigError, ModelCorruptError, ModelMissingError
+from assistant.models.store import hf_cache
 
 from .fakes import http_server
 

@@ -17,8 +17,8 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import IdleSource
 from assistant.config import Config, MqttConfig
-from assistant.mqtt import MqttBridge
-from assistant.mqtt_protocol import config_from_url, parse_command
+from assistant.mqtt.bridge import MqttBridge
+from assistant.mqtt.protocol import config_from_url, parse_command
 from assistant.pipeline import Engines, Pipeline
 
 from .fakes import FakeChat, FakeSynth, FakeTranscriber
@@ -145,7 +145,7 @@ BAD = [
 
 @pytest.mark.parametrize(("name", "payload", "code"), BAD[:4])
 def test_parse_command_refuses(name: str, payload: bytes, code: str) -> None:
-    from assistant.mqtt_protocol import CommandError
+    from assistant.mqtt.protocol import CommandError
 
     with pytest.raises(CommandError) as err:
         parse_command(name, payload, MqttConfig())

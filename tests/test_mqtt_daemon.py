@@ -17,7 +17,7 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.config import Config
-from assistant.mqtt import MqttBridge
+from assistant.mqtt.bridge import MqttBridge
 
 from .mosquitto import Broker, Recorder, running_broker
 from .test_mqtt import mqtt_config

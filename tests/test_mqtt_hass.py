@@ -13,8 +13,8 @@ import pytest
 from assistant.config import Config, MqttConfig
 from assistant.doctor import Finding, check_mqtt, run_checks
 from assistant.events import TranscriptReady
-from assistant.hass import discovery_messages, entity_configs
-from assistant.mqtt_protocol import Topics
+from assistant.mqtt.hass import discovery_messages, entity_configs
+from assistant.mqtt.protocol import Topics
 
 from .fakes import FakeChat
 from .mosquitto import Broker, Recorder, running_broker

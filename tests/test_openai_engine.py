@@ -24,10 +24,10 @@ from assistant.clock import StreamClock
 from assistant.config import LlmConfig
 from assistant.engines.openai_http import OpenAIEngine
 from assistant.errors import ModelError, StageError
-from assistant.latency import LatencyTracker
 from assistant.messages import ReplyDone, Token, Transcript
-from assistant.stages.base import Turns
 from assistant.stages.llm import LlmStage
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 from .fakes import http_server, run_stage
 

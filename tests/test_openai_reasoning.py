@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
+from assistant.chat.reasoning import CLOSE_THINK, OPEN_PREFILL, SKIP_PREFILL
 from assistant.clock import StreamClock
 from assistant.config import LlmConfig
 from assistant.engines.openai_http import OpenAIEngine
-from assistant.latency import LatencyTracker
 from assistant.messages import ReplyDone, Token, Transcript
-from assistant.reasoning import CLOSE_THINK, OPEN_PREFILL, SKIP_PREFILL
-from assistant.stages.base import Turns
 from assistant.stages.llm import LlmStage
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 from .fakes import http_server, run_stage
 from .test_openai_engine import llama_cpp_server

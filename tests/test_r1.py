@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 
 from assistant import models
+from assistant.chat.prompt import SPECIAL_ATTRS, data_tokens
+from assistant.chat.reasoning import CLOSE_THINK
 from assistant.clock import StreamClock
 from assistant.config import LlmConfig
 from assistant.errors import ModelError, TooLongError
-from assistant.latency import LatencyTracker
 from assistant.messages import ReplyDone, Token, Transcript
-from assistant.prompt import SPECIAL_ATTRS, data_tokens
-from assistant.reasoning import CLOSE_THINK
-from assistant.stages.base import Turns
 from assistant.stages.llm import LlmStage
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 from .fakes import run_stage
 

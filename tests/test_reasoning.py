@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.reasoning import (
+from assistant.chat.reasoning import (
     CLOSE_THINK,
     OPEN_PREFILL,
     SKIP_PREFILL,

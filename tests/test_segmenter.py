@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from assistant.config import VadConfig
-from assistant.segmenter import Dropped, Ended, Paused, Resumed, Segmenter, SegmenterEvent, Started
+from assistant.endpointing.segmenter import (
+    Dropped,
+    Ended,
+    Paused,
+    Resumed,
+    Segmenter,
+    SegmenterEvent,
+    Started,
+)
 
 # 30 ms frames: start 3 voiced frames (window 6), end 20 silent frames, pre-roll 10 frames,
 # min speech 9 frames (270 ms >= 250 ms; 8 frames = 240 ms is too few), max 40 frames.

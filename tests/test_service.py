@@ -24,7 +24,7 @@ import pytest
 from assistant.clock import StreamClock
 from assistant.config import Config
 from assistant.errors import ConfigError
-from assistant.service import (
+from assistant.service.lifecycle import (
     ConfigReloader,
     ServiceNotifier,
     ServiceSignals,
@@ -196,7 +196,7 @@ async def test_a_failing_reload_keeps_the_daemon_up() -> None:
 SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from assistant.service import ServiceNotifier, ServiceSignals
+from assistant.service.lifecycle import ServiceNotifier, ServiceSignals
 
 async def main() -> int:
     notifier = ServiceNotifier()

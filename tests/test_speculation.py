@@ -19,8 +19,8 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig
-from assistant.latency import TurnRecord
 from assistant.pipeline import Engines, Pipeline
+from assistant.turn.latency import TurnRecord
 
 from .conftest import silence
 from .fakes import FakeChat, FakeSynth, FakeTranscriber

@@ -7,7 +7,6 @@ import asyncio
 from assistant.audio.sinks import MemorySink
 from assistant.clock import StreamClock
 from assistant.config import ChunkerConfig, LlmConfig
-from assistant.latency import LatencyTracker
 from assistant.messages import (
     AudioDone,
     AudioOut,
@@ -22,11 +21,13 @@ from assistant.messages import (
     Utterance,
 )
 from assistant.stages.asr import AsrStage
-from assistant.stages.base import Queue, Turns
+from assistant.stages.base import Queue
 from assistant.stages.chunker import ChunkerStage
 from assistant.stages.llm import LlmStage
 from assistant.stages.output import OutputStage
 from assistant.stages.tts import TtsStage
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 from .fakes import FakeChat, FakeSynth, FakeTranscriber, run_stage
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.text import clean_for_speech, is_speakable
+from assistant.text.speakable import clean_for_speech, is_speakable
 
 
 @pytest.mark.parametrize(

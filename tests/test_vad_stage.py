@@ -20,8 +20,8 @@ import soundfile as sf
 from assistant.config import VadConfig
 from assistant.errors import StageError
 from assistant.messages import AudioIn, EndOfStream, Message, SpeechStarted, Utterance
-from assistant.stages.base import Turns
 from assistant.stages.vad import Framer, HighPass, VadStage
+from assistant.turn.registry import Turns
 
 RATE = 16_000
 TOLERANCE_MS = 150

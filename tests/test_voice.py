@@ -15,10 +15,10 @@ import pytest
 
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource, StreamSource
-from assistant.bench import TimedChat
+from assistant.bench.runner import TimedChat
 from assistant.config import Config, LatencyConfig
-from assistant.latency import TurnRecord
 from assistant.pipeline import Engines, Pipeline
+from assistant.turn.latency import TurnRecord
 
 from .conftest import SPEECH_RATE, read_wav, silence, write_wav
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assistant.bench.corpus import QUESTIONS, VOICES, CorpusItem, build_corpus, pink_noise
+from assistant.bench.wer import edit_distance, normalize, wer, wer_counts
 from assistant.config import AsrConfig
-from assistant.corpus import QUESTIONS, VOICES, CorpusItem, build_corpus, pink_noise
 from assistant.engines.whisper import (
     FULL_WINDOW_MS,
     Decoded,
@@ -22,7 +23,6 @@ from assistant.engines.whisper import (
     window_frames,
 )
 from assistant.errors import ConfigError
-from assistant.wer import edit_distance, normalize, wer, wer_counts
 
 # --- WER -------------------------------------------------------------------------------------------
 

@@ -21,10 +21,10 @@ import contextlib
 import logging
 import time
 
-from ..clock import StreamClock
-from ..errors import AssistantError
-from ..messages import SAMPLE_RATE, AudioIn, EndOfStream, Message
-from .common import Backoff, ByteRing, Converter, DeviceLost, StateCallback
+from assistant.audio.common import Backoff, ByteRing, Converter, DeviceLost, StateCallback
+from assistant.clock import StreamClock
+from assistant.errors import AssistantError
+from assistant.messages import SAMPLE_RATE, AudioIn, EndOfStream, Message
 
 log = logging.getLogger(__name__)
 

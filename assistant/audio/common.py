@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..messages import SAMPLE_RATE
-from .convert import float_to_pcm16, to_mono_float
+from assistant.audio.convert import float_to_pcm16, to_mono_float
+from assistant.messages import SAMPLE_RATE
 
 StateCallback = Callable[[str], None]
 """Receives ``waiting_for_device``, then ``listening`` (source) or ``ready`` (sink) on recovery."""

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import AudioError
-from ..messages import SAMPLE_RATE
+from assistant.errors import AudioError
+from assistant.messages import SAMPLE_RATE
 
 
 def to_mono_float(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import AssistantError, AudioDeviceError
+from assistant.errors import AssistantError, AudioDeviceError
 
 Kind = Literal["input", "output"]
 
@@ -46,7 +46,7 @@ class DeviceListing:
 
 def portaudio_devices() -> list[DeviceInfo]:
     """PortAudio's devices (as of PortAudio's initialisation in this process)."""
-    from .portaudio import sounddevice
+    from assistant.audio.portaudio import sounddevice
 
     sd = sounddevice()
     hostapis = sd.query_hostapis()

@@ -12,9 +12,9 @@ Backends: ``pulse.py`` (``parec``/``pacat``) and ``portaudio.py`` (sounddevice).
 
 from __future__ import annotations
 
-from .capture import LiveSource
-from .common import Backoff, ByteRing, Converter, DeviceLost, StateCallback
-from .playback import LiveSink, Playout
+from assistant.audio.capture import LiveSource
+from assistant.audio.common import Backoff, ByteRing, Converter, DeviceLost, StateCallback
+from assistant.audio.playback import LiveSink, Playout
 
 __all__ = [
     "Backoff",

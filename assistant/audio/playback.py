@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from ..errors import AssistantError
-from .common import Backoff, DeviceLost, StateCallback
+from assistant.audio.common import Backoff, DeviceLost, StateCallback
+from assistant.errors import AssistantError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from ..errors import AudioDeviceError
-from .devices import resolve_device
-from .live import DeviceLost, LiveSink, LiveSource
+from assistant.audio.devices import resolve_device
+from assistant.audio.live import DeviceLost, LiveSink, LiveSource
+from assistant.errors import AudioDeviceError
 
 
 def sounddevice() -> ModuleType:

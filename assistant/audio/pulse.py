@@ -23,10 +23,10 @@ import shutil
 import time
 from asyncio.subprocess import DEVNULL, PIPE, Process
 
-from ..clock import StreamClock
-from ..errors import AudioDeviceError
-from ..messages import SAMPLE_RATE, Message
-from .live import DeviceLost, LiveSink, LiveSource
+from assistant.audio.live import DeviceLost, LiveSink, LiveSource
+from assistant.clock import StreamClock
+from assistant.errors import AudioDeviceError
+from assistant.messages import SAMPLE_RATE, Message
 
 READY_MARK = b"Stream successfully created"
 """What ``pacat -v``/``parec -v`` print once the server has accepted the stream."""

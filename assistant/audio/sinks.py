@@ -13,7 +13,7 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from .convert import float_to_pcm16, pcm16_to_float, resample
+from assistant.audio.convert import float_to_pcm16, pcm16_to_float, resample
 
 
 class AudioSink(Protocol):

@@ -21,11 +21,11 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from ..clock import StreamClock
-from ..config import InputConfig
-from ..errors import AudioError
-from ..messages import SAMPLE_RATE, AudioIn, EndOfStream, Message
-from .convert import float_to_pcm16, read_audio_file, to_mono_float
+from assistant.audio.convert import float_to_pcm16, read_audio_file, to_mono_float
+from assistant.clock import StreamClock
+from assistant.config import InputConfig
+from assistant.errors import AudioError
+from assistant.messages import SAMPLE_RATE, AudioIn, EndOfStream, Message
 
 BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
 

@@ -24,11 +24,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, config_sources
-from .audio import check_input, check_output, check_permissions
-from .base import LEVELS, Check, ConfigRow, Finding, Setup
-from .broker import accepts_anonymous, check_broker, check_exposure, check_mqtt, is_loopback
-from .files import check_dirs, check_models
+from assistant.config import Config, config_sources
+from assistant.doctor.audio import check_input, check_output, check_permissions
+from assistant.doctor.base import LEVELS, Check, ConfigRow, Finding, Setup
+from assistant.doctor.broker import accepts_anonymous, check_broker, check_exposure, check_mqtt, is_loopback
+from assistant.doctor.files import check_dirs, check_models
 
 CHECKS: dict[str, Check] = {
     "models": check_models,

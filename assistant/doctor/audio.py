@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.devices import DeviceInfo
-from ..audio.live import LiveSink, LiveSource
-from ..audio.pulse import tool_message
-from ..clock import StreamClock
-from ..errors import AssistantError, AudioDeviceError
-from ..messages import SAMPLE_RATE, AudioIn, Message
-from .base import Finding, Setup, folder_of, unwritable, user_name
+from assistant.audio.devices import DeviceInfo
+from assistant.audio.live import LiveSink, LiveSource
+from assistant.audio.pulse import tool_message
+from assistant.clock import StreamClock
+from assistant.doctor.base import Finding, Setup, folder_of, unwritable, user_name
+from assistant.errors import AssistantError, AudioDeviceError
+from assistant.messages import SAMPLE_RATE, AudioIn, Message
 
 OPEN_LIMIT_S = 5.0
 """How long a device may take to deliver its first audio (or to start playing)."""
@@ -99,7 +99,7 @@ async def capture(source: LiveSource, seconds: float, limit_s: float = OPEN_LIMI
 
 def _devices(backend: str, kind: str) -> list[DeviceInfo]:
     """The backend's devices of this kind (empty when it cannot be asked)."""
-    from ..audio.devices import portaudio_devices, pulse_devices
+    from assistant.audio.devices import portaudio_devices, pulse_devices
 
     try:
         devices = pulse_devices() if backend == "pulse" else portaudio_devices()
@@ -195,7 +195,7 @@ async def check_input(setup: Setup) -> list[Finding]:
     if setup.open_source is None:
         if spec == "-":
             return [Finding("input", "ok", "--input -: raw PCM on stdin (not checked)")]
-        from ..audio.convert import read_audio_file
+        from assistant.audio.convert import read_audio_file
 
         try:
             pcm = await asyncio.to_thread(read_audio_file, spec)

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config
+from assistant.config import Config
 
 if TYPE_CHECKING:
-    from ..audio.live import StateCallback
-    from ..audio.sinks import AudioSink
-    from ..audio.sources import AudioSource
+    from assistant.audio.live import StateCallback
+    from assistant.audio.sinks import AudioSink
+    from assistant.audio.sources import AudioSource
 
 LEVELS = ("ok", "warn", "fail")
 
@@ -78,7 +78,7 @@ class Setup:
 
 
 def _default_model_dir() -> Path:
-    from ..models import default_model_dir
+    from assistant.models.store import default_model_dir
 
     return default_model_dir()
 

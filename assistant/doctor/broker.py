@@ -16,8 +16,8 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
-from ..config import Config, MqttConfig
-from .base import Finding, Setup
+from assistant.config import Config, MqttConfig
+from assistant.doctor.base import Finding, Setup
 
 
 async def is_loopback(host: str) -> bool:
@@ -34,8 +34,8 @@ async def accepts_anonymous(config: Config) -> bool | None:
     """Connect without credentials: True accepted, False refused, None unreachable."""
     import aiomqtt
 
-    from ..mqtt import is_auth_failure
-    from ..mqtt_protocol import tls_context
+    from assistant.mqtt.bridge import is_auth_failure
+    from assistant.mqtt.protocol import tls_context
 
     cfg = config.mqtt
     tls = tls_context(cfg) if cfg.tls else None
@@ -142,7 +142,7 @@ async def check_broker(setup: Setup) -> list[Finding]:
     try:
         import aiomqtt
 
-        from ..mqtt_protocol import tls_context
+        from assistant.mqtt.protocol import tls_context
     except ImportError as err:
         fix = "pip install 'assistant[mqtt]'"
         return [Finding("broker", "fail", f"MQTT is on but aiomqtt is missing ({err})", fix)]

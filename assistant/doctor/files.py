@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from .. import models
-from ..errors import AssistantError, ModelCorruptError, ModelMissingError
-from .base import Finding, Setup, chown_fix, folder_of, unwritable
+from assistant import models
+from assistant.doctor.base import Finding, Setup, chown_fix, folder_of, unwritable
+from assistant.errors import AssistantError, ModelCorruptError, ModelMissingError
 
 SYSTEMD_DIRS = ("STATE_DIRECTORY", "CACHE_DIRECTORY")
 """Set by systemd for ``StateDirectory=``/``CacheDirectory=`` (colon-separated paths)."""
@@ -92,7 +92,7 @@ async def check_models(setup: Setup) -> list[Finding]:
 
 def state_dir(setup: Setup) -> Path:
     """Where the LLM saves its warm prompt state."""
-    from ..engines.llama import default_state_dir
+    from assistant.engines.llama import default_state_dir
 
     return (
         Path(setup.config.llm.state_cache).expanduser()

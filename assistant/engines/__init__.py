@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import Config
+from assistant.config import Config
 
 if TYPE_CHECKING:
-    from ..stages.asr import Transcriber
-    from ..stages.llm import ChatEngine
-    from ..stages.tts import Synthesizer
+    from assistant.stages.asr import Transcriber
+    from assistant.stages.llm import ChatEngine
+    from assistant.stages.tts import Synthesizer
 
 
 @dataclass
@@ -31,23 +31,23 @@ def load_engines(
     config: Config, model_dir: Path, *, asr: bool = True, llm: bool = True, tts: bool = True
 ) -> Engines:
     """Resolve, check and load the models named by the config (before any audio is read)."""
-    from .. import models
-    from .share import CoreShare
+    from assistant import models
+    from assistant.engines.share import CoreShare
 
     quiet_numpy_threads()
     engines = Engines()
     share = CoreShare()
     if asr:
-        from .whisper import WhisperEngine
+        from assistant.engines.whisper import WhisperEngine
 
         engines.asr = WhisperEngine(models.resolve(config.asr.model, "asr", model_dir), config.asr)
     if llm:
         if config.llm.engine == "openai":
-            from .openai_http import OpenAIEngine
+            from assistant.engines.openai_http import OpenAIEngine
 
             engines.llm = OpenAIEngine(config.llm)
         else:
-            from .llama import LlamaEngine, default_state_dir
+            from assistant.engines.llama import LlamaEngine, default_state_dir
 
             spec = models.load_manifest().get(config.llm.model)
             engines.llm = LlamaEngine(
@@ -58,7 +58,7 @@ def load_engines(
                 history_tokens=spec.history_tokens if spec is not None else None,
             )
     if tts:
-        from .piper import PiperEngine
+        from assistant.engines.piper import PiperEngine
 
         engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts, share=share)
     return engines

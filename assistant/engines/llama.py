@@ -38,10 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import LlmConfig
-from ..errors import ModelCorruptError, ModelMissingError, StageError, TooLongError
-from ..prompt import CHATML, ChatMessage, ChatTemplate, data_tokens, prompt_tokens
-from .share import CoreShare
+from assistant.chat.prompt import CHATML, ChatMessage, ChatTemplate, data_tokens, prompt_tokens
+from assistant.config import LlmConfig
+from assistant.engines.share import CoreShare
+from assistant.errors import ModelCorruptError, ModelMissingError, StageError, TooLongError
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,7 +74,7 @@ SHIFT_PROBE_TOKENS = 16
 
 def default_state_dir(model_dir: Path | None = None) -> Path:
     """``state`` beside the model cache (``model_dir``, default the user's)."""
-    from ..models import default_model_dir
+    from assistant.models.store import default_model_dir
 
     return (model_dir or default_model_dir()).parent / "state"
 

@@ -53,9 +53,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from ..config import LlmConfig
-from ..errors import ConfigError, StageError
-from ..reasoning import CLOSE_TAG, SKIP_PREFILL
+from assistant.chat.reasoning import CLOSE_TAG, SKIP_PREFILL
+from assistant.config import LlmConfig
+from assistant.errors import ConfigError, StageError
 
 _LOGGER = logging.getLogger(__name__)
 ChatMessage = dict[str, str]

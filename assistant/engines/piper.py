@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import TtsConfig
-from ..errors import ModelCorruptError, ModelMissingError, StageError
-from .share import CoreShare
+from assistant.config import TtsConfig
+from assistant.engines.share import CoreShare
+from assistant.errors import ModelCorruptError, ModelMissingError, StageError
 
 
 class PiperEngine:

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..audio.convert import pcm16_to_float
-from ..config import AsrConfig
-from ..errors import ModelCorruptError, ModelMissingError, StageError
+from assistant.audio.convert import pcm16_to_float
+from assistant.config import AsrConfig
+from assistant.errors import ModelCorruptError, ModelMissingError, StageError
 
 _LOGGER = logging.getLogger(__name__)
 

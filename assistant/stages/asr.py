@@ -7,12 +7,13 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from ..clock import StreamClock
-from ..engines.whisper import AsrResult
-from ..errors import AssistantError
-from ..latency import LatencyTracker
-from ..messages import Message, SpeechStarted, Transcript, Utterance
-from .base import Queue, Turns, run_inbox
+from assistant.clock import StreamClock
+from assistant.engines.whisper import AsrResult
+from assistant.errors import AssistantError
+from assistant.messages import Message, SpeechStarted, Transcript, Utterance
+from assistant.stages.base import Queue, run_inbox
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What every stage shares: the turn registry and the inbox loop.
+"""What every stage shares: the inbox loop and running model work off the event loop.
 
 A stage reads its inbox until ``EndOfStream``, which it forwards before returning. Items of a
 cancelled turn are dropped wherever they are queued. Stages never block the event loop: model
@@ -13,7 +13,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from ..messages import EndOfStream, Message, TurnMessage
+from assistant.messages import EndOfStream, Message, TurnMessage
+from assistant.turn.registry import Turns
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -21,82 +22,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Queue = asyncio.Queue[Message]
-
-
-class Turns:
-    """Which turns are cancelled. Shared by all stages of one pipeline.
-
-    ``stop_event(turn_id)`` is a ``threading.Event`` that model worker threads poll, so a
-    generation or synthesis stops mid-way when its turn is cancelled.
-    """
-
-    def __init__(self) -> None:
-        self._cancelled: set[int] = set()
-        self._events: dict[int, threading.Event] = {}
-        self.cancel_count = 0
-        """How many turns were cancelled."""
-        self._last_id = 0
-        self._silent: set[int] = set()
-        self._held: dict[int, asyncio.Event] = {}
-
-    def hold(self, turn_id: int) -> None:
-        """The turn is a speculation: its audio waits until ``release`` (or is dropped on cancel)."""
-        self._held.setdefault(turn_id, asyncio.Event())
-
-    def release(self, turn_id: int) -> None:
-        """The turn's endpoint is final: its audio may play."""
-        event = self._held.pop(turn_id, None)
-        if event is not None:
-            event.set()
-
-    def is_held(self, turn_id: int) -> bool:
-        return turn_id in self._held
-
-    async def wait_released(self, turn_id: int) -> bool:
-        """Wait until the turn may play; False if it was cancelled instead."""
-        event = self._held.get(turn_id)
-        if event is not None:
-            await event.wait()
-        return not self.is_cancelled(turn_id)
-
-    def set_silent(self, turn_id: int) -> None:
-        """The turn's reply is published as text but not spoken."""
-        self._silent.add(turn_id)
-
-    def is_silent(self, turn_id: int) -> bool:
-        return turn_id in self._silent
-
-    def new_id(self) -> int:
-        """A fresh turn id: 1, 2, 3... in the order turns begin, whatever their source."""
-        self._last_id += 1
-        return self._last_id
-
-    def cancel(self, turn_id: int) -> None:
-        if turn_id in self._cancelled:
-            return
-        self._cancelled.add(turn_id)
-        self.cancel_count += 1
-        self.stop_event(turn_id).set()
-        self.release(turn_id)
-        _LOGGER.info("turn %d cancelled", turn_id)
-
-    def is_cancelled(self, turn_id: int) -> bool:
-        return turn_id in self._cancelled
-
-    def stop_event(self, turn_id: int) -> threading.Event:
-        event = self._events.get(turn_id)
-        if event is None:
-            event = self._events[turn_id] = threading.Event()
-            if turn_id in self._cancelled:
-                event.set()
-        return event
-
-    def forget(self, turn_id: int) -> None:
-        """Drop the turn's state once every stage is done with it (bounded memory)."""
-        self._events.pop(turn_id, None)
-        self._silent.discard(turn_id)
-        if len(self._cancelled) > 10_000:
-            self._cancelled = {t for t in self._cancelled if t > self._last_id - 1000}
 
 
 class Stage(Protocol):

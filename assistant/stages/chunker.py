@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..chunker import SpeechChunker
-from ..config import ChunkerConfig
-from ..messages import Message, ReplyDone, TextChunk, TextDone, Token
-from .base import Queue, Turns, run_inbox
+from assistant.config import ChunkerConfig
+from assistant.messages import Message, ReplyDone, TextChunk, TextDone, Token
+from assistant.stages.base import Queue, run_inbox
+from assistant.text.chunking import SpeechChunker
+from assistant.turn.registry import Turns
 
 
 class ChunkerStage:

@@ -25,14 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..clock import StreamClock
-from ..config import DEFAULT_HISTORY_TOKENS, LlmConfig
-from ..errors import AssistantError
-from ..history import History, estimate_tokens
-from ..latency import LatencyTracker
-from ..messages import Message, ReplyDone, Token, Transcript
-from ..reasoning import CLOSE_THINK, ThinkBudget, ThinkFilter, ThinkPlan, plan
-from .base import Queue, Turns, run_inbox, stream_from_thread
+from assistant.chat.history import History, estimate_tokens
+from assistant.chat.reasoning import CLOSE_THINK, ThinkBudget, ThinkFilter, ThinkPlan, plan
+from assistant.clock import StreamClock
+from assistant.config import DEFAULT_HISTORY_TOKENS, LlmConfig
+from assistant.errors import AssistantError
+from assistant.messages import Message, ReplyDone, Token, Transcript
+from assistant.stages.base import Queue, run_inbox, stream_from_thread
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 _LOGGER = logging.getLogger(__name__)
 RESERVE_TOKENS = 16

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 
-from ..audio.sinks import AudioSink
-from ..clock import StreamClock
-from ..latency import LatencyTracker
-from ..messages import AudioDone, AudioOut, Message
-from .base import Queue, Turns, run_inbox
+from assistant.audio.sinks import AudioSink
+from assistant.clock import StreamClock
+from assistant.messages import AudioDone, AudioOut, Message
+from assistant.stages.base import Queue, run_inbox
+from assistant.turn.latency import LatencyTracker
+from assistant.turn.registry import Turns
 
 
 class OutputStage:

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ..errors import AssistantError
-from ..latency import SynthesisRate
-from ..messages import AudioDone, AudioOut, Message, TextChunk, TextDone
-from .base import Queue, Turns, run_inbox, stream_from_thread
+from assistant.errors import AssistantError
+from assistant.messages import AudioDone, AudioOut, Message, TextChunk, TextDone
+from assistant.stages.base import Queue, run_inbox, stream_from_thread
+from assistant.turn.latency import SynthesisRate
+from assistant.turn.registry import Turns
 
 _LOGGER = logging.getLogger(__name__)
 

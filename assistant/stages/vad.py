@@ -48,12 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from ..config import VadConfig
-from ..echo import EchoGate
-from ..errors import StageError
-from ..messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
-from ..segmenter import Dropped, Ended, Paused, Resumed, Segmenter, SegmenterEvent, Started
-from .base import Queue, Turns, run_inbox
+from assistant.config import VadConfig
+from assistant.endpointing.echo import EchoGate
+from assistant.endpointing.segmenter import (
+    Dropped,
+    Ended,
+    Paused,
+    Resumed,
+    Segmenter,
+    SegmenterEvent,
+    Started,
+)
+from assistant.errors import StageError
+from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
+from assistant.stages.base import Queue, run_inbox
+from assistant.turn.registry import Turns
 
 _LOGGER = logging.getLogger(__name__)
 

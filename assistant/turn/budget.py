@@ -19,12 +19,12 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from .audio.convert import trim_silence
-from .clock import StreamClock
-from .config import LatencyConfig
-from .latency import BudgetPolicy, LatencyTracker, SynthesisRate
-from .stages.output import OutputStage
-from .stages.tts import Synthesizer
+from assistant.audio.convert import trim_silence
+from assistant.clock import StreamClock
+from assistant.config import LatencyConfig
+from assistant.stages.output import OutputStage
+from assistant.stages.tts import Synthesizer
+from assistant.turn.latency import BudgetPolicy, LatencyTracker, SynthesisRate
 
 
 def policy_for(config: LatencyConfig) -> BudgetPolicy:

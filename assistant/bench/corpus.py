@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .audio.convert import float_to_pcm16, pcm16_to_float
-from .errors import AudioError
-from .messages import SAMPLE_RATE
+from assistant.audio.convert import float_to_pcm16, pcm16_to_float
+from assistant.errors import AudioError
+from assistant.messages import SAMPLE_RATE
 
 CORPUS_VERSION = 4
 """Bump when the way items are made changes, so old caches are not reused."""
@@ -203,7 +203,7 @@ def make_item(
 
 
 def _espeak(text: str, voice: Voice, tmp: Path) -> npt.NDArray[np.float32]:
-    from .audio.convert import pcm16_to_float, read_audio_file
+    from assistant.audio.convert import pcm16_to_float, read_audio_file
 
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -311,13 +311,13 @@ def build_corpus(
 def _synthesize(
     model_dir: Path, questions: Sequence[str], voices: Sequence[Voice], tts_voice: str
 ) -> dict[tuple[int, str], npt.NDArray[np.float32]]:
-    from .audio.convert import pcm16_to_float, resample
+    from assistant.audio.convert import pcm16_to_float, resample
 
     takes: dict[tuple[int, str], npt.NDArray[np.float32]] = {}
     if any(v.engine == "piper" for v in voices):
-        from . import models
-        from .config import TtsConfig
-        from .engines.piper import PiperEngine
+        from assistant import models
+        from assistant.config import TtsConfig
+        from assistant.engines.piper import PiperEngine
 
         piper = PiperEngine(models.resolve(tts_voice, "tts", model_dir), TtsConfig(voice=tts_voice))
         for qid, text in enumerate(questions):

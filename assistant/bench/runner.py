@@ -30,10 +30,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .engines import Engines, load_engines
-from .latency import TurnRecord, percentile, span_stats
-from .pipeline import Pipeline
+from assistant.config import Config
+from assistant.engines import Engines, load_engines
+from assistant.pipeline import Pipeline
+from assistant.turn.latency import TurnRecord, percentile, span_stats
 
 SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "tts_first_audio")
 
@@ -126,8 +126,8 @@ def pick_items(items: list[Any], every_variant: bool) -> list[Any]:
 
 
 async def run_pipeline(config: Config, engines: Engines, stream: bytes) -> tuple[Pipeline, list[TurnRecord]]:
-    from .audio.sinks import MemorySink
-    from .audio.sources import PcmSource
+    from assistant.audio.sinks import MemorySink
+    from assistant.audio.sources import PcmSource
 
     records: list[TurnRecord] = []
     pipeline = Pipeline(config, engines, MemorySink(), on_turn=records.append)
@@ -137,9 +137,9 @@ async def run_pipeline(config: Config, engines: Engines, stream: bytes) -> tuple
 
 def endpoint_wait_ms(config: Config, pcm: bytes) -> float:
     """How long the endpointer waits after speech on this item, without speculation."""
-    from .messages import AudioIn
-    from .stages.base import Turns
-    from .stages.vad import VadStage
+    from assistant.messages import AudioIn
+    from assistant.stages.vad import VadStage
+    from assistant.turn.registry import Turns
 
     vad_config = replace(config.vad, speculate_after_ms=0)
     waits: list[float] = []
@@ -153,7 +153,7 @@ def baseline_item(
     config: Config, engines: Engines, full_asr: Any, pcm: bytes
 ) -> tuple[str, dict[str, float]]:
     """The sequential assistant on one item: returns its transcript and its span times (ms)."""
-    from .text import clean_for_speech
+    from assistant.text.speakable import clean_for_speech
 
     assert engines.llm is not None and engines.tts is not None
     spans = {"endpointing": endpoint_wait_ms(config, pcm)}
@@ -196,10 +196,10 @@ def run_bench(
     corpus: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Run the bench on ``corpus`` (default: the spoken corpus built from ``model_dir``)."""
-    from .corpus import build_corpus, make_stream
-    from .engines.whisper import WhisperEngine
-    from .models import resolve
-    from .wer import wer_counts
+    from assistant.bench.corpus import build_corpus, make_stream
+    from assistant.bench.wer import wer_counts
+    from assistant.engines.whisper import WhisperEngine
+    from assistant.models.store import resolve
 
     config = replace(config, input=replace(config.input, realtime=True))
     log("loading models and the corpus")
@@ -327,7 +327,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        from .errors import ConfigError
+        from assistant.errors import ConfigError
 
         raise ConfigError("--plot needs matplotlib: pip install 'assistant[bench]'") from err
     items = result["per_item"]

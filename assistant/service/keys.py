@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
+    from assistant.pipeline import Pipeline
 
 ESC = 0x1B
 KEYS: dict[bytes, str] = {b" ": "talk", b"\r": "talk", b"\n": "talk", b"\x1b": "cancel", b"q": "cancel"}

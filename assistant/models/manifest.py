@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ConfigError
+from assistant.errors import ConfigError
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
+MANIFEST_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.toml"
 ROLES = ("asr", "llm", "tts", "tokenizer")
 
 

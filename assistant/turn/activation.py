@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .config import ListenConfig
+from assistant.config import ListenConfig
 
 _WORD = re.compile(r"[\w']+")
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .config import MqttConfig
+from assistant import __version__
+from assistant.config import MqttConfig
 
 if TYPE_CHECKING:
-    from .mqtt_protocol import Outgoing, Topics
+    from assistant.mqtt.protocol import Outgoing, Topics
 
 _TEXT_TEMPLATE = '{"text": {{ value | tojson }}}'
 
@@ -126,7 +126,7 @@ def entity_configs(config: MqttConfig, topics: Topics) -> dict[tuple[str, str], 
 
 def discovery_messages(config: MqttConfig, topics: Topics) -> list[Outgoing]:
     """The retained discovery messages, one per entity."""
-    from .mqtt_protocol import Outgoing
+    from assistant.mqtt.protocol import Outgoing
 
     node = device_id(config)
     return [

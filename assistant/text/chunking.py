@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import re
 
-from .config import ChunkerConfig
-from .text import clean_for_speech, is_speakable
+from assistant.config import ChunkerConfig
+from assistant.text.speakable import clean_for_speech, is_speakable
 
 _SENTENCE_RUN = ".!?\u2026"
 _CLOSERS = "\"'\u201d\u2019\u00bb)]*_~`"

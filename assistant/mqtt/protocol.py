@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import events as ev
-from .config import MqttConfig
-from .errors import AssistantError, ConfigError
-from .events import Event
+from assistant import events as ev
+from assistant.config import MqttConfig
+from assistant.errors import AssistantError, ConfigError
+from assistant.events import Event
 
 COMMANDS = ("ask", "say", "listen", "cancel", "mute", "unmute")
 _FIELDS: dict[str, dict[str, type]] = {

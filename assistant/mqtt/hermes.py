@@ -23,9 +23,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .config import MqttConfig
-from .events import Event, TranscriptReady, TurnFinished
-from .mqtt_protocol import Command, CommandError, Outgoing, decode_json
+from assistant.config import MqttConfig
+from assistant.events import Event, TranscriptReady, TurnFinished
+from assistant.mqtt.protocol import Command, CommandError, Outgoing, decode_json
 
 TTS_SAY = "hermes/tts/say"
 TTS_SAY_FINISHED = "hermes/tts/sayFinished"

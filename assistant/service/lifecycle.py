@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
-from .config import Config
-from .errors import AssistantError
+from assistant.config import Config
+from assistant.errors import AssistantError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .errors import TooLongError
+from assistant.errors import TooLongError
 
 ChatMessage = dict[str, str]
 MESSAGE_OVERHEAD = 8

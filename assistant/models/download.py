@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from .errors import AssistantError, ModelMissingError
-from .hf_cache import normalize_etag
+from assistant.errors import AssistantError, ModelMissingError
+from assistant.models.hf_cache import normalize_etag
 
 CHUNK = 1 << 20
 UNAVAILABLE = "model_source_unavailable"

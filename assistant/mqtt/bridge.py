@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from .config import MqttConfig
-from .errors import AssistantError
-from .events import Event
-from .mqtt_protocol import (
+from assistant.config import MqttConfig
+from assistant.errors import AssistantError
+from assistant.events import Event
+from assistant.mqtt.protocol import (
     Command,
     CommandError,
     Outgoing,
@@ -46,7 +46,7 @@ from .mqtt_protocol import (
 )
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
+    from assistant.pipeline import Pipeline
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ class MqttBridge:
     """Runs beside a pipeline (``pipeline.run(source, extra=[bridge.run()])``)."""
 
     def __init__(self, pipeline: Pipeline, config: MqttConfig) -> None:
-        from .hass import discovery_messages
-        from .hermes import Hermes
+        from assistant.mqtt.hass import discovery_messages
+        from assistant.mqtt.hermes import Hermes
 
         self.pipeline = pipeline
         self.config = config
