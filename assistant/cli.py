@@ -303,6 +303,13 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0 if listing.devices else 1
 
 
+def _cmd_pipelines(args: argparse.Namespace) -> int:
+    from assistant.config import pipeline_listing
+
+    print("\n".join(pipeline_listing(args.pipeline)))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from assistant.bench.runner import format_table, plot, run_bench
 
@@ -366,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description="An offline voice assistant.")
     parser.add_argument("--version", action="version", version=f"assistant {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv for debug)")
-    parser.add_argument("--pipeline", default="default", help="pipeline name in pipelines/ or a .toml path")
+    parser.add_argument("--pipeline", default="default", help="name (assistant pipelines) or .toml path")
     parser.add_argument(
         "--model-dir", help="model cache (default: $ASSISTANT_MODEL_DIR or ~/.cache/assistant/models)"
     )
@@ -408,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("file")
 
     sub.add_parser("devices", help="list the audio devices (PortAudio and PulseAudio)")
+    sub.add_parser("pipelines", help="list the pipelines: the user's and the shipped ones")
 
     bench = sub.add_parser("bench", help="latency of the pipeline against a sequential baseline, same run")
     bench.add_argument("--all", action="store_true", help="every voice and noise variant (slow)")
@@ -455,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_bench(args)
         if args.command == "devices":
             return _cmd_devices(args)
+        if args.command == "pipelines":
+            return _cmd_pipelines(args)
         return asyncio.run(commands[args.command](args))
     except AssistantError as err:
         print(f"error [{err.code}]: {err.message}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""The model manifest (``models/manifest.toml``): what each model is and where its files come from.
+"""The model manifest: what each model is and where its files come from.
+
+``models/manifest.toml`` in the source tree, installed as package data (``assistant.data.models``).
 
 One table per model: its role, description, licence, size, sample rate (tts), and its files, each
 with a sha256, a size and one or more sources (a wheel member on the package index, several
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from assistant.data import MODELS, folder
 from assistant.errors import ConfigError
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.toml"
+MANIFEST_PATH = folder(MODELS) / "manifest.toml"
+"""The shipped manifest, package data (``models/manifest.toml`` in the source tree)."""
 ROLES = ("asr", "llm", "tts", "tokenizer")
 
 
@@ -141,6 +145,7 @@ def _check_hf(name: str, files: list[ModelFile]) -> None:
 
 
 def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
+    """The models of the manifest at ``path``, by default the shipped one (``MANIFEST_PATH``)."""
     path = path or MANIFEST_PATH
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""The shipped pipelines, package data: installed as ``assistant.data.pipelines`` (see pyproject.toml)."""
