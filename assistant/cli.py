@@ -123,6 +123,7 @@ class _Report:
 
 async def _cmd_run(args: argparse.Namespace) -> int:
     from assistant.audio.sinks import NullSink
+    from assistant.daemon import Daemon, Service
     from assistant.engines import load_engines
     from assistant.pipeline import Pipeline
     from assistant.service.lifecycle import ConfigReloader, ServiceNotifier, ServiceSignals
@@ -155,19 +156,21 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             signals.on_reload = ConfigReloader(
                 config, lambda: _with_mqtt(_config(args), args.mqtt), pipeline.reconfigure, notifier
             )
-            extra = [notifier.watchdog(pipeline.clock)]
+            clock = pipeline.clock
+            services: list[Service] = [("watchdog", lambda: notifier.watchdog(clock))]
             if config.listen.mode == "push" and sys.stdin.isatty():
                 from assistant.service.keys import HINT, KeyReader, pipeline_actions
 
                 print(HINT, file=sys.stderr, flush=True)
-                extra.append(KeyReader(sys.stdin.fileno(), pipeline_actions(pipeline)).run())
+                keys = KeyReader(sys.stdin.fileno(), pipeline_actions(pipeline))
+                services.append(("keys", keys.run))
             if config.mqtt.enabled:
                 from assistant.mqtt.bridge import MqttBridge
 
-                extra.append(MqttBridge(pipeline, config.mqtt).run())
+                services.append(("mqtt", MqttBridge(pipeline, config.mqtt).run))
             notifier.ready()
             notifier.status("listening")
-            await pipeline.run(source, extra=extra)
+            await Daemon(pipeline, services).run(source)
         finally:
             report.close()
             if sink is not None:
@@ -241,6 +244,7 @@ async def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 async def _cmd_ask(args: argparse.Namespace) -> int:
+    from assistant.daemon import Daemon
     from assistant.engines import load_engines
     from assistant.pipeline import Pipeline
 
@@ -249,12 +253,12 @@ async def _cmd_ask(args: argparse.Namespace) -> int:
     engines = await asyncio.to_thread(load_engines, config, _model_dir(config, args), asr=False, tts=speak)
     out = sys.stdout if args.output != "-" else sys.stderr
 
-    def show(token: object) -> None:
-        out.write(getattr(token, "text", ""))
+    def show(turn_id: int, text: str) -> None:
+        out.write(text)
         out.flush()
 
     pipeline = Pipeline(config, engines, _sink(args.output, config), on_token=show)
-    await pipeline.run_text(args.text)
+    await Daemon(pipeline).run_text(args.text)
     out.write("\n")
     if pipeline.errors:
         _, err = pipeline.errors[-1]

@@ -257,9 +257,34 @@ class OutputConfig:
 
     gap_ms: int = 300
     """Silence written between two turns' replies in a file."""
+    apology: str = "Sorry, something went wrong."
+    """Spoken when a turn that was to be answered aloud fails (synthesized at start-up); empty: none."""
 
     def __post_init__(self) -> None:
         _check_range("output.gap_ms", self.gap_ms, 0, 10_000)
+        if len(self.apology) > 200:
+            raise ConfigError(f"output.apology is {len(self.apology)} characters long: allowed at most 200")
+
+
+@dataclass(frozen=True)
+class DeadlineConfig:
+    """How long a stage's model call may take before it is abandoned as ``stage_timeout``.
+
+    These are hard limits against a hung engine (a stalled server, a stuck device), not latency
+    targets: ``[latency]`` holds those. The turn fails with a spoken apology; the next turn works."""
+
+    asr_s: float = 15.0
+    """One transcription, seconds."""
+    llm_stall_s: float = 30.0
+    """The LLM's first piece, and every gap between pieces, seconds (a long reply is not cut)."""
+    tts_s: float = 20.0
+    """The first audio of one chunk, and every gap between its pieces, seconds."""
+    output_s: float = 30.0
+    """One write to the audio sink, seconds."""
+
+    def __post_init__(self) -> None:
+        for key in ("asr_s", "llm_stall_s", "tts_s", "output_s"):
+            _check_range(f"deadlines.{key}", getattr(self, key), 0.05, 3600.0)
 
 
 @dataclass(frozen=True)
@@ -410,6 +435,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     queues: QueueConfig = field(default_factory=QueueConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     model_dir: str = ""

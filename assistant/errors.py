@@ -9,12 +9,17 @@ The tree::
     │   └── ModelCorruptError      model_corrupt
     ├── AudioError                 audio_invalid
     ├── AudioDeviceError           audio_device_missing
-    ├── StageError                 <stage>_failed (asr_failed, llm_failed, tts_failed)
-    │   └── StageTimeoutError      <stage>_timeout
+    ├── StageError                 <stage>_failed (asr_failed, llm_failed, tts_failed, output_failed)
+    │   └── StageTimeoutError      stage_timeout (the stage is in ``stage``)
+    ├── InternalError              internal
     └── TooLongError               too_long
 
-Foreign exceptions are mapped at the seam (``raise ModelCorruptError(...) from err``);
-an error becomes an event and a log line, and the daemon keeps running.
+Foreign exceptions are mapped at the seam where their cause is known (``raise StageError("llm",
+...) from err``). Whatever still escapes a stage while it works on a turn is caught by that stage's
+error boundary (``stages.base.run_inbox``) and becomes ``internal``, with its traceback in the log.
+Either way the error is that turn's: an ``error`` event, an ``outcome: error`` report line, a short
+spoken apology where the turn was to be spoken; the next turn works and the daemon keeps running
+(see ``docs/architecture.md``, "Errors").
 """
 
 from __future__ import annotations
@@ -80,11 +85,21 @@ class StageError(AssistantError):
 
 
 class StageTimeoutError(StageError):
-    """A pipeline stage took longer than its timeout on one turn."""
+    """A model call overran its stage's deadline on one turn and was abandoned."""
 
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(stage, message)
-        self.code = f"{stage}_timeout"
+        self.code = "stage_timeout"
+
+
+class InternalError(AssistantError):
+    """Something unexpected went wrong inside a stage (a bug, or an exception no seam mapped)."""
+
+    code = "internal"
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class TooLongError(AssistantError):

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-STATES = ("idle", "listening", "thinking", "speaking", "waiting_for_device")
+
+class State(StrEnum):
+    """What the assistant is doing, as published on ``state``."""
+
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    WAITING_FOR_DEVICE = "waiting_for_device"
+
+
+STATES = tuple(State)
 """What the assistant is doing, as published on ``state``."""
 
 

@@ -9,12 +9,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from assistant.engines.whisper import AsrResult
+from assistant.clock import StreamClock
+from assistant.config import Config
+from assistant.contracts import AsrResult, ChatEngine, Synthesizer, Transcriber
 from assistant.messages import EndOfStream, Message
 from assistant.stages.base import Queue
+from assistant.turn.controller import TurnController
 
 
-class FakeTranscriber:
+class FakeTranscriber(Transcriber):
     """Returns scripted transcripts in order ('' means: no speech)."""
 
     def __init__(self, texts: Iterable[str]) -> None:
@@ -26,7 +29,7 @@ class FakeTranscriber:
         return AsrResult(self.texts.pop(0) if self.texts else "", (), len(pcm) / 32)
 
 
-class FakeChat:
+class FakeChat(ChatEngine):
     """Streams a fixed reply word by word, ``delay`` seconds per token, honouring ``stop``."""
 
     def __init__(self, reply: str = "The capital of France is Paris.", delay: float = 0.0) -> None:
@@ -42,6 +45,9 @@ class FakeChat:
         messages: list[dict[str, str]],
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
+        *,
+        prefill: str = "",
+        steer: Callable[[], str | None] | None = None,
     ) -> str:
         self.calls.append(messages)
         self.started.set()
@@ -58,7 +64,7 @@ class FakeChat:
         return "stop"
 
 
-class FakeSynth:
+class FakeSynth(Synthesizer):
     """One int16 sample per character, 100 Hz, so audio length tells which text was spoken."""
 
     sample_rate = 100
@@ -104,3 +110,10 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[s
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def controller(config: Config | None = None, *, barge_in: bool = False) -> TurnController:
+    """A real turn controller on an unpaced, started clock: what stages report to in stage tests."""
+    clock = StreamClock(realtime=False)
+    clock.start()
+    return TurnController(config or Config(), clock, barge_in=barge_in)

@@ -13,6 +13,7 @@ import pytest
 from assistant.audio.devices import list_devices, resolve_device
 from assistant.audio.live import Backoff
 from assistant.clock import StreamClock
+from assistant.daemon import Daemon
 from assistant.errors import AudioDeviceError
 from assistant.messages import AudioIn, EndOfStream, Message
 
@@ -204,7 +205,7 @@ async def test_the_pipeline_resumes_when_the_portaudio_microphone_returns(
     source = SoundDeviceSource("pulse", on_state=device_state, backoff=Backoff(0.2, max_s=1.0))
     sink = PulseSink("spk", on_state=device_state)
     pipeline = Pipeline(Config(), engines, sink, on_turn=turns.append)
-    run = asyncio.create_task(pipeline.run(source), name="pipeline")
+    run = asyncio.create_task(Daemon(pipeline).run(source), name="pipeline")
     await until(lambda: source.state == "listening", 8)
     pulse.stop()
     await until(lambda: pipeline.state == "waiting_for_device", 8)

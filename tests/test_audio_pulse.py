@@ -15,6 +15,7 @@ import pytest
 from assistant.audio.live import Backoff
 from assistant.audio.pulse import PulseSink, PulseSource, tool_message
 from assistant.clock import StreamClock
+from assistant.daemon import Daemon
 from assistant.messages import AudioIn, EndOfStream, Message
 
 from .conftest import SPEECH_RATE, silence, write_wav
@@ -268,7 +269,7 @@ async def test_a_spoken_question_is_answered_on_the_speaker(
     source = PulseSource("mic.monitor")
     sink = PulseSink("spk")
     pipeline = Pipeline(Config(), engines, sink)
-    run = asyncio.create_task(pipeline.run(source), name="pipeline")
+    run = asyncio.create_task(Daemon(pipeline).run(source), name="pipeline")
     await until(lambda: source.state == "listening", 8)
     pulse.play(wav).wait(20)
     turns: list[Any] = []

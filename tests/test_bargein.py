@@ -22,6 +22,7 @@ import pytest
 from assistant.audio.pulse import PulseSink, PulseSource
 from assistant.bench.wer import wer
 from assistant.config import Config
+from assistant.daemon import Daemon
 from assistant.pipeline import Pipeline
 from assistant.turn.latency import TurnRecord
 
@@ -63,7 +64,7 @@ class Rig:
     async def start(self) -> None:
         await self.mic.flowing()
         await self.spk.flowing()
-        self.task = asyncio.create_task(self.pipeline.run(self.source), name="pipeline")
+        self.task = asyncio.create_task(Daemon(self.pipeline).run(self.source), name="pipeline")
         await until(lambda: self.source.state == "listening", 8)
 
     async def wait_turns(self, count: int, timeout_s: float) -> None:

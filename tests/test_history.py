@@ -12,8 +12,7 @@ from assistant.config import DEFAULT_HISTORY_TOKENS, LlmConfig
 from assistant.errors import TooLongError
 from assistant.messages import ReplyDone, Transcript
 from assistant.stages.llm import LlmStage, memory_tokens
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.turn.reports import Failed, ReportLog
 
 from .fakes import FakeChat, run_stage
 
@@ -96,8 +95,9 @@ def test_too_long_question_is_refused_before_tokenizing_50kb() -> None:
 
 async def test_stage_remembers_answers_and_forgets_cancelled_turns() -> None:
     chat = FakeChat("Paris.")
-    turns = Turns()
-    stage = LlmStage(chat, LlmConfig(), turns, LatencyTracker(), _clock())
+    log = ReportLog()
+    turns = log.turns
+    stage = LlmStage(chat, LlmConfig(), log)
     await run_stage(stage, [Transcript(1, "Capital of France?"), Transcript(2, "And Spain?")])
     assert chat.calls[1][1:] == [
         {"role": "user", "content": "Capital of France?"},
@@ -110,18 +110,10 @@ async def test_stage_remembers_answers_and_forgets_cancelled_turns() -> None:
 
 
 async def test_stage_reports_too_long_and_the_next_turn_works() -> None:
-    errors: list[tuple[int, str]] = []
-    stage = LlmStage(
-        FakeChat("ok."),
-        LlmConfig(),
-        Turns(),
-        LatencyTracker(),
-        _clock(),
-        None,
-        lambda turn, err: errors.append((turn, err.code)),
-    )
+    log = ReportLog()
+    stage = LlmStage(FakeChat("ok."), LlmConfig(), log)
     out = await run_stage(stage, [Transcript(1, "why " * 12_500), Transcript(2, "hi")])
-    assert errors == [(1, "too_long")]
+    assert [(f.turn_id, f.error.code) for f in log.of(Failed)] == [(1, "too_long")]
     assert [m for m in out if isinstance(m, ReplyDone)] == [ReplyDone(2, "ok.", "stop")]
 
 
@@ -190,8 +182,9 @@ class PrimingChat(FakeChat):
 
 async def test_stage_primes_the_engine_with_the_conversation_after_each_reply() -> None:
     chat = PrimingChat("Paris.")
-    turns = Turns()
-    stage = LlmStage(chat, LlmConfig(), turns, LatencyTracker(), _clock())
+    log = ReportLog()
+    turns = log.turns
+    stage = LlmStage(chat, LlmConfig(), log)
     await run_stage(stage, [Transcript(1, "Capital of France?")])
     assert chat.primed == [
         [
@@ -292,7 +285,7 @@ def test_memory_is_the_configured_or_else_what_the_model_copes_with(
     engine = Remembers()
     engine.history_tokens = model
     assert memory_tokens(LlmConfig(history_tokens=configured), engine) == used
-    stage = LlmStage(engine, LlmConfig(history_tokens=configured), Turns(), LatencyTracker(), _clock())
+    stage = LlmStage(engine, LlmConfig(history_tokens=configured), ReportLog())
     assert stage.history.budget_tokens == used
 
 
@@ -304,5 +297,4 @@ def test_the_bench_timing_wrapper_hides_nothing_of_the_engine() -> None:
     timed = TimedChat(engine)
     assert memory_tokens(LlmConfig(), timed) == 0
     assert timed.calls == 0 and timed.history_tokens == 0
-    with pytest.raises(AttributeError):
-        _ = timed.prime  # the fake has none: neither has its wrapper
+    assert timed.prime([]) == 0  # the fake cannot prime (the contract's default): nor can its wrapper

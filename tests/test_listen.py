@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ import pytest
 
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig, ListenConfig, VadConfig
+from assistant.daemon import Daemon
 from assistant.endpointing.echo import EchoGate, frame_rms
 from assistant.messages import AudioIn, Message, SpeechStarted
 from assistant.pipeline import Engines, Pipeline
 from assistant.stages.vad import VadStage
 from assistant.turn.activation import Activation
 from assistant.turn.latency import TurnRecord
-from assistant.turn.registry import Turns
+from assistant.turn.reports import Report, ReportLog, SpeechBegan, VoiceSuspected
 
 from .conftest import silence
 from .fakes import FakeChat, FakeSynth, FakeTranscriber
@@ -91,7 +93,7 @@ def test_own_voice_looped_back_does_not_start_a_turn(
     espeak: Any, tmp_path: Path, echo_db: float | None, barges: bool
 ) -> None:
     speech = np.concatenate([silence(300), espeak("the capital of France is Paris", tmp_path), silence(900)])
-    vad = VadStage(VadConfig(), Turns())
+    vad = VadStage(VadConfig(), VoiceLog())
     level = frame_rms(speech.tobytes()) * 2  # the speaker's level while it plays this very speech
     if echo_db is not None:
         vad.echo_gate = EchoGate(lambda *_: level * 10 ** (echo_db / 20))
@@ -112,7 +114,7 @@ def test_echo_classified_late_is_still_matched_with_the_playback_it_came_from(
     def peak(lo_ns: int, hi_ns: int) -> float:
         return level if lo_ns < end_ns and hi_ns > start_ns else 0.0
 
-    vad = VadStage(VadConfig(), Turns())
+    vad = VadStage(VadConfig(), VoiceLog())
     vad.echo_gate = EchoGate(peak, learn_min=1_000)  # the coupling stays at its cautious 1.0
     out: list[Message] = []
     for index, piece in enumerate(_frames(echo)):  # 30 ms pieces, stamped when they arrived
@@ -121,23 +123,39 @@ def test_echo_classified_late_is_still_matched_with_the_playback_it_came_from(
     assert vad.echo_gate.gated > 10
 
 
+class VoiceLog(ReportLog):
+    """Records the VAD's reports, and the order of pauses, resumes and started turns in ``events``."""
+
+    def __init__(self, on_voice: Callable[[bool], None] | None = None) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self.on_voice = on_voice
+
+    def report(self, report: Report) -> None:
+        super().report(report)
+        if isinstance(report, VoiceSuspected):
+            self.events.append("pause" if report.suspect else "resume")
+            if self.on_voice is not None:
+                self.on_voice(report.suspect)
+        elif isinstance(report, SpeechBegan):
+            self.events.append("started")
+
+
 def _voice_events(vad: VadStage, pcm: np.ndarray) -> list[str]:
     """Feed ``pcm`` frame by frame; the order of pause/resume calls and started turns."""
-    events: list[str] = []
-    vad.on_voice = lambda suspect: events.append("pause" if suspect else "resume")
-    vad.on_speech_start = lambda _turn: events.append("started")
     for frame in _frames(pcm):
         vad.feed(AudioIn(frame, 0.0))
-    return events
+    assert isinstance(vad.channel, VoiceLog)
+    return vad.channel.events
 
 
 def test_speech_over_playback_pauses_the_speaker_before_the_turn_starts(espeak: Any, tmp_path: Path) -> None:
     speech = espeak("stop and tell me the time", tmp_path)
-    vad = VadStage(VadConfig(), Turns())
+    vad = VadStage(VadConfig(), VoiceLog())
     vad.echo_gate = EchoGate(lambda *_: 0.001)  # a reply plays; the room hears little of it
     events = _voice_events(vad, np.concatenate([silence(300), speech, silence(900)]))
     assert events == ["pause", "started", "resume"]  # the pause came frames before the start
-    quiet = VadStage(VadConfig(), Turns())  # nothing playing: nothing to pause
+    quiet = VadStage(VadConfig(), VoiceLog())  # nothing playing: nothing to pause
     quiet.echo_gate = EchoGate(lambda *_: 0.0)
     assert _voice_events(quiet, np.concatenate([silence(300), speech, silence(900)])) == ["started"]
 
@@ -146,7 +164,7 @@ def test_speech_past_a_cut_utterance_does_not_pause_the_speaker(espeak: Any, tmp
     """Cut at ``max_utterance_ms``, the segmenter waits for silence before it listens again: the
     rest of the speech can start no turn, so it must not hold the reply paused."""
     speech = espeak("stop and tell me the time in London and in Paris please", tmp_path)
-    vad = VadStage(VadConfig(max_utterance_ms=1000), Turns())
+    vad = VadStage(VadConfig(max_utterance_ms=1000), VoiceLog())
     vad.echo_gate = EchoGate(lambda *_: 0.001)
     events = _voice_events(vad, np.concatenate([silence(300), speech, silence(900)]))
     assert vad.truncated == 1
@@ -170,17 +188,15 @@ def test_the_speaker_stays_paused_while_the_user_talks_over_a_loud_reply(espeak:
     def peak(lo_ns: int, hi_ns: int) -> float:  # the reply plays loud until the speaker pauses
         return loud if not paused or lo_ns < paused[0] else 0.0
 
-    vad = VadStage(VadConfig(), Turns())
-    vad.echo_gate = EchoGate(peak, learn_min=10**6, hold_ms=300)  # coupling stays 1.0
-    events: list[str] = []
     at = [0]
 
     def on_voice(suspect: bool) -> None:
-        events.append("pause" if suspect else "resume")
         paused[:] = [at[0]] if suspect else []
 
-    vad.on_voice = on_voice
-    vad.on_speech_start = lambda _turn: events.append("started")
+    log = VoiceLog(on_voice)
+    vad = VadStage(VadConfig(), log)
+    vad.echo_gate = EchoGate(peak, learn_min=10**6, hold_ms=300)  # coupling stays 1.0
+    events = log.events
     for index, frame in enumerate(frames):
         at[0] = start_ns + (index + 1) * 30_000_000
         vad.feed(AudioIn(frame, index * 30.0, at[0]))
@@ -191,7 +207,7 @@ def test_a_short_noise_over_playback_pauses_then_resumes_the_speaker(espeak: Any
     speech = espeak("ah", tmp_path)
     voiced = np.flatnonzero(np.abs(speech) > 3000)
     burst = speech[voiced[0] : voiced[0] + 960]  # one frame of the vowel: too short for a turn
-    vad = VadStage(VadConfig(), Turns())
+    vad = VadStage(VadConfig(), VoiceLog())
     vad.echo_gate = EchoGate(lambda *_: 0.001)
     assert _voice_events(vad, np.concatenate([silence(300), burst, silence(600)])) == ["pause", "resume"]
 
@@ -217,7 +233,7 @@ def test_a_gap_between_words_keeps_the_speaker_paused(espeak: Any, tmp_path: Pat
     voiced = np.flatnonzero(np.abs(vowel) > 3000)
     burst = vowel[voiced[0] : voiced[0] + 960]
     speech = espeak("stop and tell me the time", tmp_path)
-    vad = VadStage(VadConfig(), Turns())
+    vad = VadStage(VadConfig(), VoiceLog())
     vad.echo_gate = EchoGate(lambda *_: 0.001)
     pcm = np.concatenate([silence(300), burst, silence(90), speech, silence(900)])
     assert _voice_events(vad, pcm) == ["pause", "started", "resume"]
@@ -238,6 +254,12 @@ class FakeSpeaker:
     def interrupt(self) -> None:
         self.interrupts.append(asyncio.get_running_loop().time())
         self._stop.set()
+
+    def pause(self) -> None:
+        return None
+
+    def resume(self) -> None:
+        return None
 
     async def write(self, pcm: bytes, sample_rate: int) -> None:
         self._stop.clear()
@@ -271,7 +293,7 @@ async def test_barge_in_stops_the_reply_and_answers_the_new_question(espeak: Any
         speaker,
         on_turn=records.append,
     )
-    await pipeline.run(PcmSource(pcm.tobytes(), config.input))
+    await Daemon(pipeline).run(PcmSource(pcm.tobytes(), config.input))
     outcomes = [(r.transcript, r.outcome) for r in records]
     assert outcomes == [("Capital of France?", "cancelled"), ("Tell me the time.", "answered")], outcomes
     assert speaker.interrupts  # playback was cut

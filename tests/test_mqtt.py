@@ -17,6 +17,7 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import IdleSource
 from assistant.config import Config, MqttConfig
+from assistant.daemon import Daemon
 from assistant.mqtt.bridge import MqttBridge
 from assistant.mqtt.protocol import config_from_url, parse_command
 from assistant.pipeline import Engines, Pipeline
@@ -48,7 +49,7 @@ async def daemon(
     pipeline = Pipeline(config, engines, MemorySink(), barge_in=True)
     bridge = MqttBridge(pipeline, cfg)
     source = IdleSource()
-    task = asyncio.create_task(pipeline.run(source, extra=[bridge.run()]), name="daemon")
+    task = asyncio.create_task(Daemon(pipeline, [("mqtt", bridge.run)]).run(source), name="daemon")
     try:
         while not pipeline._inboxes:
             await asyncio.sleep(0.01)
@@ -117,7 +118,7 @@ async def test_mute_unmute_and_listen(broker: Broker) -> None:
         await rec.wait_for(lambda: pipeline.muted)
         await rec.wait_for(lambda: {"state": "idle", "muted": True} in rec.on(f"{T}/state"))
         await rec.publish(f"{T}/listen", {"id": "l1"})
-        await rec.wait_for(lambda: not pipeline.muted and pipeline._listen_once)
+        await rec.wait_for(lambda: not pipeline.muted and pipeline.controller._listen_once)
         await rec.publish(f"{T}/mute", {"muted": True})
         await rec.wait_for(lambda: pipeline.muted)
         await rec.publish(f"{T}/unmute", "{}")

@@ -17,6 +17,7 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.config import Config
+from assistant.daemon import Daemon
 from assistant.mqtt.bridge import MqttBridge
 
 from .mosquitto import Broker, Recorder, running_broker
@@ -45,7 +46,7 @@ async def test_a_spoken_question_publishes_states_transcript_reply_and_latency(
     async with rec.running():
 
         async def connected_then(source: PcmSource) -> None:
-            await pipeline.run(source, extra=[bridge.run()])
+            await Daemon(pipeline, [("mqtt", bridge.run)]).run(source)
 
         await asyncio.wait_for(connected_then(PcmSource(pcm, config.input)), 120)
         (done,) = await rec.wait_for(lambda: rec.on(f"{T}/latency"))

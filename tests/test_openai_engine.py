@@ -21,13 +21,12 @@ import pytest
 
 from assistant import models
 from assistant.clock import StreamClock
-from assistant.config import LlmConfig
+from assistant.config import DeadlineConfig, LlmConfig
 from assistant.engines.openai_http import OpenAIEngine
 from assistant.errors import ModelError, StageError
 from assistant.messages import ReplyDone, Token, Transcript
 from assistant.stages.llm import LlmStage
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.turn.reports import Failed, Marked, Reasoning, ReportLog
 
 from .fakes import http_server, run_stage
 
@@ -232,16 +231,10 @@ async def test_reasoning_from_a_server_never_reaches_tokens(
 ) -> None:
     Scripted.events = [*events, {"choices": [{"delta": {}, "finish_reason": "stop"}]}]
     cfg = config(scripted, api_key="k3y")
-    thoughts: list[str] = []
-    stage = LlmStage(
-        OpenAIEngine(cfg),
-        cfg,
-        Turns(),
-        LatencyTracker(),
-        _clock(),
-        on_reasoning=lambda _, text: thoughts.append(text),
-    )
+    log = ReportLog()
+    stage = LlmStage(OpenAIEngine(cfg), cfg, log)
     out = await run_stage(stage, [Transcript(1, "Capital of France?")])
+    thoughts = [r.text for r in log.of(Reasoning)]
     assert "".join(m.text for m in out if isinstance(m, Token)) == "Paris it is."
     assert out[-1] == ReplyDone(1, "Paris it is.", "stop")
     assert "".join(thoughts) == "Let me think."
@@ -254,10 +247,118 @@ async def test_reasoning_from_a_server_never_reaches_tokens(
 
 async def test_stage_over_a_real_server(server: str) -> None:
     cfg = config(server, max_tokens=16)
-    tracker = LatencyTracker()
+    log = ReportLog()
     out = await run_stage(
-        LlmStage(OpenAIEngine(cfg), cfg, Turns(), tracker, _clock()),
+        LlmStage(OpenAIEngine(cfg), cfg, log),
         [Transcript(1, "What is the capital of France?")],
     )
     assert [m for m in out if isinstance(m, Token)] and isinstance(out[-1], ReplyDone)
-    assert {"first_token", "first_speakable_token"} <= tracker.record(1).marks.keys()
+    assert {"first_token", "first_speakable_token"} <= {m.mark for m in log.of(Marked)}
+
+
+class Lines(http.server.BaseHTTPRequestHandler):
+    """Answers each POST with the next script's raw stream lines (then closes the connection);
+    once the scripts are used up, with ``GOOD``. A line ``STALL`` waits ``stall_s`` first."""
+
+    scripts: list[list[bytes]] = []
+    requests = 0
+    stall_s = 0.0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Lines.requests += 1
+        lines = Lines.scripts.pop(0) if Lines.scripts else GOOD
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            for line in lines:
+                if line == STALL:
+                    self.wfile.flush()
+                    time.sleep(Lines.stall_s)
+                    continue
+                self.wfile.write(line + b"\n\n")
+        except OSError:
+            pass  # the client went away
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+STALL = b"<stall>"
+
+
+def event(**kw: object) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"delta": kw, "finish_reason": None}]}).encode()
+
+
+HEAD = [event(role="assistant"), event(content="Paris"), event(content=" is")]
+"""A real stream's start (as llama_cpp.server sends it): two pieces of the reply."""
+GOOD = [*HEAD, event(content=" lovely."), b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}',
+        b"data: [DONE]"]  # fmt: skip
+
+
+@pytest.fixture
+def lines() -> Iterator[str]:
+    Lines.scripts, Lines.requests, Lines.stall_s = [], 0, 0.0
+    with http_server(Lines) as url:
+        yield f"{url}/v1"
+
+
+BAD_EVENTS = {
+    "choice_is_a_string": (b'data: {"choices": ["x"]}', "a choice is a string"),
+    "delta_is_a_string": (b'data: {"choices": [{"delta": "x"}]}', "delta is a string"),
+    "choices_null": (b'data: {"choices": null}', "choices is null"),
+    "choices_a_string": (b'data: {"choices": "abc"}', "choices is a string"),
+    "content_a_number": (b'data: {"choices": [{"delta": {"content": 5}}]}', "delta.content is a number"),
+    "finish_a_list": (b'data: {"choices": [{"delta": {}, "finish_reason": []}]}', "finish_reason is a list"),
+    "a_number": (b"data: 5", "the event is a number"),
+    "a_list": (b"data: [1, 2]", "the event is a list"),
+    "not_json": (b"data: not json", "malformed event"),
+    "truncated_json": (b'data: {"choices": [{"delta": {"content": "Par', "malformed event"),
+    "invalid_utf8": (b'data: {"choices": [{"delta": {"content": "\xff\xfe"}}]}', "utf-8"),
+    "line_too_long": (b"data: " + b"x" * (1 << 20), "longer than"),
+    "error_object": (b'data: {"error": {"message": "the model crashed", "code": 500}}', "the model crashed"),
+    "error_string": (b'data: {"error": "overloaded"}', "overloaded"),
+    "ends_early": (b"", "ended before the reply did"),
+}
+
+
+@pytest.mark.parametrize(("bad", "says"), BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
+def test_a_broken_stream_is_one_llm_error_and_the_next_request_answers(
+    lines: str, bad: bytes, says: str
+) -> None:
+    Lines.scripts = [[*HEAD, bad] if bad else HEAD]
+    engine = OpenAIEngine(config(lines))
+    pieces: list[str] = []
+    with pytest.raises(StageError) as err:
+        engine.chat(MESSAGES, pieces.append)
+    assert err.value.code == "llm_failed" and says.lower() in err.value.message.lower(), err.value.message
+    assert pieces == ["Paris", " is"] and Lines.requests == 1  # what came before it, and no retry
+    again: list[str] = []
+    assert engine.chat(MESSAGES, again.append) == "stop"
+    assert "".join(again) == "Paris is lovely." and Lines.requests == 2
+
+
+def test_a_failing_token_callback_is_an_llm_error_not_a_foreign_one(lines: str) -> None:
+    def on_token(_: str) -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(StageError) as err:
+        OpenAIEngine(config(lines)).chat(MESSAGES, on_token)
+    assert err.value.code == "llm_failed" and "KeyError" in err.value.message
+    assert isinstance(err.value.__cause__, KeyError)
+
+
+async def test_a_stalled_stream_is_one_stage_timeout_and_the_next_turn_answers(lines: str) -> None:
+    Lines.scripts, Lines.stall_s = [[*HEAD, STALL, *GOOD[3:]]], 3.0
+    cfg = config(lines)
+    log = ReportLog()
+    stage = LlmStage(OpenAIEngine(cfg), cfg, log, DeadlineConfig(llm_stall_s=0.5))
+    start = time.monotonic()
+    out = await run_stage(stage, [Transcript(1, "Capital of France?"), Transcript(2, "And again?")])
+    (failed,) = log.of(Failed)
+    assert failed.turn_id == 1 and failed.error.code == "stage_timeout" and failed.stage == "llm"
+    assert [m for m in out if isinstance(m, ReplyDone)] == [ReplyDone(2, "Paris is lovely.", "stop")]
+    assert time.monotonic() - start < 3.0  # the stalled request was dropped, not waited out

@@ -30,8 +30,7 @@ from assistant.config import LlmConfig
 from assistant.engines.openai_http import OpenAIEngine
 from assistant.messages import ReplyDone, Token, Transcript
 from assistant.stages.llm import LlmStage
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.turn.reports import ActionTaken, Reasoning, ReportLog
 
 from .fakes import http_server, run_stage
 from .test_openai_engine import llama_cpp_server
@@ -134,18 +133,11 @@ def _clock() -> StreamClock:
 async def _turn(config: LlmConfig) -> tuple[OpenAIEngine, list[Any], list[str], list[str]]:
     """One turn through the stage: (engine, stage output, reasoning reported, actions reported)."""
     engine = OpenAIEngine(config)
-    thoughts: list[str] = []
-    actions: list[str] = []
-    stage = LlmStage(
-        engine,
-        config,
-        Turns(),
-        LatencyTracker(),
-        _clock(),
-        on_reasoning=lambda _, text: thoughts.append(text),
-        on_action=lambda _, action: actions.append(action),
-    )
+    log = ReportLog()
+    stage = LlmStage(engine, config, log)
     out = await run_stage(stage, [Transcript(1, "Capital of France?")])
+    thoughts = [r.text for r in log.of(Reasoning)]
+    actions = [r.action for r in log.of(ActionTaken)]
     return engine, out, thoughts, actions
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import IdleSource
 from assistant.config import Config
+from assistant.daemon import Daemon
 from assistant.events import Event, ReplyChunk, ReplyFinished, StateChanged, TranscriptReady, TurnFinished
 from assistant.pipeline import Engines, Pipeline
 
@@ -27,7 +28,7 @@ async def _drive(pipeline: Pipeline, script: Callable[[Pipeline], Awaitable[None
         await script(pipeline)
         source.stop()
 
-    await asyncio.wait_for(asyncio.gather(pipeline.run(source), go()), 20)
+    await asyncio.wait_for(asyncio.gather(Daemon(pipeline).run(source), go()), 20)
     assert len(asyncio.all_tasks()) == baseline, "the pipeline left tasks running"
     seen = []
     while not events.empty():
@@ -175,6 +176,6 @@ async def test_reconfigure_applies_live_settings_without_new_engines() -> None:
         assert history.messages_for("hi", 0.0)[0] == {"role": "system", "content": "Answer in French."}
         assert (history.budget_tokens, history.idle_s) == (0, 9.0)
         assert p._vad is not None and p._vad.config.end_silence_ms == 900
-        assert p.activation.admit("what time is it", 0.0) is None  # wake mode now
+        assert p.controller.activation.admit("what time is it", 0.0) is None  # wake mode now
 
     await _drive(pipeline, script)

@@ -24,8 +24,7 @@ from assistant.config import LlmConfig
 from assistant.errors import ModelError, TooLongError
 from assistant.messages import ReplyDone, Token, Transcript
 from assistant.stages.llm import LlmStage
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.turn.reports import ActionTaken, Marked, Reasoning, ReportLog
 
 from .fakes import run_stage
 
@@ -121,13 +120,10 @@ def test_user_text_with_special_strings_is_plain_text(engine: Any, question: str
 
 async def _turn(engine: Any, config: LlmConfig, text: str = "Hi?") -> tuple[LlmStage, list[Any], Any]:
     engine.config = config
-    tracker = LatencyTracker()
-    reasoning: list[tuple[int, str]] = []
-    stage = LlmStage(
-        engine, config, Turns(), tracker, _clock(), on_reasoning=lambda t, r: reasoning.append((t, r))
-    )
+    log = ReportLog()
+    stage = LlmStage(engine, config, log)
     out = await run_stage(stage, [Transcript(1, text)])
-    return stage, out, (tracker, reasoning)
+    return stage, out, (log, [(r.turn_id, r.text) for r in log.of(Reasoning)])
 
 
 async def test_skip_mode_prefills_an_empty_block(engine: Any) -> None:
@@ -136,7 +132,7 @@ async def test_skip_mode_prefills_an_empty_block(engine: Any) -> None:
     assert engine.last_prompt[-len(empty_block) - 1 :] == [ASSISTANT, *empty_block]
     assert empty_block[0] == THINK and END_THINK in empty_block
     assert isinstance(out[-1], ReplyDone) and out[-1].finish_reason in ("length", "stop")
-    assert "first_token" in tracker.record(1).marks
+    assert "first_token" in {m.mark for m in tracker.of(Marked)}
 
 
 async def test_budget_mode_closes_the_block_at_the_budget(engine: Any) -> None:
@@ -149,8 +145,7 @@ async def test_budget_mode_closes_the_block_at_the_budget(engine: Any) -> None:
     # exactly 4 thought tokens, then the closing block, then the forced answer
     assert context[len(prompt) + 4 : len(prompt) + 4 + len(close)] == close
     assert END_THINK in close and END_THINK not in context[len(prompt) : len(prompt) + 4]
-    assert tracker.actions["thinking_cut"] == 1
-    assert tracker.record(1).actions == ["thinking_cut"]
+    assert [(a.turn_id, a.action) for a in tracker.of(ActionTaken)] == [(1, "thinking_cut")]
     assert reasoning and all(turn == 1 for turn, _ in reasoning) and stage.last_reasoning
     spoken = "".join(m.text for m in out if isinstance(m, Token))
     assert stage.last_reasoning.strip() not in spoken or not stage.last_reasoning.strip()
@@ -161,7 +156,7 @@ async def test_budget_mode_closes_the_block_at_the_budget(engine: Any) -> None:
 async def test_hidden_mode_never_speaks_reasoning(engine: Any) -> None:
     config = replace(CONFIG, reasoning="hidden")
     engine.config = config
-    stage = LlmStage(engine, config, Turns(), LatencyTracker(), _clock())
+    stage = LlmStage(engine, config, ReportLog())
     pieces: list[str] = []
     flt_out: list[Any] = []
     stage._generate(
@@ -183,7 +178,7 @@ def test_too_long_prompt_is_a_coded_error_not_a_value_error(engine: Any) -> None
 async def test_history_trimmed_to_a_small_context(engine: Any) -> None:
     config = replace(CONFIG, n_ctx=256, max_tokens=8, history_tokens=4096)
     engine.config = config
-    stage = LlmStage(engine, config, Turns(), LatencyTracker(), _clock())
+    stage = LlmStage(engine, config, ReportLog())
     long_turn = "Tell me about " + "rivers and mountains " * 8
     turns = [Transcript(i, f"[{i}] {long_turn}") for i in range(1, 13)]
     out = await run_stage(stage, turns)

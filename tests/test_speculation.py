@@ -19,6 +19,7 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig
+from assistant.daemon import Daemon
 from assistant.pipeline import Engines, Pipeline
 from assistant.turn.latency import TurnRecord
 
@@ -38,9 +39,10 @@ class SlowChat(FakeChat):
         messages: list[dict[str, str]],
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
+        **options: Any,
     ) -> str:
         time.sleep(self.first_delay)
-        return super().chat(messages, on_token, stop)
+        return super().chat(messages, on_token, stop, **options)
 
 
 class SlowSynth(FakeSynth):
@@ -77,7 +79,7 @@ async def _run(
     sink, records = MemorySink(), []
     synth = synth or FakeSynth()
     pipeline = Pipeline(config, Engines(asr, chat, synth), sink, on_turn=records.append)
-    await pipeline.run(PcmSource(pcm.tobytes(), config.input))
+    await Daemon(pipeline).run(PcmSource(pcm.tobytes(), config.input))
     return pipeline, sink, records
 
 
@@ -137,7 +139,7 @@ async def test_ack_played_only_when_the_answer_would_be_late(
     assert pipeline.tracker.actions["ack_played"] == int(acked)
     if acked:  # the acknowledgement, then the answer, in one turn, in that order
         assert rec.marks["first_audio"] < rec.marks["first_answer_audio"]
-        ack = pipeline.budget.acks[0][0]
+        ack = pipeline.controller.budget.acks[0][0]
         assert sink.turns[0].startswith(ack) and len(sink.turns[0]) == len(ack) + 2 * len(
             "Paris is the capital."
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from assistant.audio.sinks import MemorySink
-from assistant.clock import StreamClock
 from assistant.config import ChunkerConfig, LlmConfig
 from assistant.messages import (
     AudioDone,
@@ -26,16 +25,9 @@ from assistant.stages.chunker import ChunkerStage
 from assistant.stages.llm import LlmStage
 from assistant.stages.output import OutputStage
 from assistant.stages.tts import TtsStage
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.turn.reports import ReportLog
 
-from .fakes import FakeChat, FakeSynth, FakeTranscriber, run_stage
-
-
-def _clock() -> StreamClock:
-    clock = StreamClock(realtime=False)
-    clock.start()
-    return clock
+from .fakes import FakeChat, FakeSynth, FakeTranscriber, controller, run_stage
 
 
 def _utt(turn_id: int, end_ms: float = 1000.0) -> Utterance:
@@ -43,20 +35,15 @@ def _utt(turn_id: int, end_ms: float = 1000.0) -> Utterance:
 
 
 async def test_asr_stage_marks_and_drops_non_speech() -> None:
-    tracker = LatencyTracker()
+    ctl = controller()
+    tracker = ctl.tracker
     asr = FakeTranscriber(["What time is it?", ""])
-    heard: list[Transcript] = []
-
-    def admit(transcript: Transcript) -> Transcript:
-        heard.append(transcript)
-        return transcript
-
-    stage = AsrStage(asr, Turns(), tracker, _clock(), admit)
+    stage = AsrStage(asr, ctl)
     out = await run_stage(
         stage, [SpeechStarted(1, 100.0), _utt(1), SpeechStarted(2, 3000.0), _utt(2, 3500.0)]
     )
     assert out == [Transcript(1, "What time is it?")]
-    assert heard == out
+    assert ctl.tracker.record(1).transcript == "What time is it?"
     rec = tracker.record(1)
     assert rec.marks["speech_end"] == 1000.0 and rec.marks["endpoint"] == 1600.0
     assert "transcript" in rec.marks
@@ -65,11 +52,10 @@ async def test_asr_stage_marks_and_drops_non_speech() -> None:
 
 
 async def test_llm_stage_streams_tokens_then_done() -> None:
-    tracker = LatencyTracker()
+    ctl = controller()
+    tracker = ctl.tracker
     chat = FakeChat("Paris is the capital.")
-    out = await run_stage(
-        LlmStage(chat, LlmConfig(), Turns(), tracker, _clock()), [Transcript(1, "capital?")]
-    )
+    out = await run_stage(LlmStage(chat, LlmConfig(), ctl), [Transcript(1, "capital?")])
     assert [m.text for m in out if isinstance(m, Token)] == ["Paris", " is", " the", " capital."]
     assert out[-1] == ReplyDone(1, "Paris is the capital.", "stop")
     assert chat.calls[0][0]["role"] == "system"
@@ -79,7 +65,7 @@ async def test_llm_stage_streams_tokens_then_done() -> None:
 
 async def test_chunker_stage_cuts_clauses_and_ends_turn() -> None:
     tokens = [Token(1, t) for t in ["The", " capital", " is", " Paris.", " It", " is", " big."]]
-    out = await run_stage(ChunkerStage(ChunkerConfig(), Turns()), [*tokens, ReplyDone(1, "", "stop")])
+    out = await run_stage(ChunkerStage(ChunkerConfig(), ReportLog()), [*tokens, ReplyDone(1, "", "stop")])
     # the first chunk ends before the predicate (``chunker.first_break_words``), later ones at sentences
     assert out == [
         TextChunk(1, "The capital", 0),
@@ -90,19 +76,20 @@ async def test_chunker_stage_cuts_clauses_and_ends_turn() -> None:
 
 
 async def test_tts_and_output_write_audio_and_finish_turn() -> None:
-    turns, tracker, sink = Turns(), LatencyTracker(), MemorySink()
-    audio = await run_stage(TtsStage(FakeSynth(), turns), [TextChunk(1, "Hello there.", 0), TextDone(1)])
+    ctl, sink = controller(), MemorySink()
+    tracker = ctl.tracker
+    audio = await run_stage(TtsStage(FakeSynth(), ctl), [TextChunk(1, "Hello there.", 0), TextDone(1)])
     assert audio == [AudioOut(1, b"\x01\x00" * 12, 100), AudioDone(1)]
     tracker.record(1)  # the turn is open (the ASR stage or a command opened it)
-    await run_stage(OutputStage(sink, turns, tracker, _clock()), audio)
+    await run_stage(OutputStage(sink, ctl), audio)
     assert sink.turns == [b"\x01\x00" * 12]
     (rec,) = tracker.finished
     assert rec.outcome == "answered" and {"first_audio", "first_answer_audio", "done"} <= rec.marks.keys()
 
 
 async def test_cancelled_turn_items_are_dropped_in_every_stage() -> None:
-    turns = Turns()
-    turns.cancel(1)
+    ctl = controller()
+    ctl.turns.cancel(1)
     items: list[Message] = [
         Transcript(1, "a"),
         Token(1, "x"),
@@ -116,9 +103,9 @@ async def test_cancelled_turn_items_are_dropped_in_every_stage() -> None:
     synth = FakeSynth()
     chat = FakeChat("ok.")
     for stage in (
-        LlmStage(chat, LlmConfig(), turns, LatencyTracker(), _clock()),
-        ChunkerStage(ChunkerConfig(), turns),
-        TtsStage(synth, turns),
+        LlmStage(chat, LlmConfig(), ctl),
+        ChunkerStage(ChunkerConfig(), ctl),
+        TtsStage(synth, ctl),
     ):
         out = await run_stage(stage, items)
         assert all(getattr(m, "turn_id", 2) == 2 for m in out), (stage, out)
@@ -127,9 +114,10 @@ async def test_cancelled_turn_items_are_dropped_in_every_stage() -> None:
 
 
 async def test_cancel_stops_generation_mid_stream() -> None:
-    turns, tracker = Turns(), LatencyTracker()
+    ctl = controller()
+    turns = ctl.turns
     chat = FakeChat(" ".join(["word"] * 200), delay=0.01)
-    stage = LlmStage(chat, LlmConfig(), turns, tracker, _clock())
+    stage = LlmStage(chat, LlmConfig(), ctl)
     inbox: Queue = asyncio.Queue()
     outbox: Queue = asyncio.Queue()
     inbox.put_nowait(Transcript(1, "talk"))

@@ -22,6 +22,7 @@ from assistant.errors import StageError
 from assistant.messages import AudioIn, EndOfStream, Message, SpeechStarted, Utterance
 from assistant.stages.vad import Framer, HighPass, VadStage
 from assistant.turn.registry import Turns
+from assistant.turn.reports import ReportLog
 
 RATE = 16_000
 TOLERANCE_MS = 150
@@ -82,7 +83,7 @@ async def run_stage(
 ) -> tuple[list[Message], VadStage]:
     """Feed audio as AudioIn pieces of the given byte sizes; return everything the stage put out."""
     pcm = samples if isinstance(samples, bytes) else samples.astype("<i2").tobytes()
-    stage = VadStage(config or VadConfig(speculate_after_ms=0), turns or Turns())
+    stage = VadStage(config or VadConfig(speculate_after_ms=0), ReportLog(turns=turns))
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     outbox: asyncio.Queue[Message] = asyncio.Queue()
     offset, i = 0, 0
@@ -141,7 +142,7 @@ def test_highpass_removes_hum_and_keeps_speech_band() -> None:
 def test_missing_webrtcvad_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "webrtcvad", None)
     with pytest.raises(StageError, match="webrtcvad-wheels") as info:
-        VadStage(VadConfig(), Turns())
+        VadStage(VadConfig(), ReportLog())
     assert info.value.code == "vad_failed"
 
 

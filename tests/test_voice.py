@@ -17,6 +17,7 @@ from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource, StreamSource
 from assistant.bench.runner import TimedChat
 from assistant.config import Config, LatencyConfig
+from assistant.daemon import Daemon
 from assistant.pipeline import Engines, Pipeline
 from assistant.turn.latency import TurnRecord
 
@@ -34,7 +35,7 @@ async def _run(
     sink = MemorySink()
     records: list[TurnRecord] = []
     pipeline = Pipeline(config, Engines(engines.asr, chat, engines.tts), sink, on_turn=records.append)
-    await pipeline.run(PcmSource(pcm, config.input))
+    await Daemon(pipeline).run(PcmSource(pcm, config.input))
     return sink, records, chat
 
 
@@ -177,7 +178,9 @@ async def test_other_wav_formats_work(
     path = write_wav(tmp_path / "q.wav", frames, rate, channels)
     config = replace(Config(), input=replace(Config().input, realtime=False))
     sink, records = MemorySink(), []
-    await Pipeline(config, engines, sink, on_turn=records.append).run(PcmSource.from_file(path, config.input))
+    await Daemon(Pipeline(config, engines, sink, on_turn=records.append)).run(
+        PcmSource.from_file(path, config.input)
+    )
     (rec,) = records
     assert "capital" in rec.transcript.lower() and sink.turns
 
@@ -187,6 +190,6 @@ async def test_raw_pcm_stream_input(engines: Engines, speak: Any) -> None:
     config = replace(Config(), input=replace(Config().input, realtime=False))
     sink, records = MemorySink(), []
     source = StreamSource(config.input, stream=io.BytesIO(pcm), read_size=999)
-    await Pipeline(config, engines, sink, on_turn=records.append).run(source)
+    await Daemon(Pipeline(config, engines, sink, on_turn=records.append)).run(source)
     (rec,) = records
     assert "capital" in rec.transcript.lower() and sink.turns

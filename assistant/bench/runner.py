@@ -30,37 +30,57 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Config
+from assistant.config import Config, LlmConfig
+from assistant.contracts import ChatEngine, ChatMessage
+from assistant.daemon import Daemon
 from assistant.engines import Engines, load_engines
+from assistant.errors import ConfigError
 from assistant.pipeline import Pipeline
 from assistant.turn.latency import TurnRecord, percentile, span_stats
 
 SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "tts_first_audio")
 
 
-class TimedChat:
+class TimedChat(ChatEngine):
     """Wraps a chat engine; counts calls and records, per finished reply, its messages, the
     tokens after the first, the seconds after the first, and the seconds of those the engine
-    stood aside for speech synthesis (its ``yielded_s``, see ``engines.share``)."""
+    stood aside for speech synthesis (its ``yielded_s``, see ``engines.share``). Every ability the
+    engine declares (``contracts.ChatEngine``) is passed through, so the pipeline uses the engine
+    exactly as the daemon does."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ChatEngine) -> None:
         self.inner = inner
         self.samples: list[tuple[list[dict[str, str]], int, float, float]] = []
         self.calls = 0
+        self.history_tokens = inner.history_tokens
 
-    def __getattr__(self, name: str) -> Any:
-        """Everything else is the engine's (``prime``, ``count_tokens``, ``history_tokens``...),
-        so the pipeline uses the engine exactly as the daemon does."""
-        return getattr(self.inner, name)
+    @property
+    def thinks(self) -> bool:
+        return self.inner.thinks
+
+    @property
+    def template_opens_think(self) -> bool:
+        return self.inner.template_opens_think
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def prime(self, messages: list[ChatMessage]) -> int:
+        return self.inner.prime(messages)
+
+    def reconfigure(self, config: LlmConfig) -> None:
+        self.inner.reconfigure(config)
 
     def chat(
         self,
-        messages: list[dict[str, str]],
+        messages: list[ChatMessage],
         on_token: Callable[[str], None],
         stop: threading.Event | None = None,
-        **options: Any,
+        *,
+        prefill: str = "",
+        steer: Callable[[], str | None] | None = None,
     ) -> str:
-        """The engine's ``chat`` (``options``: its own, e.g. ``prefill``), timed."""
+        """The engine's ``chat``, timed."""
         self.calls += 1
         first: float | None = None
         count = 0
@@ -72,9 +92,9 @@ class TimedChat:
             count += 1
             on_token(piece)
 
-        finish: str = self.inner.chat(messages, counted, stop, **options)
+        finish = self.inner.chat(messages, counted, stop, prefill=prefill, steer=steer)
         if first is not None and count > 1 and finish != "cancelled":
-            seconds, yielded = time.perf_counter() - first, float(getattr(self.inner, "yielded_s", 0.0))
+            seconds, yielded = time.perf_counter() - first, self.inner.yielded_s
             self.samples.append(([dict(m) for m in messages], count - 1, seconds, yielded))
         return finish
 
@@ -131,7 +151,7 @@ async def run_pipeline(config: Config, engines: Engines, stream: bytes) -> tuple
 
     records: list[TurnRecord] = []
     pipeline = Pipeline(config, engines, MemorySink(), on_turn=records.append)
-    await pipeline.run(PcmSource(stream, config.input))
+    await Daemon(pipeline).run(PcmSource(stream, config.input))
     return pipeline, records
 
 
@@ -139,13 +159,14 @@ def endpoint_wait_ms(config: Config, pcm: bytes) -> float:
     """How long the endpointer waits after speech on this item, without speculation."""
     from assistant.messages import AudioIn
     from assistant.stages.vad import VadStage
-    from assistant.turn.registry import Turns
+    from assistant.turn.reports import EndpointFinal, ReportLog
 
     vad_config = replace(config.vad, speculate_after_ms=0)
-    waits: list[float] = []
-    vad = VadStage(vad_config, Turns(), on_commit=lambda _t, end, at: waits.append(at - end))
+    log = ReportLog()
+    vad = VadStage(vad_config, log)
     vad.feed(AudioIn(pcm + bytes(2 * 16 * (vad_config.end_silence_ms + 200)), 0.0))
     vad.finish()
+    waits = [r.endpoint_ms - r.speech_end_ms for r in log.of(EndpointFinal)]
     return waits[0] if waits else float(vad_config.end_silence_ms)
 
 
@@ -212,6 +233,8 @@ def run_bench(
     before = llm_alone_tokens_per_s(
         engines.llm, [[system, {"role": "user", "content": i.text}] for i in items]
     )
+    if engines.llm is None:
+        raise ConfigError("the bench needs an LLM engine")
     timed = TimedChat(engines.llm)
     log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
     pipeline, records = asyncio.run(run_pipeline(config, Engines(engines.asr, timed, engines.tts), stream))
@@ -260,8 +283,8 @@ def run_bench(
         "actions": dict(pipeline.tracker.actions),
         "acks": ack_counts(answered, config.latency.budget_ms),
         "asr_fallbacks": {
-            "calls": getattr(engines.asr, "calls", 0),
-            "fallbacks": getattr(engines.asr, "fallbacks", 0),
+            "calls": engines.asr.calls if engines.asr is not None else 0,
+            "fallbacks": engines.asr.fallbacks if engines.asr is not None else 0,
         },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "llm_tokens_per_s": {

@@ -134,8 +134,3 @@ class History:
         """Forget the session (a new one starts with the next turn)."""
         self.exchanges.clear()
         self.session += 1
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free upper estimate for engines that cannot count (a remote server)."""
-    return len(text.encode("utf-8")) // 2 + 1

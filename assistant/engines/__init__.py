@@ -1,21 +1,17 @@
 """Thin synchronous adapters over the model runtimes; stages call them with ``asyncio.to_thread``.
 
-Each engine module imports its runtime lazily, so a missing runtime is a clear error when that
-engine is asked for, not an ImportError at start.
+Each engine subclasses its contract in ``assistant.contracts`` (what it can do is declared
+there, not probed). Each engine module imports its runtime lazily, so a missing runtime is a clear
+error when that engine is asked for, not an ImportError at start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from assistant.config import Config
-
-if TYPE_CHECKING:
-    from assistant.stages.asr import Transcriber
-    from assistant.stages.llm import ChatEngine
-    from assistant.stages.tts import Synthesizer
+from assistant.contracts import ChatEngine, Synthesizer, Transcriber
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import AssistantError, ConfigError, ModelCorruptError, ModelMissingError
+from assistant.models import hf_cache
 from assistant.models.download import (
     ProgressFactory,
     RemoteFile,
@@ -44,7 +45,6 @@ from assistant.models.download import (
 )
 from assistant.models.gguf_header import GGUFHeader, check_gguf, read_gguf_header
 from assistant.models.manifest import MANIFEST_PATH, ROLES, ModelFile, ModelSpec, Source, load_manifest
-from assistant.models.store import hf_cache
 
 __all__ = [
     "MANIFEST_PATH",

@@ -33,7 +33,7 @@ from assistant.errors import AssistantError
 
 _LOGGER = logging.getLogger(__name__)
 
-LIVE_SECTIONS = ("listen", "latency", "chunker", "output")
+LIVE_SECTIONS = ("listen", "latency", "deadlines", "chunker", "output")
 """Config sections whose every key applies without a restart."""
 _LIVE = {
     "vad": "aggressiveness preroll_ms start_ms end_silence_ms min_speech_ms max_utterance_ms"

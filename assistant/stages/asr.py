@@ -2,89 +2,67 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from functools import partial
 
-from assistant.clock import StreamClock
-from assistant.engines.whisper import AsrResult
-from assistant.errors import AssistantError
+from assistant.config import DeadlineConfig
+from assistant.contracts import Transcriber
 from assistant.messages import Message, SpeechStarted, Transcript, Utterance
-from assistant.stages.base import Queue, run_inbox
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.stages.base import Queue, call_in_thread, run_inbox
+from assistant.turn.kinds import Mark
+from assistant.turn.reports import Marked, NoSpeech, TurnChannel
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class Transcriber(Protocol):
-    def transcribe(self, pcm: bytes) -> AsrResult: ...
 
 
 class AsrStage:
     """Transcribes each utterance off the event loop; drops non-speech."""
 
+    name = "asr"
+
     def __init__(
-        self,
-        engine: Transcriber,
-        turns: Turns,
-        tracker: LatencyTracker,
-        clock: StreamClock,
-        on_transcript: Callable[[Transcript], Transcript | None] | None = None,
-        on_error: Callable[[int, AssistantError], None] | None = None,
-        on_no_speech: Callable[[int], None] | None = None,
+        self, engine: Transcriber, channel: TurnChannel, deadlines: DeadlineConfig | None = None
     ) -> None:
         self.engine = engine
-        self.on_no_speech = on_no_speech
-        self.turns = turns
-        self.tracker = tracker
-        self.clock = clock
-        self.on_transcript = on_transcript
-        self.on_error = on_error
+        self.channel = channel
+        self.deadlines = deadlines or DeadlineConfig()
         self.transcribed = 0
         self.no_speech = 0
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
         async def handle(item: Message) -> None:
             if isinstance(item, SpeechStarted):
-                self.tracker.record(item.turn_id).mark("speech_start", item.start_ms)
+                self.channel.report(Marked(item.turn_id, Mark.SPEECH_START, item.start_ms))
             elif isinstance(item, Utterance):
                 await self._transcribe(item, outbox)
             else:
                 await outbox.put(item)
 
-        await run_inbox(inbox, outbox, self.turns, handle)
+        await run_inbox(inbox, outbox, self.channel, handle, stage=self.name)
 
     async def _transcribe(self, utt: Utterance, outbox: Queue) -> None:
-        rec = self.tracker.record(utt.turn_id)
-        rec.mark("speech_start", utt.speech_start_ms)
-        rec.mark("speech_end", utt.speech_end_ms)
+        turn_id, report = utt.turn_id, self.channel.report
+        report(Marked(turn_id, Mark.SPEECH_START, utt.speech_start_ms))
+        report(Marked(turn_id, Mark.SPEECH_END, utt.speech_end_ms))
         if not utt.speculative:
-            rec.mark("endpoint", utt.endpoint_ms)
-        try:
-            result = await asyncio.to_thread(self.engine.transcribe, utt.pcm)
-        except AssistantError as err:
-            _LOGGER.error("turn %d: %s: %s", utt.turn_id, err.code, err.message)
-            if self.on_error is not None:
-                self.on_error(utt.turn_id, err)
-            return
+            report(Marked(turn_id, Mark.ENDPOINT, utt.endpoint_ms))
+        result = await call_in_thread(
+            partial(self.engine.transcribe, utt.pcm),
+            stage=self.name,
+            deadline_s=self.deadlines.asr_s,
+            stop=self.channel.turns.stop_event(turn_id),
+        )
         self.transcribed += 1
-        if self.turns.is_cancelled(utt.turn_id):
+        if self.channel.turns.is_cancelled(turn_id):
             return
         if not result.text:
             self.no_speech += 1
-            self.tracker.discard(utt.turn_id)
-            if self.on_no_speech is not None:
-                self.on_no_speech(utt.turn_id)
-            _LOGGER.info("turn %d: no speech in %.0f ms of audio", utt.turn_id, result.audio_ms)
+            report(NoSpeech(turn_id))
+            _LOGGER.info("turn %d: no speech in %.0f ms of audio", turn_id, result.audio_ms)
             return
-        rec.mark("transcript", self.clock.position_ms())
-        rec.transcript = result.text
-        _LOGGER.info("turn %d heard: %s", utt.turn_id, result.text)
-        heard = Transcript(utt.turn_id, result.text)
-        transcript = self.on_transcript(heard) if self.on_transcript is not None else heard
-        if transcript is None:  # not for the assistant (no wake phrase)
-            self.tracker.discard(utt.turn_id)
+        report(Marked(turn_id, Mark.TRANSCRIPT, self.channel.clock.position_ms()))
+        _LOGGER.info("turn %d heard: %s", turn_id, result.text)
+        text = self.channel.admit(turn_id, result.text)
+        if text is None:  # not for the assistant (no wake phrase)
             return
-        await outbox.put(transcript)
+        await outbox.put(Transcript(turn_id, text))

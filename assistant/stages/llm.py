@@ -4,15 +4,14 @@ Tokens carry answer text only. A reasoning model's ``<think>`` block is split of
 ``reasoning.ThinkFilter`` inside the worker thread and goes to ``on_reasoning`` (the MQTT bridge
 may publish it), never downstream, so TTS never hears it. ``llm.reasoning`` picks the mode
 (``hidden``, ``skip``, ``budget``; see ``assistant.reasoning``); in ``budget`` mode the block is
-closed when the budget is spent and the action ``thinking_cut`` is reported through
-``on_action`` (by default the latency tracker's ``action``).
+closed when the budget is spent and the action ``thinking_cut`` is reported to the turn controller.
 
 Each turn's prompt comes from ``history.History``: the system prompt, the most recent exchanges
 of the session that fit, and the new question as user-role data. A question that cannot fit is a
-``too_long`` error before any model sees it. After a reply, an engine that can (``prime``)
-evaluates the start of the next prompt while the reply is still being spoken: the exchange just
-finished and the template's opening of the next question, so the next turn reads only its own
-words.
+``too_long`` error before any model sees it. After a reply, the engine's ``prime``
+evaluates the start of the next prompt while the reply is still being spoken (where it can): the
+exchange just finished and the template's opening of the next question, so the next turn reads
+only its own words. What the engine can do is declared on it (``contracts.ChatEngine``).
 """
 
 from __future__ import annotations
@@ -23,47 +22,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from assistant.chat.history import History, estimate_tokens
+from assistant.chat.history import History
 from assistant.chat.reasoning import CLOSE_THINK, ThinkBudget, ThinkFilter, ThinkPlan, plan
-from assistant.clock import StreamClock
-from assistant.config import DEFAULT_HISTORY_TOKENS, LlmConfig
-from assistant.errors import AssistantError
+from assistant.config import DEFAULT_HISTORY_TOKENS, DeadlineConfig, LlmConfig
+from assistant.contracts import ChatEngine
 from assistant.messages import Message, ReplyDone, Token, Transcript
 from assistant.stages.base import Queue, run_inbox, stream_from_thread
-from assistant.turn.latency import LatencyTracker
-from assistant.turn.registry import Turns
+from assistant.turn.kinds import Mark
+from assistant.turn.reports import ActionTaken, Generated, Marked, Reasoning, Replied, TurnChannel
 
 _LOGGER = logging.getLogger(__name__)
 RESERVE_TOKENS = 16
 """Context kept free beyond ``max_tokens`` (a prefill, a closing tag)."""
-
-
-class ChatEngine(Protocol):
-    """The least an LLM engine offers: a streamed chat reply, stoppable."""
-
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        on_token: Callable[[str], None],
-        stop: threading.Event | None = None,
-    ) -> str: ...
-
-
-class ReasoningEngine(ChatEngine, Protocol):
-    """An engine that also takes a prefill and a steering hook (``LlamaEngine``).
-
-    Detected by its ``thinks`` attribute; its ``chat`` accepts the keyword arguments
-    ``prefill: str`` and ``steer: Callable[[], str | None]``.
-    """
-
-    thinks: bool
-    """The model has think tokens."""
-    template_opens_think: bool
-    """Its generation prompt already opens a think block."""
-
-    def count_tokens(self, text: str) -> int: ...
 
 
 def is_speakable_piece(text: str) -> bool:
@@ -82,53 +53,42 @@ class _Out:
     unclosed: bool = False
 
 
-def memory_tokens(config: LlmConfig, engine: object) -> int:
+def memory_tokens(config: LlmConfig, engine: ChatEngine) -> int:
     """``llm.history_tokens``, or where it is -1 what the engine's model copes with (its
     manifest entry), else ``DEFAULT_HISTORY_TOKENS``."""
     if config.history_tokens >= 0:
         return config.history_tokens
-    recommended = getattr(engine, "history_tokens", None)
+    recommended = engine.history_tokens
     return DEFAULT_HISTORY_TOKENS if recommended is None else int(recommended)
 
 
 class LlmStage:
     """Generates one reply at a time; a cancelled turn's generation stops at the next token."""
 
+    name = "llm"
+
     def __init__(
         self,
         engine: ChatEngine,
         config: LlmConfig,
-        turns: Turns,
-        tracker: LatencyTracker,
-        clock: StreamClock,
-        on_token: Callable[[Token], None] | None = None,
-        on_error: Callable[[int, AssistantError], None] | None = None,
+        channel: TurnChannel,
+        deadlines: DeadlineConfig | None = None,
         *,
-        on_reasoning: Callable[[int, str], None] | None = None,
-        on_action: Callable[[int, str], None] | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.config = config
-        self.turns = turns
-        self.tracker = tracker
-        self.clock = clock
-        self.on_token = on_token
-        self.on_error = on_error
-        self.on_reasoning = on_reasoning
-        """Called with (turn id, reasoning text) as the model thinks."""
-        self.on_action = on_action or tracker.action
-        """Called with (turn id, action name), e.g. ``thinking_cut``."""
+        self.channel = channel
+        self.deadlines = deadlines or DeadlineConfig()
         self.now = now
         """Monotonic seconds (for the session's idle time and the thinking budget)."""
         self.tokens = 0
         """Pieces generated, over all turns (reasoning included)."""
         self.primed_tokens = 0
         """Tokens of coming prompts evaluated between turns (``_prime``)."""
-        count = getattr(engine, "count_tokens", None)
         self.history = History(
             config.system_prompt,
-            count if callable(count) else estimate_tokens,
+            engine.count_tokens,
             budget_tokens=memory_tokens(config, engine),
             limit_tokens=config.n_ctx - config.max_tokens - RESERVE_TOKENS,
             idle_s=config.session_idle_s,
@@ -149,10 +109,13 @@ class LlmStage:
 
     def plan(self) -> ThinkPlan:
         """How this engine and ``llm.reasoning`` handle thinking."""
-        thinks = bool(getattr(self.engine, "thinks", False))
-        opens = bool(getattr(self.engine, "template_opens_think", False))
         budget = ThinkBudget(self.config.think_budget_tokens, self.config.think_budget_ms)
-        return plan(self.config.reasoning, thinks=thinks, template_opens=opens, budget=budget)
+        return plan(
+            self.config.reasoning,
+            thinks=self.engine.thinks,
+            template_opens=self.engine.template_opens_think,
+            budget=budget,
+        )
 
     def messages_for(self, text: str) -> list[dict[str, str]]:
         """The chat for one turn: system prompt, remembered turns, then the words as user data."""
@@ -165,76 +128,60 @@ class LlmStage:
             else:
                 await outbox.put(item)
 
-        await run_inbox(inbox, outbox, self.turns, handle)
-
-    def _fail(self, turn_id: int, err: AssistantError) -> None:
-        _LOGGER.error("turn %d: %s: %s", turn_id, err.code, err.message)
-        if self.on_error is not None:
-            self.on_error(turn_id, err)
+        await run_inbox(inbox, outbox, self.channel, handle, stage=self.name)
 
     async def _reply(self, transcript: Transcript, outbox: Queue) -> None:
-        turn_id = transcript.turn_id
-        rec = self.tracker.record(turn_id)
-        stop = self.turns.stop_event(turn_id)
+        turn_id, report, turns = transcript.turn_id, self.channel.report, self.channel.turns
+        stop = turns.stop_event(turn_id)
         parts: list[str] = []
         thoughts: list[str] = []
-        try:
-            messages = self.messages_for(transcript.text)
-        except AssistantError as err:
-            self._fail(turn_id, err)
-            return
+        messages = self.messages_for(transcript.text)
         think = self.plan()
 
         async def forward(out: _Out) -> None:
-            if self.turns.is_cancelled(turn_id):
+            if turns.is_cancelled(turn_id):
                 return
-            now = self.clock.position_ms()
+            now = self.channel.clock.position_ms()
             if out.token:
                 self.tokens += 1
-                rec.mark("first_token", now)
+                report(Marked(turn_id, Mark.FIRST_TOKEN, now))
             if out.action:
-                self.on_action(turn_id, out.action)
+                report(ActionTaken(turn_id, out.action))
             if out.reasoning:
                 thoughts.append(out.reasoning)
-                if self.on_reasoning is not None:
-                    self.on_reasoning(turn_id, out.reasoning)
+                report(Reasoning(turn_id, out.reasoning))
             if out.unclosed:
                 _LOGGER.warning("turn %d: the think block never closed; nothing was spoken", turn_id)
             if out.answer:
                 if is_speakable_piece(out.answer):
-                    rec.mark("first_speakable_token", now)
+                    report(Marked(turn_id, Mark.FIRST_SPEAKABLE_TOKEN, now))
                 parts.append(out.answer)
-                token = Token(turn_id, out.answer)
-                if self.on_token is not None:
-                    self.on_token(token)
-                await outbox.put(token)
+                report(Generated(turn_id, out.answer))
+                await outbox.put(Token(turn_id, out.answer))
 
         def work(emit: Callable[[_Out], None]) -> str:
             return self._generate(messages, think, emit, stop)
 
-        try:
-            finish = await stream_from_thread(work, forward, stop)
-        except AssistantError as err:
-            self._fail(turn_id, err)
-            return
+        finish = await stream_from_thread(
+            work, forward, stop, stage=self.name, stall_s=self.deadlines.llm_stall_s
+        )
         self.last_reasoning = "".join(thoughts)
-        if self.turns.is_cancelled(turn_id):
+        if turns.is_cancelled(turn_id):
             return  # a cancelled turn leaves no trace in the history (see history.py)
         answer = "".join(parts)
         self.history.add(transcript.text, answer, self.now())
-        rec.reply = answer.strip()
+        report(Replied(turn_id, answer))
         await outbox.put(ReplyDone(turn_id, answer, finish))
         await self._prime()
 
     async def _prime(self) -> None:
-        """Let the engine evaluate the next prompt's start now (``LlamaEngine.prime``)."""
-        prime = getattr(self.engine, "prime", None)
-        if prime is None:
-            return
+        """Let the engine evaluate the next prompt's start now, where it can (``ChatEngine.prime``)."""
         try:
-            self.primed_tokens += await asyncio.to_thread(prime, self.history.upcoming(self.now()))
-        except AssistantError as err:  # the next turn evaluates it all itself
-            _LOGGER.warning("llm: %s", err.message)
+            self.primed_tokens += await asyncio.to_thread(
+                self.engine.prime, self.history.upcoming(self.now())
+            )
+        except Exception as err:  # optional work: the next turn evaluates it all itself
+            _LOGGER.warning("llm: evaluating the next prompt's start failed: %s", err)
 
     def _generate(
         self,
@@ -260,16 +207,9 @@ class LlmStage:
             emit(_Out(reasoning=flt.force_close(), action="thinking_cut"))
             return CLOSE_THINK
 
-        if hasattr(self.engine, "thinks"):
-            finish = self.engine.chat(  # type: ignore[call-arg]
-                messages,
-                on_piece,
-                stop,
-                prefill=think.prefill,
-                steer=steer if think.budget is not None else None,
-            )
-        else:
-            finish = self.engine.chat(messages, on_piece, stop)
+        finish = self.engine.chat(
+            messages, on_piece, stop, prefill=think.prefill, steer=steer if think.budget is not None else None
+        )
         answer, reasoning = flt.finish()
         emit(_Out(answer, reasoning, unclosed=flt.unclosed))
         return finish

@@ -4,7 +4,7 @@ Audio pieces of any length are re-chunked by ``Framer`` into whole ``frame_ms`` 
 takes only 10, 20 or 30 ms of 16 kHz mono int16), each frame is classified by webrtcvad, and
 ``segmenter.Segmenter`` decides where turns start and end.
 
-Turn ids come from the shared ``Turns`` registry, one per started turn. ``SpeechStarted`` goes out as
+Turn ids come from the channel's ``Turns`` registry, one per started turn. ``SpeechStarted`` goes out as
 soon as the segmenter starts a turn; if that turn is later dropped (too little speech: a cough,
 a door), its id is used up and the turn is cancelled through ``Turns.cancel``, so every stage
 drops whatever of it is still queued or in flight. No ``Utterance`` follows a dropped turn.
@@ -20,18 +20,18 @@ non-speech; their audio still serves as pre-roll, so speech at the very start is
 
 Speculation (``vad.speculate_after_ms``): at a pause the stage sends the utterance so far as a
 *speculative* ``Utterance``, so ASR, the LLM and TTS start before the endpoint. If speech
-resumes, that turn is cancelled everywhere (``on_discard``) and the speech continues under a new
-turn id. When the endpoint is final, ``on_commit(turn_id, speech_end_ms, endpoint_ms)`` says so; a speculated
-turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
+resumes, that turn is cancelled everywhere (``SpeculationVoid``) and the speech continues under a new
+turn id. When the endpoint is final, ``EndpointFinal(turn_id, speech_end_ms, endpoint_ms)`` says so; a
+speculated turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
 speculative transcript looks complete (adaptive endpointing).
 
-Barge-in head start (``on_voice``): a turn starts only once ``start_ms`` of voiced audio has been
+Barge-in head start (``VoiceSuspected``): a turn starts only once ``start_ms`` of voiced audio has been
 heard, which is most of the 200 ms in which a reply must fall silent when the user talks over it.
-So at the first voiced frame over playback that the echo gate lets through, the stage calls
-``on_voice(True)`` (the pipeline pauses the speaker, keeping its queue); when the turn starts it
-calls ``on_voice(False)`` after ``on_speech_start`` (which cancels the reply), and when
+So at the first voiced frame over playback that the echo gate lets through, the stage reports
+``VoiceSuspected(True)`` (the controller pauses the speaker, keeping its queue); when the turn starts
+it reports ``VoiceSuspected(False)`` after ``SpeechBegan`` (which cancels the reply), and when
 ``SUSPECT_QUIET_FRAMES`` frames the plain VAD calls unvoiced pass with no turn started (or
-``SUSPECT_MAX_FRAMES`` in all), ``on_voice(False)`` resumes the reply where it paused. A false
+``SUSPECT_MAX_FRAMES`` in all), ``VoiceSuspected(False)`` resumes the reply where it paused. A false
 alarm costs a gap of a few frames, never the reply.
 
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,7 +61,7 @@ from assistant.endpointing.segmenter import (
 from assistant.errors import StageError
 from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
 from assistant.stages.base import Queue, run_inbox
-from assistant.turn.registry import Turns
+from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, TurnChannel, VoiceSuspected
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -137,12 +136,8 @@ class VadStage:
     def __init__(
         self,
         config: VadConfig,
-        turns: Turns,
+        channel: TurnChannel,
         *,
-        on_commit: Callable[[int, float, float], None] | None = None,
-        on_discard: Callable[[int], None] | None = None,
-        on_speech_start: Callable[[int], None] | None = None,
-        on_voice: Callable[[bool], None] | None = None,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
     ) -> None:
@@ -153,7 +148,8 @@ class VadStage:
                 "vad", "webrtcvad is not installed: install the 'webrtcvad-wheels' package"
             ) from err
         self.config = config
-        self._turns = turns
+        self.channel = channel
+        self._turns = channel.turns
         self._webrtcvad: Any = webrtcvad
         self._vad: Any = webrtcvad.Vad(config.aggressiveness)
         self._pending_config: VadConfig | None = None
@@ -164,16 +160,6 @@ class VadStage:
         self.echo_gate: EchoGate | None = None
         """Set while a speaker can play: voiced frames that are only the assistant's echo are ignored."""
         self._strict_vad: Any = webrtcvad.Vad(3)
-        self.on_commit = on_commit
-        """Called with (turn id, speech end ms, endpoint ms) when a turn's endpoint is final."""
-        self.on_discard = on_discard
-        """Called with the turn id of a speculation made void because speech resumed."""
-        self.on_speech_start = on_speech_start
-        """Called with the turn id as soon as speech starts (barge-in acts on it)."""
-        self.on_voice = on_voice
-        """Called with True at the first frame of what may be the user speaking over playback
-        (before the start window is full: the speaker pauses), and with False once that turned
-        into a turn (after ``on_speech_start``) or came to nothing (the speaker resumes)."""
         self._suspect = False
         self._suspect_quiet = 0
         self._suspect_frames = 0
@@ -212,7 +198,7 @@ class VadStage:
             for message in self.finish():
                 await outbox.put(message)
 
-        await run_inbox(inbox, outbox, self._turns, handle, on_end)
+        await run_inbox(inbox, outbox, self.channel, handle, on_end, stage=self.name)
 
     def feed(self, item: AudioIn) -> list[Message]:
         """Classify and segment one piece of audio (no awaiting); return the messages to send."""
@@ -259,12 +245,10 @@ class VadStage:
         on comparing with the playback from before the pause for its hold time and may dismiss
         frames of the user's speech as echo meanwhile; a turn starts once the hold has passed.
         A pause that started no turn ends after ``SUSPECT_MAX_FRAMES`` all the same."""
-        if self.on_voice is None:
-            return
         if not self._suspect:
             if suspect and not any(isinstance(e, Started) for e in events):
                 self._suspect, self._suspect_quiet, self._suspect_frames = True, 0, 0
-                self.on_voice(True)
+                self.channel.report(VoiceSuspected(True))
             return
         self._suspect_frames += 1
         self._suspect_quiet = 0 if sounded else self._suspect_quiet + 1
@@ -274,7 +258,7 @@ class VadStage:
             or self._suspect_frames >= SUSPECT_MAX_FRAMES
         ):
             self._suspect = False
-            self.on_voice(False)
+            self.channel.report(VoiceSuspected(False))
 
     def finish(self) -> list[Message]:
         """End of input: close an open turn; return the messages to send."""
@@ -309,8 +293,7 @@ class VadStage:
         for event in events:
             if isinstance(event, Started):
                 self._turn_id = self._turns.new_id()
-                if self.on_speech_start is not None:
-                    self.on_speech_start(self._turn_id)
+                self.channel.report(SpeechBegan(self._turn_id))
                 self._speech_start_ms = origin + event.start_ms
                 _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
@@ -328,8 +311,7 @@ class VadStage:
                 self.discarded += 1
                 self._speculating = False
                 self._turns.cancel(turn_id)
-                if self.on_discard is not None:
-                    self.on_discard(turn_id)
+                self.channel.report(SpeculationVoid(turn_id))
                 self._turn_id = self._turns.new_id()
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
                 continue
@@ -346,8 +328,9 @@ class VadStage:
                     messages.append(
                         self._utterance(turn_id, event, origin, origin + event.endpoint_ms, False)
                     )
-                if self.on_commit is not None:
-                    self.on_commit(turn_id, origin + event.speech_end_ms, origin + event.endpoint_ms)
+                self.channel.report(
+                    EndpointFinal(turn_id, origin + event.speech_end_ms, origin + event.endpoint_ms)
+                )
         return messages
 
     @staticmethod

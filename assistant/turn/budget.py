@@ -17,14 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from assistant.audio.convert import trim_silence
 from assistant.clock import StreamClock
 from assistant.config import LatencyConfig
-from assistant.stages.output import OutputStage
-from assistant.stages.tts import Synthesizer
+from assistant.contracts import Synthesizer
 from assistant.turn.latency import BudgetPolicy, LatencyTracker, SynthesisRate
+
+
+class AckPlayer(Protocol):
+    """Plays an acknowledgement for a turn (the output stage)."""
+
+    async def play_ack(self, turn_id: int, pcm: bytes, rate: int) -> bool:
+        """Play it unless the turn has been heard already; False if too late."""
+        ...
 
 
 def policy_for(config: LatencyConfig) -> BudgetPolicy:
@@ -91,7 +98,7 @@ class BudgetKeeper:
         if event is not None:
             event.set()
 
-    async def run(self, output: Callable[[], OutputStage | None]) -> None:
+    async def run(self, output: AckPlayer) -> None:
         """Watch each committed turn's deadline, side by side."""
         async with asyncio.TaskGroup() as group:
             while True:
@@ -103,7 +110,7 @@ class BudgetKeeper:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _watch(self, turn_id: int, due: float, output: Callable[[], OutputStage | None]) -> None:
+    async def _watch(self, turn_id: int, due: float, output: AckPlayer) -> None:
         """At the due time, acknowledge the turn if nothing was heard and the answer will be late."""
         await self._sleep_until(due)
         rec = self.tracker.record(turn_id) if self.tracker.is_open(turn_id) else None
@@ -115,14 +122,13 @@ class BudgetKeeper:
                 await asyncio.wait_for(self._event(turn_id).wait(), wait_s)
         self._heard.pop(turn_id, None)
         for attempt in range(2):
-            stage = output()
-            if stage is None or not self.tracker.is_open(turn_id):
+            if not self.tracker.is_open(turn_id):
                 return
             rec = self.tracker.record(turn_id)
             if self.policy.should_ack(rec, self.clock.position_ms()):
                 pcm, rate = self.acks[self._next % len(self.acks)]
                 self._next += 1
-                if await stage.play_ack(turn_id, pcm, rate):
+                if await output.play_ack(turn_id, pcm, rate):
                     self.tracker.action(turn_id, "ack_played")
                 return
             if attempt or "first_audio" in rec.marks or "speech_end" not in rec.marks:

@@ -13,19 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant.turn.kinds import Mark
+
 _LOGGER = logging.getLogger(__name__)
 
-MARKS = (
-    "speech_start",
-    "speech_end",
-    "endpoint",
-    "transcript",
-    "first_token",
-    "first_speakable_token",
-    "first_audio",
-    "first_answer_audio",
-    "done",
-)
+MARKS = tuple(Mark)
+"""The marks, in the order a turn passes them (``turn.kinds.Mark``)."""
 
 SPANS = {
     "e2e": ("speech_end", "first_answer_audio"),

@@ -1,0 +1,154 @@
+"""What a stage may ask of an engine or a sink: declared here, checked by mypy, never probed.
+
+Stages and engines both import this module and nothing of each other. Every engine subclasses
+its base (``Transcriber``, ``ChatEngine``, ``Synthesizer``); what an engine *can* do beyond the
+least is declared on the base with a default that says "cannot":
+
+    Transcriber    transcribe(pcm) -> AsrResult; reconfigure(asr config)
+    ChatEngine     chat(messages, on_token, stop, prefill=, steer=) -> finish reason;
+                   count_tokens (an estimate unless the engine has a tokenizer); prime (0: no);
+                   thinks / template_opens_think (reasoning); history_tokens (memory it copes with);
+                   yielded_s (seconds it stood aside for synthesis); reconfigure(llm config)
+    Synthesizer    synthesize(text, on_audio, stop); sample_rate; reconfigure(tts config)
+    Speaker        a live output: interrupt, pause, resume, playback_peak (the echo reference)
+
+Engine methods are synchronous and block; stages call them off the event loop (``asyncio.to_thread``
+or the engine's own thread). Any exception an engine raises is mapped to ``errors`` at the engine's
+seam where it knows the cause, and by the stage's error boundary otherwise (``stages.base``). See
+``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from assistant.config import AsrConfig, LlmConfig, TtsConfig
+
+ChatMessage = dict[str, str]
+"""One chat message: ``{"role": "system" | "user" | "assistant", "content": text}``."""
+
+FULL_WINDOW_MS = 30_000.0
+"""Whisper's trained window, in ms (3,000 mel frames)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free upper estimate for engines that cannot count (a remote server)."""
+    return len(text.encode("utf-8")) // 2 + 1
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    """What the ASR heard in one utterance."""
+
+    text: str
+    """Kept text, stripped; empty when every segment was gated out as non-speech."""
+    dropped: tuple[str, ...] = ()
+    """Segment texts dropped by the no-speech gate."""
+    audio_ms: float = 0.0
+    """Duration of the audio transcribed, in ms."""
+    window_ms: float = FULL_WINDOW_MS
+    """Length of the encoder window that produced ``text``, in ms (30,000 for the full window)."""
+    fallback: bool = False
+    """True when the short window's result was rejected and the full window was used."""
+    fallback_reason: str = ""
+    """Why the short result was rejected (``repetition``, ``too_long``, ``bound``, ``logprob``, ``empty``)."""
+
+
+class Transcriber(ABC):
+    """Speech to text, one utterance at a time."""
+
+    calls = 0
+    """Decodes run (a fallback counts twice)."""
+    fallbacks = 0
+    """Short-window results rejected for the full window."""
+
+    @abstractmethod
+    def transcribe(self, pcm: bytes) -> AsrResult:
+        """Transcribe 16 kHz mono int16 audio; blocks."""
+
+    def reconfigure(self, config: AsrConfig) -> None:  # noqa: B027 - optional: nothing applies live
+        """Apply reloaded ``[asr]`` keys that need no model reload."""
+
+
+class ChatEngine(ABC):
+    """A streamed chat reply, stoppable; and what else the engine can do."""
+
+    history_tokens: int | None = None
+    """Conversation memory (tokens) this model copes with; None: the general default."""
+    yielded_s = 0.0
+    """Seconds the last generation stood aside for speech synthesis (``engines.share``)."""
+
+    @abstractmethod
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        on_token: Callable[[str], None],
+        stop: threading.Event | None = None,
+        *,
+        prefill: str = "",
+        steer: Callable[[], str | None] | None = None,
+    ) -> str:
+        """Generate a reply, calling ``on_token`` per piece; returns the finish reason (``stop``,
+        ``length``, ``cancelled``); blocks. ``prefill`` starts the assistant's message; ``steer``,
+        called after each piece, may return text to inject (a closing ``</think>``). Engines that
+        do not think ignore both."""
+
+    @property
+    def thinks(self) -> bool:
+        """The model has think tokens and ``chat`` honours ``prefill`` and ``steer``."""
+        return False
+
+    @property
+    def template_opens_think(self) -> bool:
+        """The chat template's generation prompt already opens a think block."""
+        return False
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as plain data (an estimate where the engine has no tokenizer)."""
+        return estimate_tokens(text)
+
+    def prime(self, messages: list[ChatMessage]) -> int:
+        """Evaluate the start of the next prompt now (between turns); returns the tokens evaluated,
+        0 where the engine cannot."""
+        return 0
+
+    def reconfigure(self, config: LlmConfig) -> None:  # noqa: B027 - optional: nothing applies live
+        """Apply reloaded ``[llm]`` keys that need no model reload."""
+
+
+class Synthesizer(ABC):
+    """Text to speech, streamed in pieces."""
+
+    sample_rate = 22_050
+    """Hz of the audio it produces (mono int16)."""
+
+    @abstractmethod
+    def synthesize(
+        self, text: str, on_audio: Callable[[bytes], None], stop: threading.Event | None = None
+    ) -> None:
+        """Synthesize ``text``, calling ``on_audio`` per piece; stops early when ``stop`` is set; blocks."""
+
+    def reconfigure(self, config: TtsConfig) -> None:  # noqa: B027 - optional: nothing applies live
+        """Apply reloaded ``[tts]`` keys that need no model reload."""
+
+
+@runtime_checkable
+class Speaker(Protocol):
+    """A live output device: it can be silenced at once, paused, and reports what it played."""
+
+    def interrupt(self) -> None:
+        """Drop what is queued and stop playing now (barge-in)."""
+
+    def pause(self) -> None:
+        """Hold playback, keeping the queue (the user may be starting to talk)."""
+
+    def resume(self) -> None:
+        """Continue after ``pause``."""
+
+    def playback_peak(self, start_ns: int, end_ns: int) -> float:
+        """Peak level (fraction of full scale) played between two ``monotonic_ns`` times."""
+        ...

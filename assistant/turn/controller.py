@@ -1,0 +1,435 @@
+"""The turn controller: every turn's lifecycle, in one object that stages report to.
+
+It owns the turn registry (``Turns``), the latency records (``LatencyTracker``), the budget
+(``BudgetKeeper``: acknowledgements), the listen mode (``Activation``), the state and the mute,
+and publishes what observers see on ``events``. Stages hold it as their ``TurnChannel`` and tell
+it what happened (``turn.reports``); the pipeline's commands (ask, say, cancel, mute, listen) go
+through it too.
+
+Lifecycle: a turn begins at speech (VAD) or at a command. At a pause the VAD speculates: ASR, the
+LLM and TTS start on the utterance so far, its audio held (``Turns.hold``). ``EndpointFinal``
+commits it (the held audio may play, the budget's clock starts); ``SpeculationVoid`` discards it.
+A committed voice turn, or a command, cancels older turns in flight when ``barge_in`` is on. A turn
+ends when its last audio has played (``Finished``), when it is cancelled, or when a stage fails on
+it (``Failed``: an ``error`` event, an ``outcome: error`` record, and a short spoken apology where
+the turn was to be spoken). See ``docs/architecture.md``, "The path of a turn".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from assistant.clock import StreamClock
+from assistant.config import Config
+from assistant.contracts import Speaker, Synthesizer
+from assistant.errors import AssistantError, StageTimeoutError
+from assistant.events import (
+    ErrorEvent,
+    EventBus,
+    ReasoningText,
+    ReplyChunk,
+    ReplyFinished,
+    State,
+    StateChanged,
+    TranscriptReady,
+    TurnFinished,
+)
+from assistant.text.speakable import looks_complete
+from assistant.turn.activation import Activation
+from assistant.turn.budget import AckPlayer, BudgetKeeper, synthesize_all
+from assistant.turn.kinds import Action, Mark, Outcome, TurnKind
+from assistant.turn.latency import LatencyTracker, TurnRecord
+from assistant.turn.registry import Turns
+from assistant.turn.reports import (
+    ActionTaken,
+    ChunkReady,
+    EndpointFinal,
+    Failed,
+    Finished,
+    FirstChunk,
+    Generated,
+    Marked,
+    NoSpeech,
+    Played,
+    Reasoning,
+    Replied,
+    ReplyComplete,
+    Report,
+    SpeculationVoid,
+    SpeechBegan,
+    VoiceSuspected,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+SENTENCE_ENDS = (".", "!", "?", "…")
+
+
+class Endpointer(Protocol):
+    """What the controller asks of the VAD stage."""
+
+    muted: bool
+
+    def quick_end(self, turn_id: int) -> None:
+        """The speculative transcript looks complete: end the turn sooner."""
+
+
+class NoticePlayer(AckPlayer, Protocol):
+    """The output stage, as the controller uses it: acknowledgements and apologies."""
+
+    async def play_notice(self, pcm: bytes, rate: int) -> None:
+        """Play audio that belongs to no live turn (an apology)."""
+
+
+@dataclass
+class TurnInfo:
+    """How a turn began."""
+
+    kind: TurnKind
+    request_id: str | None = None
+    """The ``id`` of the command that started it, echoed in its events."""
+
+
+class TurnController:
+    """Owns turn lifecycle; the ``TurnChannel`` every stage reports to."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: StreamClock,
+        *,
+        barge_in: bool,
+        on_turn: Callable[[TurnRecord], None] | None = None,
+        on_token: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.turns = Turns()
+        self.tracker = LatencyTracker(self._finished, self._marked)
+        self.events = EventBus()
+        self.budget = BudgetKeeper(config.latency, self.tracker, clock)
+        self.activation = Activation(config.listen)
+        self.barge_in = barge_in
+        """A new turn cancels turns in flight (off for unpaced input: a recording's questions
+        must not cut each other's answers off)."""
+        self.on_turn = on_turn
+        self.on_token = on_token
+        self.state = State.IDLE
+        self.muted = config.listen.mode == "push"
+        self.errors: list[tuple[int, AssistantError]] = []
+        """(turn id, error) for every turn that failed, newest last (the last 100)."""
+        self.endpointer: Endpointer | None = None
+        self.speaker: Speaker | None = None
+        self.output: NoticePlayer | None = None
+        self.tts: Synthesizer | None = None
+        self._apology: tuple[str, bytes, int] | None = None
+        """The apology as last synthesized: (text, int16 pcm, sample rate)."""
+        self._info: dict[int, TurnInfo] = {}
+        self._heard: dict[int, str] = {}
+        """Speculative transcripts whose turn is not committed yet."""
+        self._void: set[int] = set()
+        """Turns in which ASR found no speech."""
+        self._failed_held: set[int] = set()
+        """Speculated turns that failed: apologised for if their endpoint comes."""
+        self._listen_once = False
+        self._notices: set[asyncio.Task[None]] = set()
+
+    # -- the channel -------------------------------------------------------------------------
+
+    def is_open(self, turn_id: int) -> bool:
+        return self.tracker.is_open(turn_id)
+
+    def heard(self, turn_id: int) -> bool:
+        return self.tracker.is_open(turn_id) and Mark.FIRST_AUDIO in self.tracker.record(turn_id).marks
+
+    def admit(self, turn_id: int, text: str) -> str | None:
+        """A transcript was heard: admit it (wake phrase, push-to-talk) and act on it."""
+        admitted = self.activation.admit(text, time.monotonic())
+        if admitted is None:
+            self._no_speech(turn_id)
+            self.tracker.discard(turn_id)
+            return None
+        self.tracker.record(turn_id).transcript = admitted
+        if self.turns.is_held(turn_id):  # a speculation: takes effect when the endpoint is final
+            self._heard[turn_id] = admitted
+            if self.endpointer is not None and looks_complete(admitted):
+                self.endpointer.quick_end(turn_id)
+            return admitted
+        self._commit_effects(turn_id, admitted)
+        return admitted
+
+    def report(self, report: Report) -> None:  # noqa: C901 - one case per report type
+        match report:
+            case Marked(turn_id, mark, at_ms):
+                if not self.turns.is_cancelled(turn_id):
+                    self.tracker.record(turn_id).mark(mark, at_ms)
+            case Generated(turn_id, text):
+                if self.on_token is not None:
+                    self.on_token(turn_id, text)
+            case Reasoning(turn_id, text):
+                self.events.publish(ReasoningText(turn_id, self._request_id(turn_id), text))
+            case Replied(turn_id, text):
+                if self.tracker.is_open(turn_id):
+                    self.tracker.record(turn_id).reply = text.strip()
+            case ActionTaken(turn_id, action):
+                self.tracker.action(turn_id, action)
+            case ChunkReady(turn_id, text, index):
+                if index == 0 and not text.rstrip("\"')”’»").endswith(SENTENCE_ENDS):
+                    self.tracker.action(turn_id, Action.FIRST_CHUNK_SHORTENED)
+                self.events.publish(ReplyChunk(turn_id, self._request_id(turn_id), text, index))
+            case ReplyComplete(turn_id, text, finish_reason):
+                rid = self._request_id(turn_id)
+                self.events.publish(ReplyFinished(turn_id, rid, text.strip(), finish_reason))
+            case FirstChunk(turn_id, expected_ms):
+                if self.tracker.is_open(turn_id):
+                    self.tracker.record(turn_id).answer_eta_ms = self.clock.position_ms() + expected_ms
+            case Played(turn_id, start_ms, length_ms, handed_ms, answer):
+                self._played(turn_id, start_ms, length_ms, handed_ms, answer)
+            case Finished(turn_id, done_ms):
+                self._done(turn_id, done_ms)
+            case Failed(turn_id, error, stage):
+                self._failed(turn_id, error, stage)
+            case SpeechBegan(turn_id):
+                self._speech_began(turn_id)
+            case VoiceSuspected(suspect):
+                self._voice_suspected(suspect)
+            case EndpointFinal(turn_id, speech_end_ms, endpoint_ms):
+                self._commit(turn_id, speech_end_ms, endpoint_ms)
+            case SpeculationVoid(turn_id):
+                self._failed_held.discard(turn_id)
+                self.budget.closed(turn_id)
+                self._heard.pop(turn_id, None)
+                self._void.discard(turn_id)
+                self.tracker.discard(turn_id)
+            case NoSpeech(turn_id):
+                self.tracker.discard(turn_id)
+                self._no_speech(turn_id)
+            case _:
+                raise TypeError(f"unknown report {report!r}")
+
+    # -- turns that begin from commands ------------------------------------------------------
+
+    def begin(self, kind: TurnKind, request_id: str | None = None, *, text: str = "") -> int:
+        """A turn from a command (``ask``/``say``): a fresh id, marked as its text arrives."""
+        turn_id = self.turns.new_id()
+        self._begin(turn_id, kind, request_id)
+        rec = self.tracker.record(turn_id)
+        rec.mark(Mark.TRANSCRIPT, self.clock.position_ms())
+        if kind is TurnKind.ASK:
+            rec.transcript = text
+            self.events.publish(TranscriptReady(turn_id, request_id, text, "text"))
+        else:
+            rec.reply = text
+        return turn_id
+
+    def cancel(self, turn_id: int | None = None) -> list[int]:
+        """Stop one turn, or every turn in flight; returns the turns cancelled."""
+        targets = [turn_id] if turn_id is not None else self.tracker.open_turns()
+        done = []
+        for target in targets:
+            if self.tracker.is_open(target):
+                self.turns.cancel(target)
+                self.tracker.finish(target, Outcome.CANCELLED)
+                done.append(target)
+        return done
+
+    def device_state(self, state: str) -> None:
+        """An audio device reports ``waiting_for_device``, or that it works again."""
+        if state == State.WAITING_FOR_DEVICE:
+            self._set_state(State.WAITING_FOR_DEVICE)
+        elif self.state == State.WAITING_FOR_DEVICE:
+            self._set_state(State.IDLE if not self.tracker.open_turns() else State.THINKING)
+
+    def set_muted(self, muted: bool) -> None:
+        """While muted, the microphone is heard as silence; commands still work."""
+        self.muted = muted
+        if self.endpointer is not None:
+            self.endpointer.muted = muted
+        self.events.publish(StateChanged(self.state, muted))
+
+    def listen(self) -> None:
+        """Push-to-talk: open the microphone for one turn even when muted."""
+        if self.muted:
+            self._listen_once = True
+            self.set_muted(False)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config's live keys: listen mode, budgets, the apology text on next start."""
+        self.config = config
+        awake = self.activation
+        self.activation = Activation(config.listen)
+        self.activation.adopt(awake)
+        self.budget.reconfigure(config.latency)
+
+    async def prepare(self) -> None:
+        """Before listening: synthesize the acknowledgements."""
+        if (
+            self.tts is not None
+            and self.output is not None
+            and self.config.latency.ack
+            and self.clock.realtime
+        ):
+            await self.budget.prepare(self.tts)
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _request_id(self, turn_id: int) -> str | None:
+        info = self._info.get(turn_id)
+        return info.request_id if info else None
+
+    def _begin(self, turn_id: int, kind: TurnKind, request_id: str | None = None) -> None:
+        if self.barge_in:
+            for older in self.tracker.open_turns():
+                if older < turn_id and not self.turns.is_cancelled(older):
+                    self.cancel(older)
+        self._info[turn_id] = TurnInfo(kind, request_id)
+
+    def _commit_effects(self, turn_id: int, text: str) -> None:
+        self._begin(turn_id, TurnKind.VOICE)
+        self.events.publish(TranscriptReady(turn_id, None, text, "voice"))
+        if self._listen_once:
+            self._listen_once = False
+            self.set_muted(True)
+
+    def _speech_began(self, turn_id: int) -> None:
+        """Barge-in: the user speaks while a reply plays: stop it at once."""
+        self.tracker.record(turn_id)
+        if not (self.config.listen.barge_in and self.barge_in):
+            return
+        speaking = [
+            t for t in self.tracker.open_turns()
+            if t != turn_id and Mark.FIRST_AUDIO in self.tracker.record(t).marks
+        ]  # fmt: skip
+        if speaking:
+            for older in speaking:
+                self.cancel(older)
+            self.tracker.action(turn_id, Action.BARGE_IN)
+            if self.speaker is not None:
+                self.speaker.interrupt()
+
+    def _voice_suspected(self, suspect: bool) -> None:
+        """The user may be starting to talk over the reply: pause the speaker until it is sure."""
+        if not (self.config.listen.barge_in and self.barge_in) or self.speaker is None:
+            return
+        if suspect:
+            self.speaker.pause()
+        else:
+            self.speaker.resume()
+
+    def _commit(self, turn_id: int, speech_end_ms: float, endpoint_ms: float) -> None:
+        """The endpointer's decision on ``turn_id`` is final."""
+        if turn_id in self._void:
+            self._void.discard(turn_id)
+            return
+        if self.turns.is_cancelled(turn_id):  # it failed while speculated, or was cancelled
+            if turn_id in self._failed_held:
+                self._failed_held.discard(turn_id)
+                self._apologise(turn_id)
+            return
+        rec = self.tracker.record(turn_id)
+        rec.mark(Mark.SPEECH_END, speech_end_ms)
+        rec.mark(Mark.ENDPOINT, endpoint_ms)
+        self.turns.release(turn_id)
+        heard = self._heard.pop(turn_id, None)
+        if heard is not None:
+            self._commit_effects(turn_id, heard)
+        self.budget.committed(turn_id, speech_end_ms)
+
+    def _no_speech(self, turn_id: int) -> None:
+        self.budget.closed(turn_id)
+        self._heard.pop(turn_id, None)
+        if self.turns.is_held(turn_id):
+            self._void.add(turn_id)
+
+    def _played(
+        self, turn_id: int, start_ms: float, length_ms: float, handed_ms: float, answer: bool
+    ) -> None:
+        if not self.tracker.is_open(turn_id):
+            return
+        rec = self.tracker.record(turn_id)
+        if answer and rec.answer_ready_ms is None:
+            rec.answer_ready_ms = handed_ms
+        rec.mark(Mark.FIRST_AUDIO, start_ms)
+        if answer:
+            rec.mark(Mark.FIRST_ANSWER_AUDIO, start_ms)
+            rec.reply_audio_ms += length_ms
+
+    def _done(self, turn_id: int, done_ms: float) -> None:
+        if not self.tracker.is_open(turn_id):
+            return
+        rec = self.tracker.record(turn_id)
+        rec.mark(Mark.DONE, done_ms)
+        answered = Mark.FIRST_ANSWER_AUDIO in rec.marks or bool(rec.reply)
+        self.tracker.finish(turn_id, Outcome.ANSWERED if answered else Outcome.EMPTY_REPLY)
+
+    def _failed(self, turn_id: int, err: AssistantError, stage: str) -> None:
+        """A stage failed on the turn: it ends as that error, and is apologised for if spoken."""
+        self.errors.append((turn_id, err))
+        del self.errors[:-100]
+        if isinstance(err, StageTimeoutError):
+            self.tracker.action(turn_id, Action.STAGE_TIMEOUT)
+        spoken = self.tracker.is_open(turn_id) and not self.turns.is_silent(turn_id) and stage != "output"
+        held = self.turns.is_held(turn_id)
+        self.events.publish(ErrorEvent(turn_id, self._request_id(turn_id), err.code, err.message))
+        self.turns.cancel(turn_id)
+        self.tracker.finish(turn_id, Outcome.ERROR, err.code)
+        if spoken and held:
+            self._failed_held.add(turn_id)  # a speculation: apologise only if the user has finished
+        elif spoken:
+            self._apologise(turn_id)
+
+    def _apologise(self, turn_id: int) -> None:
+        if self.output is None or self.tts is None or not self.config.output.apology.strip():
+            return
+        task = asyncio.get_running_loop().create_task(self._say_sorry(turn_id), name=f"apology-{turn_id}")
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _say_sorry(self, turn_id: int) -> None:
+        """Speak the apology (synthesized on first need, then kept); a failure is only logged."""
+        text, tts, output = self.config.output.apology.strip(), self.tts, self.output
+        assert tts is not None and output is not None
+        if self._apology is None or self._apology[0] != text:
+            try:
+                work = asyncio.to_thread(synthesize_all, tts, text)
+                pcm = await asyncio.wait_for(work, self.config.deadlines.tts_s)
+            except Exception as err:  # the TTS itself may be what failed
+                _LOGGER.warning("turn %d: the apology could not be synthesized: %r", turn_id, err)
+                return
+            self._apology = (text, pcm, tts.sample_rate)
+        self.tracker.actions[Action.APOLOGY_PLAYED] += 1
+        await output.play_notice(self._apology[1], self._apology[2])
+
+    def _marked(self, turn_id: int, mark: str) -> None:
+        self.budget.marked(turn_id, mark)
+        if mark == Mark.SPEECH_START:
+            self._set_state(State.LISTENING)
+        elif mark in (Mark.ENDPOINT, Mark.TRANSCRIPT):
+            self._set_state(State.THINKING)
+        elif mark == Mark.FIRST_AUDIO:
+            self._set_state(State.SPEAKING)
+        elif mark == Mark.DONE:
+            self.activation.replied(time.monotonic())
+
+    def _finished(self, rec: TurnRecord) -> None:
+        self.budget.closed(rec.turn_id)
+        info = self._info.pop(rec.turn_id, TurnInfo(TurnKind.VOICE))
+        if rec.outcome == Outcome.ANSWERED:
+            for span in self.budget.policy.over_budget(rec):
+                self.tracker.actions[f"over_budget.{span}"] += 1
+        self.turns.forget(rec.turn_id)
+        if self.on_turn is not None:
+            self.on_turn(rec)
+        self.events.publish(TurnFinished(rec.turn_id, info.request_id, rec.to_json(), info.kind))
+        if not self.tracker.open_turns():
+            self._set_state(State.IDLE)
+
+    def _set_state(self, state: State) -> None:
+        if state != self.state:
+            self.state = state
+            self.events.publish(StateChanged(state, self.muted))
