@@ -81,6 +81,37 @@ class TurnFinished(TurnEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class IntentRecognized(TurnEvent):
+    """A transcript matched a local intent; it is handled without the LLM."""
+
+    intent: str
+    """The intent's name, as in Home Assistant's intents (``HassTurnOn``, ``HassStartTimer``...)."""
+    slots: dict[str, Any]
+    """Slot name -> value (``{"area": "kitchen", "domain": "light"}``), JSON-able."""
+    text: str
+    """The words matched."""
+    handled_by: str = "intent"
+    """``intent``: a local handler answers (the LLM never sees it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentNotRecognized(TurnEvent):
+    """A transcript matched no local intent; the LLM answers it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCommand(TurnEvent):
+    """A matched intent switches a declared device: publish ``payload`` on its command topic."""
+
+    device: str
+    """The device's name, as declared in the pipeline's ``[[devices]]``."""
+    topic: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent(TurnEvent):
     code: str
     message: str
