@@ -10,48 +10,7 @@ See ``docs/architecture.md`` for where model management sits in the daemon.
 
 from __future__ import annotations
 
-from .store import (
-    MANIFEST_PATH,
-    ROLES,
-    GGUFHeader,
-    ModelFile,
-    ModelSpec,
-    Source,
-    check,
-    default_model_dir,
-    file_path,
-    lfs_sha256,
-    list_models,
-    load_manifest,
-    main_file,
-    model_path,
-    pip_download,
-    pull,
-    read_gguf_header,
-    remove,
-    resolve,
-    verify,
-)
+from assistant.models import store
+from assistant.models.store import *  # noqa: F403 - the store's API is the package's
 
-__all__ = [
-    "MANIFEST_PATH",
-    "ROLES",
-    "GGUFHeader",
-    "ModelFile",
-    "ModelSpec",
-    "Source",
-    "check",
-    "default_model_dir",
-    "file_path",
-    "lfs_sha256",
-    "list_models",
-    "load_manifest",
-    "main_file",
-    "model_path",
-    "pip_download",
-    "pull",
-    "read_gguf_header",
-    "remove",
-    "resolve",
-    "verify",
-]
+__all__ = store.__all__

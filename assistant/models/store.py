@@ -56,6 +56,7 @@ __all__ = [
     "check",
     "default_model_dir",
     "file_path",
+    "lfs_sha256",
     "list_models",
     "load_manifest",
     "main_file",
