@@ -187,3 +187,40 @@ async def test_an_abandoned_call_leaves_no_task_behind() -> None:
     await asyncio.sleep(0.2)
     assert len(asyncio.all_tasks()) == before
     assert [f.error.code for f in log.of(Failed)] == ["stage_timeout"]
+
+
+async def test_an_acknowledgement_the_sink_refuses_does_not_end_the_budget() -> None:
+    """The budget's watch plays acknowledgements through the output; a sink that fails there
+    must not end the budget's task (and with it the daemon's TaskGroup)."""
+    from assistant.clock import StreamClock
+    from assistant.config import LatencyConfig
+    from assistant.turn.budget import BudgetKeeper
+    from assistant.turn.latency import LatencyTracker
+
+    class Refusing:
+        calls = 0
+
+        async def play_ack(self, turn_id: int, pcm: bytes, rate: int) -> bool:
+            self.calls += 1
+            raise OSError("the speaker is gone")
+
+    clock = StreamClock(realtime=False)
+    clock.start()
+    tracker = LatencyTracker()
+    budget = BudgetKeeper(LatencyConfig(), tracker, clock)
+    budget.acks = [(b"\0\0" * 10, 100)]
+    output = Refusing()
+    task = asyncio.create_task(budget.run(output))
+    for turn_id in (1, 2):
+        rec = tracker.record(turn_id)
+        rec.mark(Mark.SPEECH_END, -5000.0)  # long past its deadline
+        rec.transcript = "hello"
+        rec.mark(Mark.TRANSCRIPT, -4000.0)
+        budget.committed(turn_id, -5000.0)
+    while output.calls < 2:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert not task.done()  # still watching
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

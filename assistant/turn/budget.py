@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Protocol
 
@@ -24,6 +25,8 @@ from assistant.clock import StreamClock
 from assistant.config import LatencyConfig
 from assistant.contracts import Synthesizer
 from assistant.turn.latency import BudgetPolicy, LatencyTracker, SynthesisRate
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class AckPlayer(Protocol):
@@ -103,7 +106,17 @@ class BudgetKeeper:
         async with asyncio.TaskGroup() as group:
             while True:
                 turn_id, due = await self._due.get()
-                group.create_task(self._watch(turn_id, due, output))
+                group.create_task(self._guarded(turn_id, due, output), name=f"budget-{turn_id}")
+
+    async def _guarded(self, turn_id: int, due: float, output: AckPlayer) -> None:
+        """One turn's watch; an acknowledgement that cannot be played (the sink failed) is only
+        logged: the turn's own audio meets the same sink and fails the turn there."""
+        try:
+            await self._watch(turn_id, due, output)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _LOGGER.exception("turn %d: the acknowledgement could not be played", turn_id)
 
     async def _sleep_until(self, position_ms: float) -> None:
         delay = (position_ms - self.clock.position_ms()) / 1000
