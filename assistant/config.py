@@ -422,6 +422,99 @@ class MqttConfig:
         _check_range("mqtt.max_text_chars", self.max_text_chars, 1, 100_000)
 
 
+DEVICE_DOMAINS = ("light", "switch", "fan")
+"""What a declared device may be (``[[devices]]`` ``domain``): things that are switched on and off."""
+
+
+def _check_topic(key: str, topic: str) -> None:
+    if topic and (topic != topic.strip() or any(c in topic for c in "+#\0")):
+        raise ConfigError(f"{key} = {topic!r} is not allowed: an MQTT topic without + # or surrounding spaces")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """A device the assistant may switch (``[[devices]]``): its names become words hassil matches.
+
+    With a ``command_topic``, "turn on the <name>" publishes ``payload_on`` there (a Tasmota or
+    Zigbee2MQTT device needs no Home Assistant); without one, the matched intent is only published
+    (``<prefix>/<site>/intent``) for an automation to act on."""
+
+    name: str = ""
+    """What the device is called ("desk lamp"); unique among the devices' names and aliases."""
+    aliases: tuple[str, ...] = ()
+    """Other names for it ("reading light")."""
+    area: str = ""
+    """The room it is in ("kitchen"): "turn on the kitchen lights" switches every light there."""
+    domain: str = "light"
+    """One of ``DEVICE_DOMAINS``: which words name it ("the lights", "the fan")."""
+    command_topic: str = ""
+    """MQTT topic that switches it (``cmnd/desk_lamp/POWER``); empty: none."""
+    payload_on: str = "ON"
+    payload_off: str = "OFF"
+    state_topic: str = ""
+    """MQTT topic on which it reports its state (``stat/desk_lamp/POWER``); empty: none."""
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ConfigError("devices: a [[devices]] table has no name: give each device a name")
+        where = f"devices[name = {self.name!r}]"
+        if any(not alias.strip() for alias in self.aliases):
+            raise ConfigError(f"{where}.aliases has an empty alias: remove it")
+        _check_choice(f"{where}.domain", self.domain, DEVICE_DOMAINS)
+        _check_topic(f"{where}.command_topic", self.command_topic)
+        _check_topic(f"{where}.state_topic", self.state_topic)
+        if self.command_topic and not (self.payload_on and self.payload_off):
+            raise ConfigError(f"{where}.payload_on and payload_off must not be empty with a command_topic")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name, then the aliases."""
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class IntentsConfig:
+    """Commands answered without the LLM (hassil and Home Assistant's sentences; see README
+    "Commands and home control")."""
+
+    enabled: bool = True
+    """Match each transcript against the command sentences before the LLM sees it."""
+    language: str = ""
+    """The sentences' language (``en``, ``de``...); empty: ``asr.language``."""
+    sentences: tuple[str, ...] = ()
+    """The user's own sentence files (hassil YAML); a relative path is read from the config
+    folder (``$ASSISTANT_CONFIG_DIR``, else ``~/.config/assistant``)."""
+    area: str = ""
+    """The room the assistant is in: "turn on the lights" without a room switches the lights of
+    this area (every declared one, when empty)."""
+    alarm_limit_s: float = 60.0
+    """A finished timer's spoken alarm repeats until "stop" or for this long, seconds."""
+    timers_file: str = ""
+    """Where running timers are kept across restarts; empty: ``timers.json`` in the state
+    folder (``$STATE_DIRECTORY`` under systemd, else ``~/.local/state/assistant``)."""
+
+    def __post_init__(self) -> None:
+        _check_range("intents.alarm_limit_s", self.alarm_limit_s, 1.0, 3600.0)
+        if self.language != self.language.strip() or " " in self.language:
+            raise ConfigError(f"intents.language = {self.language!r} is not allowed: a code such as en or de")
+        if any(not path.strip() for path in self.sentences):
+            raise ConfigError("intents.sentences has an empty path: remove it")
+
+
+def _check_devices(devices: tuple[DeviceConfig, ...]) -> None:
+    """Names and aliases are unique over all devices (case aside): one name, one device."""
+    seen: dict[str, str] = {}
+    for device in devices:
+        for name in device.names:
+            key = " ".join(name.lower().split())
+            if key in seen:
+                raise ConfigError(
+                    f"devices[name = {device.name!r}]: {name!r} already names {seen[key]!r}:"
+                    " give each device names of its own"
+                )
+            seen[key] = device.name
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pipeline's configuration."""
@@ -438,8 +531,14 @@ class Config:
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    intents: IntentsConfig = field(default_factory=IntentsConfig)
+    devices: tuple[DeviceConfig, ...] = ()
+    """The devices commands may switch (``[[devices]]`` tables)."""
     model_dir: str = ""
     """Where models are cached; empty means ``$ASSISTANT_MODEL_DIR`` or the user cache directory."""
+
+    def __post_init__(self) -> None:
+        _check_devices(self.devices)
 
 
 def _type_name(tp: Any) -> str:
