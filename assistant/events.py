@@ -112,6 +112,25 @@ class DeviceCommand(TurnEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceState(Event):
+    """A declared device reported its state on its ``state_topic`` (the MQTT bridge hears it).
+
+    Belongs to no turn: a device speaks when it likes. A handler that sent a ``DeviceCommand``
+    may take the next live (not ``retained``) report of that device as its answer; the bridge
+    never waits for one, so a device that does not answer blocks nothing.
+    """
+
+    device: str
+    """The device's name, as declared in the pipeline's ``[[devices]]``."""
+    payload: str
+    """What the device published, as UTF-8 text with surrounding white space removed (``ON``,
+    ``{"state": "ON", "brightness": 254}``...): interpreting it is the handler's business."""
+    retained: bool = False
+    """The broker's stored copy, replayed when the bridge subscribed: the device's state as last
+    known, not an answer to anything just sent. Reported once per value."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent(TurnEvent):
     code: str
     message: str

@@ -6,9 +6,14 @@
 Topics live under ``<prefix>/<site>/`` (README "MQTT" has the schema; ``mqtt_protocol`` parses
 and checks commands and translates events): commands ``ask say listen
 cancel mute unmute`` (and ``command``, which names one); events ``state`` (retained),
-``transcript reply reasoning latency error ack``; ``availability`` (retained ``online``, last will
-``offline``). Only ``ask``/``say`` queue (they may wait on the pipeline); the other commands are
-instant and run on receipt. Text from MQTT enters only through ``Pipeline.ask`` (user role).
+``transcript reply reasoning latency intent error ack``; ``availability`` (retained ``online``, last
+will ``offline``). Only ``ask``/``say`` queue (they may wait on the pipeline); the other commands
+are instant and run on receipt. Text from MQTT enters only through ``Pipeline.ask`` (user role).
+
+Devices: a ``DeviceCommand`` event (only the intent matcher makes one) publishes its payload on
+the device's command topic. The state topics of declared devices are subscribed to, and what
+they carry comes back as a ``DeviceState`` event on the pipeline's bus; nothing heard there is
+ever run as a command. The bridge waits for no device: a command nobody answers costs nothing.
 
 Connection: a loop around ``async with aiomqtt.Client(...)`` (a new client per connection):
 subscribe, announce (availability, discovery, state), serve until the connection drops, wait a
@@ -26,13 +31,14 @@ import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from assistant.config import MqttConfig
-from assistant.errors import AssistantError
-from assistant.events import Event
+from assistant.config import DeviceConfig, MqttConfig
+from assistant.errors import AssistantError, ConfigError
+from assistant.events import DeviceCommand, DeviceState, Event
 from assistant.mqtt.protocol import (
     Command,
     CommandError,
@@ -42,6 +48,8 @@ from assistant.mqtt.protocol import (
     Topics,
     event_messages,
     parse_command,
+    parse_state,
+    publishable,
     tls_context,
 )
 
@@ -69,6 +77,25 @@ def _recheck_cancel() -> None:
         raise asyncio.CancelledError
 
 
+def _state_topics(devices: Sequence[DeviceConfig], topics: Topics) -> dict[str, tuple[str, ...]]:
+    """State topic -> the declared devices that report on it (several may share one). A state
+    topic must be a plain topic of its own: no wildcard, not under ``<prefix>/<site>/`` or
+    ``hermes/``, not Home Assistant's status."""
+    by_topic: dict[str, tuple[str, ...]] = {}
+    for device in devices:
+        topic = device.state_topic
+        if not topic:
+            continue
+        ours = topic.startswith((f"{topics.base}/", "hermes/")) or topic == topics.ha_status
+        if not publishable(topic) or ours:
+            raise ConfigError(
+                f"devices[name = {device.name!r}].state_topic = {topic!r} is not allowed: a plain"
+                " topic (no + or #) that is not one of the assistant's own"
+            )
+        by_topic[topic] = (*by_topic.get(topic, ()), device.name)
+    return by_topic
+
+
 def is_auth_failure(err: aiomqtt.MqttError) -> bool:
     """The broker refused our credentials, or its certificate is not trusted."""
     rc = getattr(err, "rc", None)
@@ -82,6 +109,7 @@ class MqttBridge:
     """Runs beside a pipeline (``pipeline.run(source, extra=[bridge.run()])``)."""
 
     def __init__(self, pipeline: Pipeline, config: MqttConfig) -> None:
+        """The devices are the pipeline's ``[[devices]]`` (changing them takes a restart)."""
         from assistant.mqtt.hass import discovery_messages
         from assistant.mqtt.hermes import Hermes
 
@@ -92,16 +120,29 @@ class MqttBridge:
         """``disconnected``, ``connecting``, ``connected``, ``auth_failed`` or ``stopped``."""
         self.stats: Counter[str] = Counter()
         """``attempts``, ``connects``, ``received``, ``accepted``, one count per error code,
-        ``outbox_dropped``, ``busy_unreported``..."""
+        ``outbox_dropped``, ``busy_unreported``, ``unpublishable``, ``device_states`` (heard),
+        ``state_ignored`` (not text), ``state_busy`` (over the rate limit)..."""
         self.connected = asyncio.Event()
         self.hermes = Hermes(config) if config.hermes else None
         self._discovery = discovery_messages(config, self.topics) if config.hass_discovery else []
         self._inbound: asyncio.Queue[Command] = asyncio.Queue(config.inbound_queue)
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_SIZE)
         self._limiter = RateLimiter(config.rate_limit, config.rate_burst)
+        self._state_limiter = RateLimiter(config.rate_limit, config.rate_burst)
+        """A chattering device is cut off here, before it floods the pipeline's event bus."""
         self._recent = RecentIds()
         self._tls = tls_context(config) if config.tls else None
         self._events: asyncio.Queue[Event] | None = None
+        devices = pipeline.config.devices
+        self._devices = _state_topics(devices, self.topics)
+        """State topic -> the devices that report on it."""
+        self._command_topics = {d.name: d.command_topic for d in devices if d.command_topic}
+        """Device -> its command topic: the only topics a ``DeviceCommand`` may publish on."""
+        self._heard: dict[str, str] = {}
+        """State topic -> the last message heard on it, live or retained."""
+        self._replayed: dict[str, str] = {}
+        """State topic -> the last retained copy reported: each is reported once, however often
+        reconnecting replays it."""
 
     async def run(self) -> None:
         """Serve until cancelled: connection loop, event translation, command execution."""
@@ -164,6 +205,7 @@ class MqttBridge:
             subscriptions.append(self.topics.ha_status)
         if self.hermes is not None:
             subscriptions.extend(self.hermes.topics())
+        subscriptions.extend(self._devices)
         publisher: asyncio.Task[None] | None = None
         try:  # a stop anywhere from here on (announcing included) still says goodbye
             await client.subscribe([(topic, 1) for topic in subscriptions])
@@ -211,6 +253,9 @@ class MqttBridge:
             except aiomqtt.MqttError as err:
                 _LOGGER.debug("mqtt: publish to %s failed: %s", message.topic, err)
                 return
+            except ValueError as err:  # paho refuses the topic or payload: drop it, go on
+                self.stats["unpublishable"] += 1
+                _LOGGER.warning("mqtt: cannot publish on %r: %s", message.topic, err)
             _recheck_cancel()
 
     def post(self, message: Outgoing, *, low_priority: bool = False) -> None:
@@ -235,6 +280,9 @@ class MqttBridge:
                 for item in self._discovery:
                     self.post(item)
             return
+        if topic in self._devices:
+            self._device_state(topic, payload, retained=message.retain)
+            return
         rid: str | None = None
         try:
             if message.retain:
@@ -251,6 +299,25 @@ class MqttBridge:
                 self._admit(command)
         except CommandError as err:
             self._refuse(err, rid)
+
+    def _device_state(self, topic: str, payload: bytes, *, retained: bool) -> None:
+        """A declared device's state topic spoke: report it on the pipeline's bus (never run)."""
+        text = parse_state(payload, self.config)
+        if text is None:
+            self.stats["state_ignored"] += 1
+            _LOGGER.debug("mqtt: ignored %d bytes on state topic %s", len(payload), topic)
+            return
+        self.stats["device_states"] += 1
+        if not self._state_limiter.allow():
+            self.stats["state_busy"] += 1
+            return
+        if retained:
+            if text in (self._heard.get(topic), self._replayed.get(topic)):
+                return
+            self._replayed[topic] = text
+        self._heard[topic] = text
+        for device in self._devices[topic]:
+            self.pipeline.events.publish(DeviceState(device, text, retained))
 
     def _admit(self, command: Command) -> None:
         rid = command.id
@@ -315,6 +382,10 @@ class MqttBridge:
             self._translate(await events.get())
 
     def _translate(self, event: Event) -> None:
+        if isinstance(event, DeviceCommand) and self._command_topics.get(event.device) != event.topic:
+            why = f"device {event.device!r} is not declared with command_topic {event.topic!r}"
+            self._refuse(CommandError("bad_topic", why, event.request_id), None)
+            return
         for message in event_messages(event, self.topics, self.config):
             self.post(message)
         if self.hermes is not None:

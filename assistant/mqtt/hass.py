@@ -16,7 +16,15 @@ button         listen           push-to-talk: open the microphone for one turn
 button         cancel           stop the reply in progress
 notify         say              speak a message as it is (``say``)
 text           ask              ask a question; the answer is spoken (``ask``)
+event          intent           fires once per local intent matched (``intent`` topic)
 =============  ===============  ===========================================================
+
+The ``intent`` event entity (``event.voice_assistant_intent``) reads the ``intent`` topic through
+a value template that makes ``{"event_type": <intent>, <slot>: <value>..., "text", "turn", "id"}``
+of each message: an automation triggers on its state with ``event_type: HassTurnOn`` and reads
+the slots (``area``, ``name``, ``domain``...) from its attributes. Home Assistant refuses event
+types it was not told of, so ``event_types`` lists every intent the built-in handlers answer
+(``INTENT_EVENT_TYPES``).
 
 Every entity names the availability topic, so Home Assistant greys it out when the last will
 ``offline`` arrives. The keys used are the ones documented for each MQTT platform (checked in
@@ -35,6 +43,19 @@ if TYPE_CHECKING:
     from assistant.mqtt.protocol import Outgoing, Topics
 
 _TEXT_TEMPLATE = '{"text": {{ value | tojson }}}'
+_INTENT_TEMPLATE = (
+    "{{ dict(value_json.slots, event_type=value_json.intent, text=value_json.text,"
+    " turn=value_json.turn, id=value_json.id) | tojson }}"
+)
+"""The ``intent`` payload as Home Assistant's event payload: the slots flattened into the
+attributes (ours win over a slot of the same name)."""
+INTENT_EVENT_TYPES = (
+    "HassTurnOn", "HassTurnOff", "HassStartTimer", "HassCancelTimer", "HassCancelAllTimers",
+    "HassTimerStatus", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer",
+    "HassGetCurrentTime", "HassGetCurrentDate", "HassNevermind", "HassSetVolume",
+    "HassSetVolumeRelative", "HassMediaPlayerMute", "HassMediaPlayerUnmute",
+)  # fmt: skip
+"""The intents the built-in handlers answer, as Home Assistant intents name them."""
 
 
 def device_id(config: MqttConfig) -> str:
@@ -42,8 +63,7 @@ def device_id(config: MqttConfig) -> str:
 
 
 def entity_configs(config: MqttConfig, topics: Topics) -> dict[tuple[str, str], dict[str, Any]]:
-    """(component, object id) -> the entity's discovery payload."""
-    node = device_id(config)
+    """(component, object id) -> the discovery payload of each entity a dashboard shows."""
     state = topics.out("state")
     entities: dict[tuple[str, str], dict[str, Any]] = {
         ("sensor", "transcript"): {
@@ -109,6 +129,28 @@ def entity_configs(config: MqttConfig, topics: Topics) -> dict[tuple[str, str], 
             "mode": "text",
         },
     }
+    return _identify(config, topics, entities)
+
+
+def event_configs(config: MqttConfig, topics: Topics) -> dict[tuple[str, str], dict[str, Any]]:
+    """(component, object id) -> the discovery payload of each event entity (automations' triggers)."""
+    entities: dict[tuple[str, str], dict[str, Any]] = {
+        ("event", "intent"): {
+            "name": "Intent",
+            "state_topic": topics.intent,
+            "value_template": _INTENT_TEMPLATE,
+            "event_types": list(INTENT_EVENT_TYPES),
+            "icon": "mdi:home-automation",
+        },
+    }
+    return _identify(config, topics, entities)
+
+
+def _identify(
+    config: MqttConfig, topics: Topics, entities: dict[tuple[str, str], dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each entity gets its unique id, the availability topic, the device and the origin."""
+    node = device_id(config)
     device = {
         "identifiers": [node],
         "name": "Voice assistant" if config.site == "default" else f"Voice assistant ({config.site})",
@@ -136,5 +178,7 @@ def discovery_messages(config: MqttConfig, topics: Topics) -> list[Outgoing]:
             qos=1,
             retain=True,
         )
-        for (component, object_id), payload in entity_configs(config, topics).items()
+        for (component, object_id), payload in (
+            entity_configs(config, topics) | event_configs(config, topics)
+        ).items()
     ]

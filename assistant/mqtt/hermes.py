@@ -10,7 +10,13 @@ In (only for our ``siteId``, or none given):
 
 Out: ``hermes/tts/sayFinished`` ``{"id", "siteId", "sessionId"}`` when a spoken text is done;
 ``hermes/asr/textCaptured`` ``{"text", "likelihood", "seconds", "siteId", "sessionId"}`` on each
-transcript heard; ``hermes/dialogueManager/sessionStarted`` / ``sessionEnded``.
+transcript heard; ``hermes/dialogueManager/sessionStarted`` / ``sessionEnded``;
+``hermes/intent/<intentName>`` ``{"input", "intent": {"intentName", "confidenceScore"}, "slots",
+"siteId", "sessionId", "id", "customData"}`` when a transcript matched a local intent (each slot
+``{"entity", "slotName", "rawValue", "value": {"kind", "value"}, "confidence"}``), and
+``hermes/nlu/intentNotRecognized`` ``{"input", "siteId", "sessionId", "id", "customData"}`` when it
+did not. These tell; they ask nothing: the intent has been handled here, and a reply on
+``endSession`` is simply spoken. ``sessionId`` is the open ``action`` session, else ``turn-<id>``.
 Every command goes through the same checks, rate limit and queue as the bridge's own.
 """
 
@@ -24,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from assistant.config import MqttConfig
-from assistant.events import Event, TranscriptReady, TurnFinished
-from assistant.mqtt.protocol import Command, CommandError, Outgoing, decode_json
+from assistant.events import Event, IntentNotRecognized, IntentRecognized, TranscriptReady, TurnFinished
+from assistant.mqtt.protocol import Command, CommandError, Outgoing, decode_json, publishable
 
 TTS_SAY = "hermes/tts/say"
 TTS_SAY_FINISHED = "hermes/tts/sayFinished"
@@ -34,7 +40,28 @@ START_SESSION = "hermes/dialogueManager/startSession"
 END_SESSION = "hermes/dialogueManager/endSession"
 SESSION_STARTED = "hermes/dialogueManager/sessionStarted"
 SESSION_ENDED = "hermes/dialogueManager/sessionEnded"
+INTENT = "hermes/intent/"
+INTENT_NOT_RECOGNIZED = "hermes/nlu/intentNotRecognized"
 PENDING = 256
+
+
+def hermes_slots(slots: dict[str, Any]) -> list[dict[str, Any]]:
+    """Our ``{name: value}`` slots as Hermes slot objects (numbers are ``Number``, the rest
+    ``Custom``)."""
+    out = []
+    for name, value in slots.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        out.append(
+            {
+                "entity": name,
+                "slotName": name,
+                "rawValue": raw,
+                "value": {"kind": "Number" if number else "Custom", "value": value},
+                "confidence": 1.0,
+            }
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +156,29 @@ class Hermes:
                 "sessionId": self._session,
             }
             return [self._out(ASR_TEXT_CAPTURED, body)]
+        if isinstance(event, IntentRecognized):
+            topic = INTENT + event.intent
+            if "/" in event.intent or not publishable(topic):
+                return []
+            body = {
+                "input": event.text,
+                "intent": {"intentName": event.intent, "confidenceScore": 1.0},
+                "slots": hermes_slots(event.slots),
+                "siteId": self.site,
+                "sessionId": self._session or f"turn-{event.turn_id}",
+                "id": event.request_id,
+                "customData": None,
+            }
+            return [self._out(topic, body)]
+        if isinstance(event, IntentNotRecognized):
+            body = {
+                "input": event.text,
+                "siteId": self.site,
+                "sessionId": self._session or f"turn-{event.turn_id}",
+                "id": event.request_id,
+                "customData": None,
+            }
+            return [self._out(INTENT_NOT_RECOGNIZED, body)]
         if isinstance(event, TurnFinished) and event.request_id is not None:
             pending = self._pending.pop(event.request_id, None)
             if pending is None:

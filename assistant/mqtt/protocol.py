@@ -1,6 +1,7 @@
 """The MQTT bridge's wire protocol: topic names, commands in (parsed and checked against their
-schema, rate-limited, deduplicated by id) and pipeline events out (translated to messages). Pure:
-no connection here (``mqtt.MqttBridge`` has that); README "MQTT" has the schema.
+schema, rate-limited, deduplicated by id), pipeline events out (translated to messages), and what
+declared devices publish on their state topics. Pure: no connection here (``mqtt.MqttBridge`` has
+that); README "MQTT" has the schema.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _FIELDS: dict[str, dict[str, type]] = {
 }
 """Keys each command accepts besides ``id`` (and ``command`` on the ``command`` topic)."""
 RECENT_IDS = 1024
+MAX_TOPIC_BYTES = 65_535
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class Topics:
         self.command = f"{self.base}/command"
         self.commands = {f"{self.base}/{name}": name for name in COMMANDS}
         self.ha_status = f"{config.discovery_prefix}/status"
+        self.intent = f"{self.base}/intent"
 
     def out(self, name: str) -> str:
         return f"{self.base}/{name}"
@@ -209,6 +212,29 @@ class RecentIds:
             self._ids.popitem(last=False)
 
 
+def publishable(topic: str) -> bool:
+    """A topic a message may be published on: not empty, no wildcard, no NUL, not ``$``-reserved,
+    at most 65,535 bytes (MQTT's limit)."""
+    return (
+        bool(topic)
+        and not any(c in topic for c in "+#\0")
+        and not topic.startswith("$")
+        and len(topic.encode("utf-8")) <= MAX_TOPIC_BYTES
+    )
+
+
+def parse_state(payload: bytes, config: MqttConfig) -> str | None:
+    """A device's state message as text, or None when it is not one (empty: a cleared retained
+    message; over ``max_payload_bytes``; not UTF-8)."""
+    if len(payload) > config.max_payload_bytes:
+        return None
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    return text or None
+
+
 def event_messages(event: Event, topics: Topics, config: MqttConfig) -> list[Outgoing]:
     """What one pipeline event publishes (README "MQTT" has the payloads)."""
 
@@ -237,4 +263,14 @@ def event_messages(event: Event, topics: Topics, config: MqttConfig) -> list[Out
     if isinstance(event, ev.ErrorEvent):
         body = {"code": event.code, "message": event.message, "id": event.request_id, "turn": event.turn_id}
         return msg("error", body)
+    if isinstance(event, ev.IntentRecognized):
+        intent: dict[str, Any] = {"id": event.request_id, "turn": event.turn_id, "intent": event.intent}
+        intent |= {"slots": event.slots, "text": event.text, "handled_by": event.handled_by}
+        return msg("intent", intent)
+    if isinstance(event, ev.DeviceCommand):
+        if not publishable(event.topic):
+            text = f"device {event.device!r}: cannot publish on topic {event.topic!r}"
+            return msg("error", {"code": "bad_topic", "message": text, "id": event.request_id,
+                                 "turn": event.turn_id})  # fmt: skip
+        return [Outgoing(event.topic, event.payload, qos=1)]
     return []
