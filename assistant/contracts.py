@@ -11,6 +11,7 @@ least is declared on the base with a default that says "cannot":
                    yielded_s (seconds it stood aside for synthesis); reconfigure(llm config)
     Synthesizer    synthesize(text, on_audio, stop); sample_rate; reconfigure(tts config)
     Speaker        a live output: interrupt, pause, resume, playback_peak (the echo reference)
+    Volume         an output whose loudness can be turned: volume, a gain on what is written
 
 Engine methods are synchronous and block; stages call them off the event loop (``asyncio.to_thread``
 or the engine's own thread). Any exception an engine raises is mapped to ``errors`` at the engine's
@@ -152,3 +153,11 @@ class Speaker(Protocol):
     def playback_peak(self, start_ns: int, end_ns: int) -> float:
         """Peak level (fraction of full scale) played between two ``monotonic_ns`` times."""
         ...
+
+
+@runtime_checkable
+class Volume(Protocol):
+    """An output whose loudness can be turned ("volume up", "mute"): every sample written is
+    multiplied by ``volume``, 0.0 (silent) to 1.0 (as synthesized). File outputs too."""
+
+    volume: float

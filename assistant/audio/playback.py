@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from assistant.audio.common import Backoff, DeviceLost, StateCallback
+from assistant.audio.sinks import with_gain
 from assistant.errors import AssistantError
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class LiveSink:
         """Audio written while the device was away (dropped), in ms."""
         self.last_error = ""
         self.playout = Playout(rate or 22_050)
+        self.volume = 1.0
+        """Gain on what is written from now on, 0.0 to 1.0 ("volume down", "mute")."""
         self._resamplers: dict[int, object] = {}
         self._task: asyncio.Task[None] | None = None
         self._progress_ns = 0
@@ -211,7 +214,7 @@ class LiveSink:
         """Queue mono int16 audio at ``sample_rate`` Hz; waits while ``ahead_ms`` is queued."""
         if self.state == "closed":
             return
-        pcm = self._convert(pcm, sample_rate)
+        pcm = with_gain(self._convert(pcm, sample_rate), self.volume)
         self._start()
         if self.state == "waiting_for_device":
             self.dropped_ms += len(pcm) / 2 / (self.rate or sample_rate) * 1000

@@ -1,7 +1,8 @@
 """Audio sinks: a WAV file or raw PCM on stdout.
 
 A sink takes mono int16 audio at the voice's rate. File writes are small and fast, so they run
-on the loop; the speaker backends implement the same methods and may await the device.
+on the loop; the speaker backends implement the same methods and may await the device. Every
+sink has a ``volume`` (``contracts.Volume``): a gain applied to what is written (``with_gain``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from assistant.audio.convert import float_to_pcm16, pcm16_to_float, resample
+
+
+def with_gain(pcm: bytes, volume: float) -> bytes:
+    """int16 samples scaled by ``volume`` (0.0 silent .. 1.0 unchanged, the same bytes)."""
+    if volume >= 1.0:
+        return pcm
+    if volume <= 0.0:
+        return bytes(len(pcm))
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * np.float32(volume)
+    return np.round(samples).astype("<i2").tobytes()
 
 
 class AudioSink(Protocol):
@@ -53,6 +64,8 @@ class WavSink:
         self._turns_written = 0
         self._turn_has_audio = False
         self.samples_written = 0
+        self.volume = 1.0
+        """Gain on what is written, 0.0 to 1.0 ("volume down")."""
 
     def _open(self, rate: int) -> wave.Wave_write:
         if self._wav is None:
@@ -65,7 +78,7 @@ class WavSink:
         return self._wav
 
     async def write(self, pcm: bytes, sample_rate: int) -> None:
-        pcm = self._rate.convert(pcm, sample_rate)
+        pcm = with_gain(self._rate.convert(pcm, sample_rate), self.volume)
         rate = self._rate.rate or sample_rate
         wav = self._open(rate)
         if not self._turn_has_audio and self._turns_written and self.gap_ms:
@@ -90,13 +103,15 @@ class RawSink:
     def __init__(self, stream: BinaryIO | None = None, *, default_rate: int = 22_050) -> None:
         self.stream = stream if stream is not None else sys.stdout.buffer
         self._rate = _RateLock(default_rate)
+        self.volume = 1.0
+        """Gain on what is written, 0.0 to 1.0."""
 
     @property
     def rate(self) -> int | None:
         return self._rate.rate
 
     async def write(self, pcm: bytes, sample_rate: int) -> None:
-        self.stream.write(self._rate.convert(pcm, sample_rate))
+        self.stream.write(with_gain(self._rate.convert(pcm, sample_rate), self.volume))
         self.stream.flush()
 
     async def turn_done(self) -> None:
@@ -108,6 +123,8 @@ class RawSink:
 
 class NullSink:
     """Discards audio (an MQTT daemon that publishes text and has no speaker)."""
+
+    volume = 1.0
 
     async def write(self, pcm: bytes, sample_rate: int) -> None:
         return None
@@ -126,10 +143,12 @@ class MemorySink:
         self.turns: list[bytes] = []
         self.rate: int | None = None
         self._current: list[bytes] = []
+        self.volume = 1.0
+        """Gain on what is kept, 0.0 to 1.0."""
 
     async def write(self, pcm: bytes, sample_rate: int) -> None:
         self.rate = sample_rate
-        self._current.append(pcm)
+        self._current.append(with_gain(pcm, self.volume))
 
     async def turn_done(self) -> None:
         if self._current:
