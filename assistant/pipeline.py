@@ -1,9 +1,11 @@
 """Wiring: the stages in their order, the bounded queues between them, and the commands.
 
-    source -> vad -> asr -> llm -> chunker -> tts -> output(sink)
+    source -> vad -> asr -> intents -> llm -> chunker -> tts -> output(sink)
 
 The order is data (``VOICE_STAGES``, ``TEXT_STAGES``); a stage whose engine or sink is absent is
-left out. ``EndOfStream`` from the source runs down the chain and ends each stage in turn.
+left out (``intents`` where ``intents.enabled`` is off). Commands matched by the intents stage are
+answered without the LLM; their timers are kept by a helper task (``timers``).
+``EndOfStream`` from the source runs down the chain and ends each stage in turn.
 Every stage reports to one ``TurnController`` (turn lifecycle, latency, state, events); the
 pipeline builds the chain and offers the commands (``ask``, ``say``, ``cancel``, ``set_muted``,
 ``listen``, ``reconfigure``). It starts no task itself: ``daemon.Daemon`` runs what ``voice_chain``,
@@ -14,22 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from assistant.audio.sinks import AudioSink
 from assistant.audio.sources import AudioSource
 from assistant.clock import StreamClock
-from assistant.config import Config
-from assistant.contracts import Speaker
+from assistant.config import Config, IntentsConfig
+from assistant.contracts import Speaker, Volume
 from assistant.endpointing.echo import EchoGate
 from assistant.engines import Engines
 from assistant.errors import AssistantError, ConfigError
 from assistant.events import EventBus
+from assistant.intents.alarms import TimerKeeper
+from assistant.intents.handlers import Handlers
+from assistant.intents.matcher import Matcher
+from assistant.intents.timers import default_timers_path
 from assistant.messages import EndOfStream, Message, TextChunk, TextDone, Transcript
 from assistant.stages.asr import AsrStage
 from assistant.stages.base import Stage
 from assistant.stages.chunker import ChunkerStage
+from assistant.stages.intents import IntentStage
 from assistant.stages.llm import LlmStage
 from assistant.stages.output import OutputStage
 from assistant.stages.tts import TtsStage
@@ -41,15 +50,20 @@ from assistant.turn.latency import LatencyTracker, TurnRecord
 
 _LOGGER = logging.getLogger(__name__)
 
-VOICE_STAGES = ("vad", "asr", "llm", "chunker", "tts", "output")
+VOICE_STAGES = ("vad", "asr", "intents", "llm", "chunker", "tts", "output")
 """The stages of the voice path, in order."""
-TEXT_STAGES = ("llm", "chunker", "tts", "output")
+TEXT_STAGES = ("intents", "llm", "chunker", "tts", "output")
 """The stages of a typed question (``assistant ask``)."""
 AUDIO_QUEUES = ("vad", "tts")
 """Stages whose inbox carries audio (bounded by ``queues.audio``, the others by ``queues.text``)."""
 
 Task = tuple[str, Coroutine[Any, Any, None]]
 """A named coroutine for the daemon's TaskGroup."""
+
+
+def timers_path(config: IntentsConfig) -> Path:
+    """``intents.timers_file``, else ``timers.json`` in the state folder."""
+    return Path(config.timers_file).expanduser() if config.timers_file else default_timers_path()
 
 
 class Pipeline:
@@ -81,6 +95,14 @@ class Pipeline:
         )
         self.speaker = sink if isinstance(sink, Speaker) else None
         self.controller.speaker = self.speaker
+        self.volume = sink if isinstance(sink, Volume) else None
+        self.timers: TimerKeeper | None = None
+        """The timers and their alarms (``intents.enabled``)."""
+        self.matcher: Matcher | None = None
+        self.handlers: Handlers | None = None
+        if config.intents.enabled:
+            self.timers = TimerKeeper(timers_path(config.intents), alarm_limit_s=config.intents.alarm_limit_s)
+            self.matcher, self.handlers = self._commands(config)
         self._stages: dict[str, Stage] = {}
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
@@ -157,16 +179,30 @@ class Pipeline:
                 stage.deadlines = config.deadlines
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
+        commands = self._stages.get("intents")
+        if isinstance(commands, IntentStage) and self.timers is not None:
+            try:
+                self.matcher, self.handlers = self._commands(config)
+            except ConfigError as err:
+                _LOGGER.error("the commands were not reloaded: %s", err.message)
+            else:
+                commands.reconfigure(self.matcher, self.handlers)
+                self.timers.alarm_limit_s = config.intents.alarm_limit_s
         _LOGGER.info("configuration reloaded")
+
+    def _commands(self, config: Config) -> tuple[Matcher, Handlers]:
+        matcher = Matcher.from_config(config)
+        return matcher, Handlers(matcher, self.timers, self.volume)
 
     def busy(self) -> bool:
         """True when the queue that commands enter is close to full."""
-        inbox = self._inboxes.get("llm")
+        inbox = self._inboxes.get("intents", self._inboxes.get("llm"))
         return inbox is None or inbox.qsize() >= max(1, inbox.maxsize - 4)
 
     async def ask(self, text: str, request_id: str | None = None, *, speak: bool = True) -> int:
-        """Answer ``text`` as a new turn (user-role data, like a transcript); returns its id."""
-        inbox = self._require("llm")
+        """Answer ``text`` as a new turn (user-role data, like a transcript); returns its id. It
+        enters where a transcript would: the intents stage, else the LLM."""
+        inbox = self._inboxes.get("intents") or self._require("llm")
         turn_id = self.controller.begin(TurnKind.ASK, request_id, text=text)
         if not speak:
             self.controller.turns.set_silent(turn_id)
@@ -204,6 +240,12 @@ class Pipeline:
             if engines.asr is None:
                 raise ConfigError("the voice pipeline needs an ASR engine")
             return AsrStage(engines.asr, channel, config.deadlines)
+        if name == "intents":
+            if self.matcher is None or self.handlers is None:
+                return None
+            return IntentStage(
+                self.matcher, self.handlers, channel, config.deadlines, llm=engines.llm is not None
+            )
         if name == "llm":
             return (
                 None if engines.llm is None else LlmStage(engines.llm, config.llm, channel, config.deadlines)
@@ -236,7 +278,10 @@ class Pipeline:
         ]
 
     async def prepare(self) -> None:
-        """Before listening: the acknowledgements are synthesized."""
+        """Before listening: the acknowledgements are synthesized; the timers kept in their file
+        run again."""
+        if self.timers is not None:
+            await asyncio.to_thread(self.timers.load, time.time())
         await self.controller.prepare()
 
     def voice_chain(self, source: AudioSource) -> list[Task]:
@@ -257,8 +302,12 @@ class Pipeline:
         return self._chain(TEXT_STAGES, first, ("source", feed(first)))
 
     def helpers(self) -> list[Task]:
-        """Tasks that run beside the chain for as long as it runs (the acknowledgements)."""
+        """Tasks that run beside the chain for as long as it runs: the acknowledgements, the
+        timers."""
         budget, output = self.controller.budget, self._output
+        tasks: list[Task] = []
         if budget.acks and output is not None and self.clock.realtime:
-            return [("budget", budget.run(output))]
-        return []
+            tasks.append(("budget", budget.run(output)))
+        if self.timers is not None:
+            tasks.append(("timers", self.timers.run(self.controller.announce)))
+        return tasks

@@ -13,6 +13,11 @@ A committed voice turn, or a command, cancels older turns in flight when ``barge
 ends when its last audio has played (``Finished``), when it is cancelled, or when a stage fails on
 it (``Failed``: an ``error`` event, an ``outcome: error`` record, and a short spoken apology where
 the turn was to be spoken). See ``docs/architecture.md``, "The path of a turn".
+
+A command matched by the intents stage (``Intended``) is published (``IntentRecognized``) only once
+its turn is committed, as its transcript is; what it switches (``Commanded``) and a "stop"
+(``StopAsked``) are reported only after the commit. ``announce`` speaks text that belongs to no
+turn (a timer's alarm).
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ from assistant.config import Config
 from assistant.contracts import Speaker, Synthesizer
 from assistant.errors import AssistantError, StageTimeoutError
 from assistant.events import (
+    DeviceCommand,
     ErrorEvent,
+    Event,
     EventBus,
+    IntentNotRecognized,
+    IntentRecognized,
     ReasoningText,
     ReplyChunk,
     ReplyFinished,
@@ -48,13 +57,16 @@ from assistant.turn.registry import Turns
 from assistant.turn.reports import (
     ActionTaken,
     ChunkReady,
+    Commanded,
     EndpointFinal,
     Failed,
     Finished,
     FirstChunk,
     Generated,
+    Intended,
     Marked,
     NoSpeech,
+    NotIntended,
     Played,
     Reasoning,
     Replied,
@@ -62,6 +74,7 @@ from assistant.turn.reports import (
     Report,
     SpeculationVoid,
     SpeechBegan,
+    StopAsked,
     VoiceSuspected,
 )
 
@@ -136,6 +149,10 @@ class TurnController:
         """Turns in which ASR found no speech."""
         self._failed_held: set[int] = set()
         """Speculated turns that failed: apologised for if their endpoint comes."""
+        self._intended: dict[int, Event] = {}
+        """Intent events of speculated turns, published if their endpoint comes."""
+        self._announced: dict[str, tuple[bytes, int]] = {}
+        """Texts spoken by ``announce``, as synthesized (int16 pcm, sample rate): the last few."""
         self._listen_once = False
         self._notices: set[asyncio.Task[None]] = set()
 
@@ -202,6 +219,7 @@ class TurnController:
                 self._commit(turn_id, speech_end_ms, endpoint_ms)
             case SpeculationVoid(turn_id):
                 self._failed_held.discard(turn_id)
+                self._intended.pop(turn_id, None)
                 self.budget.closed(turn_id)
                 self._heard.pop(turn_id, None)
                 self._void.discard(turn_id)
@@ -209,6 +227,20 @@ class TurnController:
             case NoSpeech(turn_id):
                 self.tracker.discard(turn_id)
                 self._no_speech(turn_id)
+            case Intended(turn_id, intent, slots, text):
+                self._intent(
+                    turn_id,
+                    intent,
+                    IntentRecognized(turn_id, self._request_id(turn_id), intent, dict(slots), text),
+                )
+            case NotIntended(turn_id, text):
+                self._intent(turn_id, None, IntentNotRecognized(turn_id, self._request_id(turn_id), text))
+            case Commanded(turn_id, device, topic, payload):
+                if not self.turns.is_cancelled(turn_id):
+                    rid = self._request_id(turn_id)
+                    self.events.publish(DeviceCommand(turn_id, rid, device, topic, payload))
+            case StopAsked(turn_id):
+                self._stop_others(turn_id)
             case _:
                 raise TypeError(f"unknown report {report!r}")
 
@@ -225,6 +257,7 @@ class TurnController:
             self.events.publish(TranscriptReady(turn_id, request_id, text, "text"))
         else:
             rec.reply = text
+            rec.handled_by = "say"
         return turn_id
 
     def cancel(self, turn_id: int | None = None) -> list[int]:
@@ -338,6 +371,9 @@ class TurnController:
         heard = self._heard.pop(turn_id, None)
         if heard is not None:
             self._commit_effects(turn_id, heard)
+        intended = self._intended.pop(turn_id, None)
+        if intended is not None:
+            self.events.publish(intended)
         self.budget.committed(turn_id, speech_end_ms)
 
     def _no_speech(self, turn_id: int) -> None:
@@ -364,7 +400,7 @@ class TurnController:
             return
         rec = self.tracker.record(turn_id)
         rec.mark(Mark.DONE, done_ms)
-        answered = Mark.FIRST_ANSWER_AUDIO in rec.marks or bool(rec.reply)
+        answered = Mark.FIRST_ANSWER_AUDIO in rec.marks or bool(rec.reply) or rec.handled_by == "intent"
         self.tracker.finish(turn_id, Outcome.ANSWERED if answered else Outcome.EMPTY_REPLY)
 
     def _failed(self, turn_id: int, err: AssistantError, stage: str) -> None:
@@ -382,6 +418,41 @@ class TurnController:
             self._failed_held.add(turn_id)  # a speculation: apologise only if the user has finished
         elif spoken:
             self._apologise(turn_id)
+
+    def _intent(self, turn_id: int, intent: str | None, event: Event) -> None:
+        """The intents stage matched (or not) the turn's words: on its record now; published
+        once the turn is committed (at once if it is)."""
+        if self.turns.is_cancelled(turn_id):
+            return
+        if self.tracker.is_open(turn_id):
+            rec = self.tracker.record(turn_id)
+            rec.intent, rec.handled_by = intent, "llm" if intent is None else "intent"
+        if self.turns.is_held(turn_id):
+            self._intended[turn_id] = event
+        else:
+            self.events.publish(event)
+
+    def _stop_others(self, turn_id: int) -> None:
+        """ "Stop": every older reply in flight is cancelled, and the speaker falls silent."""
+        for older in self.tracker.open_turns():
+            if older < turn_id:
+                self.cancel(older)
+        if self.speaker is not None:
+            self.speaker.interrupt()
+
+    async def announce(self, text: str) -> bool:
+        """Speak ``text``, which belongs to no turn (a timer's alarm), through the output, after
+        what it is playing; False where there is no output or voice. A failure raises."""
+        tts, output = self.tts, self.output
+        if tts is None or output is None:
+            return False
+        spoken = self._announced.get(text)
+        if spoken is None:
+            work = asyncio.to_thread(synthesize_all, tts, text)
+            spoken = (await asyncio.wait_for(work, self.config.deadlines.tts_s), tts.sample_rate)
+            self._announced = {**dict(list(self._announced.items())[-7:]), text: spoken}
+        await output.play_notice(*spoken)
+        return True
 
     def _apologise(self, turn_id: int) -> None:
         if self.output is None or self.tts is None or not self.config.output.apology.strip():
@@ -418,6 +489,7 @@ class TurnController:
 
     def _finished(self, rec: TurnRecord) -> None:
         self.budget.closed(rec.turn_id)
+        self._intended.pop(rec.turn_id, None)
         info = self._info.pop(rec.turn_id, TurnInfo(TurnKind.VOICE))
         if rec.outcome == Outcome.ANSWERED:
             for span in self.budget.policy.over_budget(rec):

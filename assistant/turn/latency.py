@@ -58,6 +58,10 @@ class TurnRecord:
     answer_eta_ms: float | None = None
     """When the answer's first audio is expected (input timeline, ms), once its first chunk is
     being synthesized; None before."""
+    intent: str | None = None
+    """The command matched (``HassTurnOn``...), when the intents stage answered the turn."""
+    handled_by: str = "llm"
+    """Who answered: ``intent`` (a local command), ``llm``, or ``say`` (text spoken as given)."""
     listener: Callable[[int, str], None] | None = field(default=None, repr=False, compare=False)
     """Called with (turn id, mark name) each time a mark is set."""
 
@@ -94,6 +98,8 @@ class TurnRecord:
             "reply_audio_ms": round(self.reply_audio_ms, 1),
             "answer_ready_ms": None if self.answer_ready_ms is None else round(self.answer_ready_ms, 1),
             "actions": list(self.actions),
+            "intent": self.intent,
+            "handled_by": self.handled_by,
         }
 
 

@@ -10,7 +10,7 @@ open, may this transcript be answered). See ``docs/architecture.md``, "The path 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from assistant.clock import StreamClock
 from assistant.errors import AssistantError
@@ -148,6 +148,39 @@ class Failed(TurnReport):
 
     error: AssistantError
     stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class Intended(TurnReport):
+    """Intents: the transcript matched a command, which answers it without the LLM. Published
+    (``IntentRecognized``) once the turn is committed; a voided speculation publishes nothing."""
+
+    intent: str
+    slots: dict[str, Any]
+    """Slot name -> value, JSON-able."""
+    text: str
+    """The words matched."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotIntended(TurnReport):
+    """Intents: the transcript matched no command; the LLM answers it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Commanded(TurnReport):
+    """Intents: a committed command switches a declared device (published as ``DeviceCommand``)."""
+
+    device: str
+    topic: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopAsked(TurnReport):
+    """Intents: a committed "stop"/"never mind": every other reply in flight is cancelled."""
 
 
 R = TypeVar("R", bound=Report)
