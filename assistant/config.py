@@ -428,7 +428,9 @@ DEVICE_DOMAINS = ("light", "switch", "fan")
 
 def _check_topic(key: str, topic: str) -> None:
     if topic and (topic != topic.strip() or any(c in topic for c in "+#\0")):
-        raise ConfigError(f"{key} = {topic!r} is not allowed: an MQTT topic without + # or surrounding spaces")
+        raise ConfigError(
+            f"{key} = {topic!r} is not allowed: an MQTT topic without + # or surrounding spaces"
+        )
 
 
 @dataclass(frozen=True)
