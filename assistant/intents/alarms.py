@@ -79,6 +79,7 @@ class TimerKeeper:
         self._dirty = False
         self._loaded = False
         self._wake = asyncio.Event()
+        self._writing: asyncio.Future[None] | None = None
 
     # -- what handlers do (on the loop) -----------------------------------------------------
 
@@ -168,8 +169,10 @@ class TimerKeeper:
                 wait = MAX_SLEEP_S if wait is None else min(wait, MAX_SLEEP_S)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
-        finally:
-            if self._dirty:  # the daemon stops: a timer just started must not be lost
+        finally:  # the daemon stops: a timer just started must not be lost
+            if self._writing is not None and not self._writing.done():
+                await asyncio.wait([self._writing])
+            if self._dirty:
                 self._write(self._snapshot())
 
     async def _say(self, announce: Announce | None, text: str) -> None:
@@ -188,7 +191,8 @@ class TimerKeeper:
         return Timers(self.timers.running(), self.timers.next_id)
 
     async def _save(self) -> None:
-        await asyncio.to_thread(self._write, self._snapshot())
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, self._snapshot()))
+        await asyncio.shield(self._writing)
 
     def _write(self, timers: Timers) -> None:
         if self.path is None:
