@@ -319,6 +319,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     config = _config(args)
     model_dir = _model_dir(config, args)
+    if args.soak:
+        from assistant.bench.soak import format_soak, run_soak
+
+        soak = run_soak(
+            _with_mqtt(config, args.mqtt), model_dir, turns=args.soak, mqtt=bool(args.mqtt), log=_log_line
+        )
+        print(format_soak(soak))
+        if args.json:
+            Path(args.json).write_text(json.dumps(soak, indent=1) + "\n", encoding="utf-8")
+        return 0 if soak["ok"] else 1
     result = run_bench(
         config, model_dir, every_variant=args.all, limit=args.limit, gap_ms=args.gap_ms, log=_log_line
     )
@@ -427,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--gap-ms", type=float, default=4000.0, help="silence between questions")
     bench.add_argument("--json", help="write the full results here")
     bench.add_argument("--plot", help="draw the latency distributions into this PNG")
+    bench.add_argument(
+        "--soak", type=int, metavar="N", help="instead: N turns in one process (spoken, asked, cancelled,"
+        " barge-ins): RSS, fds, threads, tasks after warm-up and at the end; exit 1 if one grew or failed",
+    )  # fmt: skip
+    bench.add_argument("--mqtt", metavar="URL", help="--soak: ask and cancel over this broker (mqtt://...)")
 
     doctor = sub.add_parser(
         "doctor",
