@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -33,6 +34,18 @@ def _check_choice(key: str, value: object, choices: typing.Iterable[object]) -> 
     allowed = list(choices)
     if value not in allowed:
         raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {allowed}")
+
+
+def tcp_address(key: str, url: str) -> tuple[str, int]:
+    """A Wyoming address ``tcp://HOST:PORT`` as (host, port); ``ConfigError`` naming ``key`` otherwise."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "tcp" or not parts.hostname or not port or parts.path not in ("", "/"):
+        raise ConfigError(f"{key} = {url!r} is not allowed: give tcp://HOST:PORT (port 1 to 65535)")
+    return parts.hostname, port
 
 
 @dataclass(frozen=True)
@@ -117,8 +130,16 @@ class AsrConfig:
     short_no_speech_gate: float = 0.85
     """In the short window, text whose no-speech probability is above this is dropped, however
     confident (on silence the short window says "Thank you" at ~0.97; speech stays below ~0.7)."""
+    engine: str = "whisper"
+    """``whisper``: faster-whisper in this process; ``wyoming``: a Wyoming ASR server at ``asr.url``
+    (wyoming-faster-whisper, or another assistant), which then needs no local model."""
+    url: str = "tcp://127.0.0.1:10300"
+    """The Wyoming server of ``asr.engine = "wyoming"``: ``tcp://HOST:PORT``."""
 
     def __post_init__(self) -> None:
+        _check_choice("asr.engine", self.engine, ("whisper", "wyoming"))
+        if self.engine == "wyoming":
+            tcp_address("asr.url", self.url)
         _check_choice("asr.compute_type", self.compute_type, ("int8", "int8_float32", "float32", "default"))
         _check_range("asr.beam_size", self.beam_size, 1, 10)
         _check_range("asr.cpu_threads", self.cpu_threads, 0, 64)
@@ -245,10 +266,20 @@ class TtsConfig:
     threads: int = 0
     """ONNX threads for synthesis; 0 uses every core (the in-process LLM waits meanwhile, see
     ``llm.yield_to_tts``)."""
+    engine: str = "piper"
+    """``piper``: the voice in this process; ``wyoming``: a Wyoming TTS server at ``tts.url``
+    (wyoming-piper, or another assistant), which then needs no local voice."""
+    url: str = "tcp://127.0.0.1:10200"
+    """The Wyoming server of ``tts.engine = "wyoming"``: ``tcp://HOST:PORT``."""
+    remote_voice: str = ""
+    """Voice name asked of the Wyoming server; empty: the server's default voice."""
 
     def __post_init__(self) -> None:
         _check_range("tts.length_scale", self.length_scale, 0.3, 3.0)
         _check_range("tts.threads", self.threads, 0, 64)
+        _check_choice("tts.engine", self.engine, ("piper", "wyoming"))
+        if self.engine == "wyoming":
+            tcp_address("tts.url", self.url)
 
 
 @dataclass(frozen=True)
@@ -422,6 +453,53 @@ class MqttConfig:
         _check_range("mqtt.max_text_chars", self.max_text_chars, 1, 100_000)
 
 
+@dataclass(frozen=True)
+class WyomingConfig:
+    """The Wyoming server: our ASR, TTS and microphone for Home Assistant (README "Home Assistant
+    (Wyoming)")."""
+
+    enabled: bool = False
+    """Run the server (``assistant run --wyoming tcp://HOST:PORT`` turns it on)."""
+    host: str = "0.0.0.0"
+    """Address to listen on; 0.0.0.0: every interface (Home Assistant usually runs elsewhere)."""
+    port: int = 10700
+    name: str = "assistant"
+    """What Home Assistant calls the services and the satellite (also the zeroconf name)."""
+    area: str = ""
+    """The satellite's area (room) in Home Assistant; empty: none."""
+    asr: bool = True
+    """Offer speech recognition (the pipeline's ASR engine)."""
+    tts: bool = True
+    """Offer speech synthesis (the pipeline's voice), streamed sentence by sentence."""
+    satellite: bool = True
+    """Offer the microphone and the speaker as an Assist satellite (needs ``--input`` and ``--output``)."""
+    zeroconf: bool = True
+    """Announce the server as ``_wyoming._tcp`` on the network (when ``zeroconf`` is installed)."""
+    max_clients: int = 16
+    """Connections served at once; more are refused with ``busy``."""
+    max_payload_bytes: int = 262_144
+    """The largest payload of one event (an audio chunk is a few KB); larger is refused."""
+    max_audio_s: float = 30.0
+    """The longest audio one transcription takes: the rest is dropped (an ``error`` ``too_long``
+    says so) and what was kept is transcribed."""
+    max_text_chars: int = 5000
+    """The longest text one synthesis takes; longer is refused as ``too_long``."""
+    idle_timeout_s: float = 120.0
+    """A connection that sends nothing for this long is closed (Home Assistant pings every 2 s)."""
+
+    def __post_init__(self) -> None:
+        if not self.host.strip() or self.host != self.host.strip():
+            raise ConfigError(f"wyoming.host = {self.host!r} is not allowed: an address or host name")
+        _check_range("wyoming.port", self.port, 1, 65_535)
+        if not self.name.strip():
+            raise ConfigError("wyoming.name is empty: give the name Home Assistant should show")
+        _check_range("wyoming.max_clients", self.max_clients, 1, 1000)
+        _check_range("wyoming.max_payload_bytes", self.max_payload_bytes, 4096, 16 << 20)
+        _check_range("wyoming.max_audio_s", self.max_audio_s, 1.0, 600.0)
+        _check_range("wyoming.max_text_chars", self.max_text_chars, 1, 100_000)
+        _check_range("wyoming.idle_timeout_s", self.idle_timeout_s, 5.0, 86_400.0)
+
+
 DEVICE_DOMAINS = ("light", "switch", "fan")
 """What a declared device may be (``[[devices]]`` ``domain``): things that are switched on and off."""
 
@@ -533,6 +611,7 @@ class Config:
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     intents: IntentsConfig = field(default_factory=IntentsConfig)
     devices: tuple[DeviceConfig, ...] = ()
     """The devices commands may switch (``[[devices]]`` tables)."""
