@@ -33,7 +33,11 @@ def load_engines(
     quiet_numpy_threads()
     engines = Engines()
     share = CoreShare()
-    if asr:
+    if asr and config.asr.engine == "wyoming":
+        from assistant.engines.wyoming_remote import WyomingTranscriber
+
+        engines.asr = WyomingTranscriber(config.asr)
+    elif asr:
         from assistant.engines.whisper import WhisperEngine
 
         engines.asr = WhisperEngine(models.resolve(config.asr.model, "asr", model_dir), config.asr)
@@ -53,7 +57,11 @@ def load_engines(
                 share=share if config.llm.yield_to_tts else None,
                 history_tokens=spec.history_tokens if spec is not None else None,
             )
-    if tts:
+    if tts and config.tts.engine == "wyoming":
+        from assistant.engines.wyoming_remote import WyomingSynthesizer
+
+        engines.tts = WyomingSynthesizer(config.tts)
+    elif tts:
         from assistant.engines.piper import PiperEngine
 
         engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts, share=share)
