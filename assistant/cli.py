@@ -128,8 +128,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     from assistant.pipeline import Pipeline
     from assistant.service.lifecycle import ConfigReloader, ServiceNotifier, ServiceSignals
 
-    config = _with_mqtt(_config(args), args.mqtt)
-    if args.input is None and not config.mqtt.enabled:
+    config = _with_wyoming(_with_mqtt(_config(args), args.mqtt), args.wyoming)
+    if args.input is None and not config.mqtt.enabled and not config.wyoming.enabled:
         raise ConfigError(
             "give --input: mic, pulse[:NAME], portaudio[:NAME|INDEX], a WAV file, or - for stdin"
         )
@@ -154,7 +154,10 @@ async def _cmd_run(args: argparse.Namespace) -> int:
                 sink = NullSink()
             pipeline = Pipeline(config, engines, sink, on_turn=report)
             signals.on_reload = ConfigReloader(
-                config, lambda: _with_mqtt(_config(args), args.mqtt), pipeline.reconfigure, notifier
+                config,
+                lambda: _with_wyoming(_with_mqtt(_config(args), args.mqtt), args.wyoming),
+                pipeline.reconfigure,
+                notifier,
             )
             clock = pipeline.clock
             services: list[Service] = [("watchdog", lambda: notifier.watchdog(clock))]
@@ -168,6 +171,16 @@ async def _cmd_run(args: argparse.Namespace) -> int:
                 from assistant.mqtt.bridge import MqttBridge
 
                 services.append(("mqtt", MqttBridge(pipeline, config.mqtt).run))
+            if config.wyoming.enabled:
+                try:
+                    from assistant.wyoming.server import WyomingServer
+                except ImportError as err:
+                    raise ConfigError(
+                        f"--wyoming needs the wyoming package: pip install 'assistant[wyoming]' ({err})"
+                    ) from err
+                wyoming = WyomingServer(pipeline, config.wyoming)
+                source = wyoming.tap(source)  # a satellite session borrows the microphone
+                services.append(("wyoming", wyoming.run))
             notifier.ready()
             notifier.status("listening")
             await Daemon(pipeline, services).run(source)
@@ -176,6 +189,18 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             if sink is not None:
                 await sink.close()  # a speaker is released even when the daemon is stopped
     return 0
+
+
+def _with_wyoming(config: Config, url: str | None) -> Config:
+    """``--wyoming tcp://HOST:PORT`` turns the Wyoming server on there."""
+    if not url:
+        return config
+    from dataclasses import replace
+
+    from assistant.config import tcp_address
+
+    host, port = tcp_address("--wyoming", url)
+    return replace(config, wyoming=replace(config.wyoming, enabled=True, host=host, port=port))
 
 
 def _with_mqtt(config: Config, url: str | None) -> Config:
@@ -415,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--mqtt", metavar="URL", help="MQTT broker: mqtt://[user:pass@]host[:port] or mqtts://..."
+    )
+    run.add_argument(
+        "--wyoming",
+        metavar="URL",
+        help="serve Wyoming (Home Assistant: ASR, TTS, satellite) on tcp://HOST:PORT, e.g. tcp://0.0.0.0:10700",
     )
 
     ask = sub.add_parser("ask", help="answer a typed question; the reply streams to stdout")
