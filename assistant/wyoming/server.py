@@ -141,8 +141,12 @@ class WyomingServer:
             )
             return
         connection = Connection(self, reader, writer, self._count)
+        try:
+            group.create_task(connection.run(), name=f"wyoming-client-{self._count}")
+        except RuntimeError:  # the server is stopping
+            writer.close()
+            return
         self.connections.add(connection)
-        group.create_task(connection.run(), name=f"wyoming-client-{self._count}")
 
 
 async def _refuse_busy(writer: asyncio.StreamWriter, limit: int) -> None:
