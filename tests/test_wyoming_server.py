@@ -613,3 +613,36 @@ def test_wyoming_keys_are_checked() -> None:
         WyomingConfig(max_payload_bytes=100)
     with pytest.raises(ConfigError, match="wyoming.name is empty"):
         WyomingConfig(name=" ")
+
+
+async def test_audio_over_the_limit_is_cut_and_the_rest_transcribed() -> None:
+    asr = FakeTranscriber(["what is the capital of france"])
+    async with (
+        serving(Engines(asr=asr, tts=FakeSynth()), max_audio_s=1.0) as (server, _, _),
+        raw(server.port or 0) as client,
+    ):
+        fmt = {"rate": 48_000, "width": 2, "channels": 2}  # 2 s of 48 kHz stereo
+        chunks = [WireEvent("audio-chunk", fmt, b"\1\0" * 9600) for _ in range(20)]
+        await client.send(encode(WireEvent("audio-start", fmt)) + b"".join(map(encode, chunks)))
+        await client.send(encode(WireEvent("audio-stop")))
+        error = await client.error()
+        assert error.code == "too_long" and "over 1 s" in error.text
+        assert Transcript.from_event(await client.event()).text == "what is the capital of france"
+    assert asr.calls == [32_000], "1 s of 16 kHz mono int16"
+
+
+async def test_our_remote_engines_use_another_assistant(engines_no_llm: Engines) -> None:
+    """``asr.engine``/``tts.engine = "wyoming"`` pointed at another assistant's ``--wyoming``."""
+    from assistant.config import AsrConfig, TtsConfig
+    from assistant.engines.wyoming_remote import WyomingSynthesizer, WyomingTranscriber
+
+    question, _ = read_pcm(QUESTION_WAV)
+    async with serving(engines_no_llm) as (server, _, _):
+        url = f"tcp://127.0.0.1:{server.port}"
+        asr = await asyncio.to_thread(WyomingTranscriber, AsrConfig(engine="wyoming", url=url))
+        result = await asyncio.to_thread(asr.transcribe, question)
+        assert "capital of france" in result.text.lower()
+        tts = await asyncio.to_thread(WyomingSynthesizer, TtsConfig(engine="wyoming", url=url))
+        pieces: list[bytes] = []
+        await asyncio.to_thread(tts.synthesize, "Paris is the capital of France.", pieces.append)
+    assert len(pieces) >= 2 and len(b"".join(pieces)) / 2 / tts.sample_rate > 1.0

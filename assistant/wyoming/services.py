@@ -97,6 +97,10 @@ class Transcription:
             return False
         return True
 
+    def finish(self) -> bytes:
+        """The audio kept, with what the resampler still held (within the limit)."""
+        return (bytes(self.pcm) + self.converter.flush())[: self.max_bytes]
+
     def _declared(self) -> dict[str, object]:
         fmt = self.format
         return {} if fmt is None else {"rate": fmt.rate, "width": fmt.width, "channels": fmt.channels}
@@ -107,7 +111,7 @@ async def transcribe(link: Link, request: Transcription) -> None:
     engine = link.models.asr
     if engine is None:
         raise EventError("unsupported", "this server offers no speech recognition")
-    pcm = bytes(request.pcm) + request.converter.flush()
+    pcm = request.finish()
     async with link.models.asr_slot:
         result = await call_in_thread(
             partial(engine.transcribe, pcm), stage="asr", deadline_s=link.config.deadlines.asr_s
