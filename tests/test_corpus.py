@@ -178,5 +178,11 @@ def test_bench_runs_pipeline_and_baseline_on_real_models(
     tps = result["llm_tokens_per_s"]
     assert tps["pipeline"] > 0 and tps["alone_before"] > 0 and tps["alone_after"] > 0
     assert tps["alone"] == pytest.approx((tps["alone_before"] + tps["alone_after"]) / 2, abs=0.06)
+    # "What time is it?" is a command: answered without the LLM, reported apart
+    handlers = result["by_handler"]
+    assert (handlers["intent"]["turns"], handlers["llm"]["turns"]) == (1, 1)
+    assert handlers["intent"]["intents"] == ["HassGetCurrentTime"]
+    assert handlers["intent"]["e2e_true"]["n"] == 1 and handlers["intent"]["e2e_true"]["p50"] > 0
     table = format_table(result)
     assert "median e2e: baseline / pipeline" in table and "acknowledgements:" in table
+    assert "commands (intents, no LLM): 1 turns; e2e p50" in table

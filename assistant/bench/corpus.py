@@ -1,4 +1,5 @@
-"""A spoken corpus for the benchmark: short assistant questions in several voices, clean and noisy.
+"""A spoken corpus for the benchmark: short assistant questions and commands in several voices,
+clean and noisy.
 
 Every question is spoken by the default piper voice and by a few espeak-ng voices (different
 accents, speeds and pitches); each take is trimmed to its speech, normalised to the same peak,
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.audio.convert import float_to_pcm16, pcm16_to_float
+from assistant.config import DeviceConfig
 from assistant.errors import AudioError
 from assistant.messages import SAMPLE_RATE
 
@@ -58,6 +60,23 @@ QUESTIONS: tuple[str, ...] = (
     "Tell me a short joke.",
 )
 """Questions a voice assistant commonly gets: facts, time, weather, arithmetic, definitions, home."""
+
+COMMANDS: tuple[str, ...] = (
+    "What is the current date?",
+    "How much time is left on my timer?",
+    "Turn on the living room lamp.",
+    "Turn off the kitchen lights.",
+    "Cancel the timer.",
+)
+"""More commands, answered by the intents stage without the LLM (as are the time, the timer and
+the lights among ``QUESTIONS``): the date, a timer's status and its cancelling, the devices of
+``DEVICES``. They come after the questions, so the timer they ask about is running."""
+
+DEVICES: tuple[DeviceConfig, ...] = (
+    DeviceConfig("kitchen lights", area="kitchen"),
+    DeviceConfig("living room lamp", area="living room"),
+)
+"""The devices the corpus's commands switch: the bench declares them where its config does not."""
 
 
 @dataclass(frozen=True)
@@ -276,7 +295,7 @@ def _save(path: Path, items: Sequence[CorpusItem]) -> None:
 def build_corpus(
     model_dir: Path,
     *,
-    questions: Sequence[str] = QUESTIONS,
+    questions: Sequence[str] = QUESTIONS + COMMANDS,
     voices: Sequence[Voice] = VOICES,
     snr_db: float | None = 15.0,
     lead_ms: float = 300.0,

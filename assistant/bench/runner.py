@@ -10,7 +10,10 @@ Both run in the same process, on the same loaded models, one after the other:
 
 Prints a table and returns a JSON-able dict: per span p50/p95/max for both and the ratio of
 medians, WER of the short window against the full window, how often each budget action fired,
-peak RSS, and LLM tokens/s inside the pipeline against the same engine alone.
+peak RSS, and LLM tokens/s inside the pipeline against the same engine alone. Turns answered by
+the intents stage (the corpus's commands: no LLM on their path) are also reported apart from the
+LLM's, with their e2e from where speech truly ends in the corpus (``by_handler``). The corpus's
+devices are declared where the config lacks them, and timers go to a temporary file.
 
 The engine alone runs twice, right before and right after the pipeline, and its figure is the
 mean of the two: a shared machine's speed drifts by several percent within minutes, and passes
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +130,11 @@ class ItemResult:
     answer_ready: float | None = None
     """When the answer's audio was ready, ms after the end of speech (before any acknowledgement)."""
     baseline: dict[str, float] | None = None
+    handled_by: str = ""
+    """``intent`` (a command, answered without the LLM) or ``llm``."""
+    intent: str | None = None
+    e2e_true: float | None = None
+    """First answer audio, ms after where speech truly ends in the corpus item."""
 
 
 def pick_items(items: list[Any], every_variant: bool) -> list[Any]:
@@ -222,7 +231,7 @@ def run_bench(
     from assistant.engines.whisper import WhisperEngine
     from assistant.models.store import resolve
 
-    config = replace(config, input=replace(config.input, realtime=True))
+    config = with_devices(replace(config, input=replace(config.input, realtime=True)))
     log("loading models and the corpus")
     engines = load_engines(config, model_dir)
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
@@ -237,7 +246,10 @@ def run_bench(
         raise ConfigError("the bench needs an LLM engine")
     timed = TimedChat(engines.llm)
     log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
-    pipeline, records = asyncio.run(run_pipeline(config, Engines(engines.asr, timed, engines.tts), stream))
+    with tempfile.TemporaryDirectory(prefix="bench-timers-") as state:
+        intents = replace(config.intents, timers_file=str(Path(state) / "timers.json"))
+        pipe_engines = Engines(engines.asr, timed, engines.tts)
+        pipeline, records = asyncio.run(run_pipeline(replace(config, intents=intents), pipe_engines, stream))
     results = [ItemResult(item.id, item.text) for item in items]
     for rec in records:
         end = rec.marks.get("speech_end", -1.0)
@@ -248,8 +260,11 @@ def run_bench(
                 and rec.outcome == "answered"
             ):
                 result.heard, result.spans, result.actions = rec.transcript, rec.spans(), tuple(rec.actions)
+                result.handled_by, result.intent = rec.handled_by, rec.intent
                 if rec.answer_ready_ms is not None:
                     result.answer_ready = round(rec.answer_ready_ms - end, 1)
+                if "first_answer_audio" in rec.marks:
+                    result.e2e_true = round(rec.marks["first_answer_audio"] - pos.speech_end_ms, 1)
                 break
     log("the LLM alone, after the pipeline")
     after = llm_alone_tokens_per_s(engines.llm, [messages for messages, *_ in timed.samples])
@@ -282,6 +297,7 @@ def run_bench(
         "wer": {"short_window": round(100 * short.wer, 2), "full_window": round(100 * full.wer, 2)},
         "actions": dict(pipeline.tracker.actions),
         "acks": ack_counts(answered, config.latency.budget_ms),
+        "by_handler": by_handler(answered),
         "asr_fallbacks": {
             "calls": engines.asr.calls if engines.asr is not None else 0,
             "fallbacks": engines.asr.fallbacks if engines.asr is not None else 0,
@@ -296,6 +312,42 @@ def run_bench(
         },
         "per_item": [r.__dict__ | {"actions": list(r.actions)} for r in results],
     }
+
+
+def with_devices(config: Config) -> Config:
+    """The config with the corpus's devices declared, where it has none of those names."""
+    from assistant.bench.corpus import DEVICES
+
+    names = {name.lower() for device in config.devices for name in device.names}
+    extra = tuple(d for d in DEVICES if not names & {n.lower() for n in d.names})
+    return replace(config, devices=config.devices + extra)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 1),
+        "p95": round(percentile(values, 95), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def by_handler(answered: list[ItemResult]) -> dict[str, dict[str, Any]]:
+    """Turns answered by a command (``intent``) apart from the LLM's: how many, which intents,
+    and their e2e, from the pipeline's ``speech_end`` and from the true end of speech."""
+    out: dict[str, dict[str, Any]] = {}
+    for who in ("intent", "llm"):
+        turns = [r for r in answered if r.handled_by == who]
+        out[who] = {
+            "turns": len(turns),
+            "e2e": _stats([r.spans["e2e"] for r in turns if r.spans and "e2e" in r.spans]),
+            "e2e_true": _stats([r.e2e_true for r in turns if r.e2e_true is not None]),
+        }
+        if who == "intent":
+            out[who]["intents"] = sorted({r.intent for r in turns if r.intent})
+    return out
 
 
 def ack_counts(answered: list[ItemResult], budget_ms: float) -> dict[str, int]:
@@ -339,6 +391,18 @@ def format_table(result: dict[str, Any]) -> str:
         f" {tps.get('pipeline_wall', tps['pipeline']):.1f} counting its waits for TTS",
         f"peak RSS: {result['peak_rss_mb']:.0f} MB",
     ]
+    for who, label in (("intent", "commands (intents, no LLM)"), ("llm", "questions (LLM)")):
+        part = result.get("by_handler", {}).get(who)
+        if part is None:
+            continue
+        true, mark = part["e2e_true"], part["e2e"]
+        figures = (
+            f"e2e p50 {true['p50']:.0f} ms, p95 {true['p95']:.0f}, max {true['max']:.0f} from the true end"
+            f" of speech ({mark['p50']:.0f} ms from the pipeline's speech_end)"
+            if true.get("n") and mark.get("n")
+            else "no e2e"
+        )
+        lines.append(f"{label}: {part['turns']} turns; {figures}")
     return "\n".join(lines)
 
 
