@@ -10,6 +10,7 @@ here once with that warning silenced, so tests that import from here run under `
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import subprocess
 import sys
 import time
@@ -106,18 +107,11 @@ def wait_for_describe(port: int, proc: subprocess.Popen[bytes], timeout_s: float
 
 
 def reference_server(module: str) -> list[str]:
-    """The command that runs ``module`` (``wyoming_faster_whisper``...) from this venv, or from
-    ``.venv-wyoming`` where ``scripts/setup --test`` put it apart."""
-    for python in (Path(sys.executable), Path(__file__).resolve().parent.parent / ".venv-wyoming/bin/python"):
-        if (
-            python.exists()
-            and subprocess.run(
-                [str(python), "-c", f"import {module}"], capture_output=True, timeout=60
-            ).returncode
-            == 0
-        ):
-            return [str(python), "-m", module]
-    raise FileNotFoundError(f"{module} is not installed: pip install 'assistant[test]'")
+    """The command that runs ``module`` (``wyoming_faster_whisper``...) in this environment, where
+    the ``test`` extra installs it beside our own pins."""
+    if importlib.util.find_spec(module) is None:
+        raise FileNotFoundError(f"{module} is not installed: pip install -e '.[test]'")
+    return [sys.executable, "-m", module]
 
 
 @contextmanager
