@@ -244,7 +244,12 @@ class Pipeline:
             if self.matcher is None or self.handlers is None:
                 return None
             return IntentStage(
-                self.matcher, self.handlers, channel, config.deadlines, llm=engines.llm is not None
+                self.matcher,
+                self.handlers,
+                channel,
+                config.deadlines,
+                llm=engines.llm is not None,
+                events=channel.events,
             )
         if name == "llm":
             return (

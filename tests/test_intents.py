@@ -19,6 +19,7 @@ from assistant.daemon import Daemon
 from assistant.errors import ConfigError
 from assistant.events import (
     DeviceCommand,
+    DeviceState,
     Event,
     IntentNotRecognized,
     IntentRecognized,
@@ -422,3 +423,50 @@ async def test_say_turns_are_marked_as_said(tmp_path: Path) -> None:
     events = await _drive(pipeline, script)
     assert [(r.intent, r.handled_by) for r in records] == [(None, "say")]
     assert not [e for e in events if isinstance(e, IntentRecognized | DeviceCommand)]
+
+
+@pytest.mark.parametrize(
+    ("answers", "reply"),
+    [
+        ('{"state": "ON", "brightness": 254}', "Turned on the light."),
+        ('{"state": "OFF"}', "The reading lamp is still off."),
+        (None, "The reading lamp did not answer."),
+    ],
+)
+async def test_a_device_with_a_state_topic_confirms_for_itself(
+    tmp_path: Path, answers: str | None, reply: str
+) -> None:
+    lamp = DeviceConfig(
+        "reading lamp",
+        command_topic="zigbee2mqtt/reading/set",
+        state_topic="zigbee2mqtt/reading",
+        payload_on='{"state": "ON"}',
+        payload_off='{"state": "OFF"}',
+    )
+    records: list[Any] = []
+    config = replace(_config(tmp_path), devices=(lamp,))
+    pipeline = Pipeline(
+        config, Engines(FakeTranscriber([]), FakeChat(), FakeSynth()), MemorySink(), on_turn=records.append
+    )
+
+    async def device() -> None:
+        """The lamp on the other side of the broker: it hears its command, and reports."""
+        commands = pipeline.events.subscribe()
+        while not isinstance(await commands.get(), DeviceCommand):
+            pass
+        pipeline.events.publish(DeviceState("reading lamp", '{"state": "OFF"}', retained=True))  # no answer
+        if answers is not None:
+            pipeline.events.publish(DeviceState("reading lamp", answers))
+
+    async def script(p: Pipeline) -> None:
+        stage = p._stages["intents"]
+        assert isinstance(stage, IntentStage)
+        stage.device_wait_s = 0.3
+        lamp_task = asyncio.create_task(device())
+        await _ask(p, "turn on the reading lamp")
+        lamp_task.cancel()
+
+    events = await _drive(pipeline, script)
+    (command,) = [e for e in events if isinstance(e, DeviceCommand)]
+    assert (command.topic, command.payload) == ("zigbee2mqtt/reading/set", '{"state": "ON"}')
+    assert [r.reply for r in records] == [reply]

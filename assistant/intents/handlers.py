@@ -22,12 +22,14 @@ What each intent does:
     the user's own intents        their own response; the published intent is their effect
 
 The words come from the intents package's responses ("Turned on the lights", "Timer set for 10
-minutes", its error answers), except the time and date (``responses.spoken_time``).
+minutes", its error answers), except the time and date (``responses.spoken_time``). A device with
+a ``state_topic`` confirms for itself: its answer waits for what it reports (``confirmation``).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -261,6 +263,49 @@ class Handlers:
         if remember and level > 0.0:
             self._unmuted = level
         _LOGGER.info("intents: volume %.0f%%", level * 100)
+
+
+def state_word(payload: str) -> str | None:
+    """The state in a device's payload, lower case: ``ON``, ``{"state": "ON"}`` (Zigbee2MQTT),
+    ``{"POWER": "ON"}`` (Tasmota) -> ``on``; None where there is none."""
+    text = payload.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.lower() or None
+    if isinstance(data, str):
+        return data.lower()
+    if isinstance(data, dict):
+        for key in ("state", "State", "POWER", "power"):
+            if isinstance(data.get(key), str):
+                return str(data[key]).lower()
+    return None
+
+
+def reported_on(device: DeviceConfig, payload: str) -> bool | None:
+    """What a device's state report says: on (True), off (False), or nothing readable (None)."""
+    word = state_word(payload)
+    if word is None:
+        return None
+    if word == state_word(device.payload_on):
+        return True
+    if word == state_word(device.payload_off):
+        return False
+    return {"on": True, "off": False}.get(word)
+
+
+def confirmation(answer: Answer, reports: dict[str, bool | None]) -> str:
+    """The answer to a command that switched devices which report their state, from what they
+    reported (device name -> on/off/unreadable; absent: no report in time)."""
+    for effect in answer.effects:
+        if not isinstance(effect, Switch) or not effect.device.state_topic:
+            continue
+        name = effect.device.name
+        if name not in reports:
+            return f"The {name} did not answer."
+        if reports[name] is not None and reports[name] != effect.on:
+            return f"The {name} is still {'off' if effect.on else 'on'}."
+    return answer.text
 
 
 def _status(timer: Any, now: float) -> dict[str, Any]:
