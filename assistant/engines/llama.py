@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from assistant.chat.prompt import CHATML, ChatMessage, ChatTemplate, data_tokens, prompt_tokens
 from assistant.config import LlmConfig
+from assistant.contracts import ChatEngine
 from assistant.engines.share import CoreShare
 from assistant.errors import ModelCorruptError, ModelMissingError, StageError, TooLongError
 
@@ -79,7 +80,7 @@ def default_state_dir(model_dir: Path | None = None) -> Path:
     return (model_dir or default_model_dir()).parent / "state"
 
 
-class LlamaEngine:
+class LlamaEngine(ChatEngine):
     """A loaded GGUF model."""
 
     def __init__(
@@ -133,10 +134,8 @@ class LlamaEngine:
         self.n_ctx: int = self._llm.n_ctx()
         """Context length, in tokens."""
         think = self._llm.tokenize(b"<think>", add_bos=False, special=True)
-        self.thinks = len(think) == 1 and self.vocab.token_attr(think[0]) & 0b11000 != 0
-        """The vocabulary has ``<think>`` as one special token: a reasoning model."""
-        self.template_opens_think = self.template.opens_think()
-        """The generation prompt already opens a think block."""
+        self._thinks = len(think) == 1 and self.vocab.token_attr(think[0]) & 0b11000 != 0
+        self._opens_think = self.template.opens_think()
         self.last_prompt: list[int] = []
         """Token ids of the last prompt (prefill included), for tests and reports."""
         self.last_context: list[int] = []
@@ -156,6 +155,20 @@ class LlamaEngine:
                 if config.state_cache
                 else state_dir or default_state_dir()
             )
+
+    @property
+    def thinks(self) -> bool:
+        """The vocabulary has ``<think>`` as one special token: a reasoning model."""
+        return self._thinks
+
+    @property
+    def template_opens_think(self) -> bool:
+        """The generation prompt already opens a think block."""
+        return self._opens_think
+
+    def reconfigure(self, config: LlmConfig) -> None:
+        """Sampling, reasoning and prompt keys apply from the next turn."""
+        self.config = config
 
     def _on_own_thread(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``work(*args, **kwargs)`` on the engine's own thread; blocks until it is done."""

@@ -55,17 +55,17 @@ from typing import Any
 
 from assistant.chat.reasoning import CLOSE_TAG, SKIP_PREFILL
 from assistant.config import LlmConfig
+from assistant.contracts import ChatEngine, ChatMessage
 from assistant.errors import ConfigError, StageError
 
 _LOGGER = logging.getLogger(__name__)
-ChatMessage = dict[str, str]
 NO_THINKING = {"enable_thinking": False}
 """``chat_template_kwargs`` sent with a prefill (and in ``skip`` mode)."""
 PROBE_TIMEOUT_S = 5.0
 """The start-up question to ``/apply-template`` waits at most this long."""
 
 
-class OpenAIEngine:
+class OpenAIEngine(ChatEngine):
     """A chat engine that streams from ``{llm.url}/chat/completions``."""
 
     def __init__(self, config: LlmConfig) -> None:
@@ -83,14 +83,16 @@ class OpenAIEngine:
         """Path of the server's root (``llm.url`` without a trailing ``/v1``)."""
         self.model = config.remote_model or config.model
         """The model name sent to the server."""
-        self.template_opens_think = False
-        """Unknown for a remote template; R1 distill templates do not open the block."""
         self.continues: bool | None = None
         """The server continues a final assistant message (None: not known yet)."""
         self.last_requests: list[dict[str, Any]] = []
         """Request bodies of the last ``chat`` (a budget cut makes two), for tests and reports."""
         if config.reasoning != "hidden":
             self.probe()
+
+    def reconfigure(self, config: LlmConfig) -> None:
+        """Sampling, reasoning, key and model name apply from the next request."""
+        self.config = config
 
     @property
     def thinks(self) -> bool:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import TtsConfig
+from assistant.contracts import Synthesizer
 from assistant.engines.share import CoreShare
 from assistant.errors import ModelCorruptError, ModelMissingError, StageError
 
 
-class PiperEngine:
+class PiperEngine(Synthesizer):
     """A loaded piper voice. Thread-safe: one lock around the ONNX session."""
 
     def __init__(self, onnx_path: Path, config: TtsConfig, *, share: CoreShare | None = None) -> None:

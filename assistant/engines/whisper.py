@@ -33,12 +33,11 @@ import numpy.typing as npt
 
 from assistant.audio.convert import pcm16_to_float
 from assistant.config import AsrConfig
+from assistant.contracts import FULL_WINDOW_MS, AsrResult, Transcriber
 from assistant.errors import ModelCorruptError, ModelMissingError, StageError
 
 _LOGGER = logging.getLogger(__name__)
 
-FULL_WINDOW_MS = 30_000.0
-"""Whisper's trained window, in ms (3,000 mel frames)."""
 FRAME_MS = 10.0
 """One mel frame (hop of 160 samples at 16 kHz), in ms."""
 MIN_WINDOW_MS = 1000.0
@@ -49,24 +48,6 @@ MAX_WORDS_PER_S = 6.0
 """A short-window transcript with more words per second of audio than this (plus 3) is suspect."""
 SPEECH_RMS = 0.003
 """Audio RMS (fraction of full scale, about -50 dBFS) above which an empty short result is suspect."""
-
-
-@dataclass(frozen=True)
-class AsrResult:
-    """What Whisper heard in one utterance."""
-
-    text: str
-    """Kept text, stripped; empty when every segment was gated out as non-speech."""
-    dropped: tuple[str, ...] = ()
-    """Segment texts dropped by the no-speech gate."""
-    audio_ms: float = 0.0
-    """Duration of the audio transcribed, in ms."""
-    window_ms: float = FULL_WINDOW_MS
-    """Length of the encoder window that produced ``text``, in ms (30,000 for the full window)."""
-    fallback: bool = False
-    """True when the short window's result was rejected and the full window was used."""
-    fallback_reason: str = ""
-    """Why the short result was rejected (``repetition``, ``too_long``, ``bound``, ``logprob``, ``empty``)."""
 
 
 def gate_segment(no_speech_prob: float, avg_logprob: float, text: str, config: AsrConfig) -> bool:
@@ -254,7 +235,7 @@ class Decoded:
     """The decoder started its transcript over and the repeat was cut off."""
 
 
-class WhisperEngine:
+class WhisperEngine(Transcriber):
     """A loaded faster-whisper model. Thread-safe: one lock around the model."""
 
     def __init__(self, model_dir: Path, config: AsrConfig) -> None:
@@ -285,6 +266,10 @@ class WhisperEngine:
         self._suppress: list[int] = list(get_suppressed_tokens(self._tokenizer, [-1]))
         self._short_ok = not multilingual or bool(config.language)
         """The short path needs a known language (it does not run language detection)."""
+
+    def reconfigure(self, config: AsrConfig) -> None:
+        """Decoding and gating keys apply from the next utterance."""
+        self.config = config
 
     def transcribe(self, pcm: bytes) -> AsrResult:
         """Transcribe 16 kHz mono int16 audio; blocks (call it from a worker thread)."""
