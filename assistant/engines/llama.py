@@ -42,7 +42,13 @@ from assistant.chat.prompt import CHATML, ChatMessage, ChatTemplate, data_tokens
 from assistant.config import LlmConfig
 from assistant.contracts import ChatEngine
 from assistant.engines.share import CoreShare
-from assistant.errors import ModelCorruptError, ModelMissingError, StageError, TooLongError
+from assistant.errors import (
+    AssistantError,
+    ModelCorruptError,
+    ModelMissingError,
+    StageError,
+    TooLongError,
+)
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -198,7 +204,14 @@ class LlamaEngine(ChatEngine):
         conversation ``messages`` and the template's opening of the next question), so that turn
         evaluates only the question's own tokens. Returns the tokens evaluated; 0 when more than
         ``PRIME_MAX_TOKENS`` would be needed (the turn itself reads them then)."""
-        return self._on_own_thread(self._prime, self.next_prefix(messages))
+        try:
+            return self._on_own_thread(self._prime, self.next_prefix(messages))
+        except AssistantError:
+            raise
+        except Exception as err:  # llama.cpp's RuntimeError/ValueError, or its Python layer's own
+            raise StageError(
+                "llm", f"evaluating the next prompt's start failed: {type(err).__name__}: {err}"
+            ) from err
 
     def _prime(self, prefix: list[int]) -> int:
         with self._lock:
@@ -214,10 +227,7 @@ class LlamaEngine(ChatEngine):
             if same < llm.n_tokens:
                 llm._ctx.kv_cache_seq_rm(-1, same, -1)
                 llm.n_tokens = same
-            try:
-                llm.eval(todo)
-            except (ValueError, RuntimeError) as err:
-                raise StageError("llm", f"evaluating the next prompt's start failed: {err}") from err
+            llm.eval(todo)
             return len(todo)
 
     def system_prefix(self) -> list[int]:
@@ -326,12 +336,16 @@ class LlamaEngine(ChatEngine):
 
             def locked() -> str:
                 with self._lock:
+                    if stop is not None and stop.is_set():  # stopped while it waited: evaluate nothing
+                        return "cancelled"
                     self.last_prompt = list(context)
                     return self._generate(context, on_token, stop, steer)
 
             return self._on_own_thread(locked)
-        except (ValueError, RuntimeError) as err:
-            raise StageError("llm", f"generation failed: {err}") from err
+        except AssistantError:
+            raise
+        except Exception as err:  # llama.cpp's RuntimeError/ValueError, or its Python layer's own
+            raise StageError("llm", f"generation failed: {type(err).__name__}: {err}") from err
 
     def _generate(
         self,

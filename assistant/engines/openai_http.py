@@ -37,8 +37,13 @@ message (a prefill), which is not part of the OpenAI API:
   does arrive is never spoken: the stage's ``ThinkFilter`` holds it back.
 - A server that cannot be reached at start is asked again at the next turn.
 
-Errors become ``StageError("llm", ...)``: the server unreachable (with its URL), an HTTP error
-(with the status and the start of the body), a malformed stream.
+Errors become ``StageError("llm", ...)``, one per request: the server unreachable (with its URL),
+an HTTP error (with the status and the start of the body), an ``error`` object in the stream, a
+malformed stream (a line that is not UTF-8 or over ``LINE_LIMIT``, an event that is not JSON or
+not shaped like a chat completion chunk, a stream that ends before the reply did). Anything else
+that escapes a request (a callback's error included) is mapped the same way, so nothing foreign
+crosses this seam. A server that stalls is the stage's deadline's business (``[deadlines]``):
+the stage sets the stop event, the watcher shuts the socket, and the call ends ``cancelled``.
 """
 
 from __future__ import annotations
@@ -51,18 +56,99 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from assistant.chat.reasoning import CLOSE_TAG, SKIP_PREFILL
 from assistant.config import LlmConfig
 from assistant.contracts import ChatEngine, ChatMessage
-from assistant.errors import ConfigError, StageError
+from assistant.errors import AssistantError, ConfigError, StageError
 
 _LOGGER = logging.getLogger(__name__)
 NO_THINKING = {"enable_thinking": False}
 """``chat_template_kwargs`` sent with a prefill (and in ``skip`` mode)."""
 PROBE_TIMEOUT_S = 5.0
 """The start-up question to ``/apply-template`` waits at most this long."""
+LINE_LIMIT = 1 << 20
+"""The longest line of a stream read, in bytes (a chunk carries a few hundred)."""
+
+
+class ServerReported(Exception):
+    """The stream carried an ``error`` object instead of a chunk."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one chunk of a chat completions stream adds to the reply (its first choice)."""
+
+    content: str = ""
+    reasoning: str = ""
+    """``delta.reasoning_content`` (llama-server) or ``delta.reasoning`` (some others)."""
+    finish_reason: str | None = None
+
+
+DONE = Delta(finish_reason="[DONE]")
+"""Stands for the stream's ``data: [DONE]`` line (compared by identity)."""
+
+
+def _json_type(value: object) -> str:
+    """``value``'s JSON type, as a server's author would name it."""
+    for kind, name in ((bool, "a boolean"), (int | float, "a number"), (str, "a string"), (list, "a list")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "an object"
+
+
+def _text(value: object, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is {_json_type(value)}, not a string")
+    return value
+
+
+def parse_event(data: str) -> Delta | None:
+    """One ``data:`` payload of a chat completions stream: its first choice's delta, or None for
+    a chunk without choices (a usage report). Raises ``ServerReported`` for an ``error`` object
+    and ``ValueError`` naming what is wrong for anything not shaped like a chunk."""
+    chunk = json.loads(data)
+    if not isinstance(chunk, dict):
+        raise ValueError(f"the event is {_json_type(chunk)}, not an object")
+    error = chunk.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise ServerReported(message if isinstance(message, str) else json.dumps(error)[:300])
+    choices = chunk.get("choices", [])
+    if not isinstance(choices, list):
+        raise ValueError(f"choices is {_json_type(choices)}, not a list")
+    if not choices:
+        return None
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise ValueError(f"a choice is {_json_type(choice)}, not an object")
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, dict):
+        raise ValueError(f"delta is {_json_type(delta)}, not an object")
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    finish = choice.get("finish_reason")
+    return Delta(
+        _text(delta.get("content"), "delta.content"),
+        _text(reasoning, "delta.reasoning_content"),
+        _text(finish, "finish_reason") or None,
+    )
+
+
+def parse_line(line: bytes) -> Delta | None:
+    """One line of a stream: a chunk's ``Delta``, ``DONE``, or None (a blank separator, a
+    comment, an event name, a chunk without choices). Raises ``ServerReported`` for an ``error``
+    object and ``ValueError`` for a malformed line."""
+    if len(line) > LINE_LIMIT:
+        raise ValueError(f"a line is longer than {LINE_LIMIT} bytes")
+    text = line.decode("utf-8").strip()  # strict: invalid UTF-8 is a broken stream, not text
+    if not text.startswith("data:"):
+        return None
+    data = text[5:].strip()
+    return DONE if data == "[DONE]" else parse_event(data)
 
 
 class OpenAIEngine(ChatEngine):
@@ -186,12 +272,21 @@ class OpenAIEngine(ChatEngine):
 
         inside = bool(prefill) and CLOSE_TAG not in prefill
         while True:
+            if stop.is_set():  # a stopped turn sends nothing: llama_cpp.server would cut the
+                return "cancelled"  # request it is streaming short for a new one
             left = self.config.max_tokens - produced
             if left <= 0:
                 return "length"
             body = self._body(messages, prefill, left)
             self.last_requests.append(body)
-            finish, extra = self._request(body, piece, stop, steer, inside)
+            try:
+                finish, extra = self._request(body, piece, stop, steer, inside)
+            except AssistantError:
+                raise
+            except Exception as err:  # the seam: nothing foreign leaves a request
+                raise StageError(
+                    "llm", f"the request to {self.url} failed: {type(err).__name__}: {err}"
+                ) from err
             if not extra:
                 return finish
             prefill += "".join(generated) + extra
@@ -233,12 +328,14 @@ class OpenAIEngine(ChatEngine):
                 if stop.is_set():
                     return "cancelled", ""
                 raise StageError("llm", f"cannot reach the LLM server at {self.url}: {err}") from err
-            if resp.status != 200:
-                text = resp.read(2000).decode("utf-8", "replace").strip()
-                raise StageError(
-                    "llm", f"the LLM server at {self.url} answered HTTP {resp.status} {resp.reason}: {text}"
-                )
-            return self._stream(resp, on_token, stop, steer, inside)
+            with resp:  # closed however this ends: a server that closes the connection gives it the socket
+                if resp.status != 200:
+                    text = resp.read(2000).decode("utf-8", "replace").strip()
+                    raise StageError(
+                        "llm",
+                        f"the LLM server at {self.url} answered HTTP {resp.status} {resp.reason}: {text}",
+                    )
+                return self._stream(resp, on_token, stop, steer, inside)
         finally:
             done.set()
             conn.close()  # also how a steered stream is dropped: the server stops generating
@@ -252,12 +349,12 @@ class OpenAIEngine(ChatEngine):
         steer: Callable[[], str | None] | None,
         inside: bool,
     ) -> tuple[str, str]:
-        finish = "stop"
+        finish = ""
         thinking = False  # within a run of separate reasoning pieces
         need_open = not inside  # separate reasoning needs an opening tag, unless the prefill opened it
         while True:
             try:
-                line = resp.readline()
+                line = resp.readline(LINE_LIMIT + 1)
             except (OSError, http.client.HTTPException) as err:
                 if stop.is_set():
                     return "cancelled", ""
@@ -265,38 +362,32 @@ class OpenAIEngine(ChatEngine):
             if stop.is_set():
                 return "cancelled", ""
             if not line:
-                return finish, ""
-            text = line.decode("utf-8", "replace").strip()
-            if not text.startswith("data:"):
-                continue  # blank separators, comments, event names
-            data = text[5:].strip()
-            if data == "[DONE]":
+                if not finish:
+                    raise StageError("llm", f"the stream from {self.url} ended before the reply did")
                 return finish, ""
             try:
-                chunk: Any = json.loads(data)
-                choices = chunk.get("choices") or []
-            except (ValueError, AttributeError) as err:
+                delta = parse_line(line)
+            except ServerReported as err:
+                raise StageError("llm", f"the server at {self.url} reported: {err}") from err
+            except ValueError as err:
+                excerpt = line[:200].decode("utf-8", "replace").strip()
                 raise StageError(
-                    "llm", f"the server at {self.url} sent a malformed event: {data[:200]}"
+                    "llm", f"the server at {self.url} sent a malformed event ({err}): {excerpt}"
                 ) from err
-            if not choices:
-                if isinstance(chunk.get("error"), dict | str):
-                    raise StageError("llm", f"the server at {self.url} reported: {chunk['error']}")
+            if delta is None:
                 continue
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            content = delta.get("content")
-            if reasoning:
+            if delta is DONE:
+                return finish or "stop", ""
+            if delta.reasoning:
                 if not thinking and need_open:
                     on_token("<think>")
                 thinking = True
-                on_token(reasoning)
-            if content:
+                on_token(delta.reasoning)
+            if delta.content:
                 if thinking:
                     on_token("</think>")
                     thinking, need_open = False, True
-                on_token(content)
-            finish = choice.get("finish_reason") or finish
-            if (reasoning or content) and steer is not None and (extra := steer()):
+                on_token(delta.content)
+            finish = delta.finish_reason or finish
+            if (delta.reasoning or delta.content) and steer is not None and (extra := steer()):
                 return "steered", extra

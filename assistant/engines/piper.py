@@ -11,7 +11,7 @@ from typing import Any
 from assistant.config import TtsConfig
 from assistant.contracts import Synthesizer
 from assistant.engines.share import CoreShare
-from assistant.errors import ModelCorruptError, ModelMissingError, StageError
+from assistant.errors import AssistantError, ModelCorruptError, ModelMissingError, StageError
 
 
 class PiperEngine(Synthesizer):
@@ -52,8 +52,12 @@ class PiperEngine(Synthesizer):
                     if stop is not None and stop.is_set():
                         return
                     on_audio(chunk.audio_int16_bytes)
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise StageError("tts", f"synthesis failed for {text[:60]!r}: {err}") from err
+        except AssistantError:
+            raise
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise StageError(
+                "tts", f"synthesis failed for {text[:60]!r}: {type(err).__name__}: {err}"
+            ) from err
 
     def synthesize_all(self, text: str) -> bytes:
         """The whole of ``text`` as one int16 buffer."""

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from assistant.audio.convert import pcm16_to_float
 from assistant.config import AsrConfig
 from assistant.contracts import FULL_WINDOW_MS, AsrResult, Transcriber
-from assistant.errors import ModelCorruptError, ModelMissingError, StageError
+from assistant.errors import AssistantError, ModelCorruptError, ModelMissingError, StageError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -273,9 +273,9 @@ class WhisperEngine(Transcriber):
 
     def transcribe(self, pcm: bytes) -> AsrResult:
         """Transcribe 16 kHz mono int16 audio; blocks (call it from a worker thread)."""
-        audio = pcm16_to_float(pcm)
-        audio_ms = len(audio) / 16.0
         try:
+            audio = pcm16_to_float(pcm)
+            audio_ms = len(audio) / 16.0
             with self._lock:
                 self.calls += 1
                 short = self.config.window == "short" and self._short_ok
@@ -294,8 +294,10 @@ class WhisperEngine(Transcriber):
                         full.text, full.dropped, audio_ms, FULL_WINDOW_MS, True, result.fallback_reason
                     )
                 return self._transcribe_full(audio, audio_ms)
-        except (RuntimeError, ValueError) as err:
-            raise StageError("asr", f"transcription failed: {err}") from err
+        except AssistantError:
+            raise
+        except Exception as err:  # CTranslate2's RuntimeError, or faster-whisper's own
+            raise StageError("asr", f"transcription failed: {type(err).__name__}: {err}") from err
 
     def _transcribe_short(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
         """The short-window path; ``fallback_reason`` set when its result should not be trusted."""
