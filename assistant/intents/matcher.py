@@ -247,6 +247,8 @@ class Matcher:
     @property
     def responses(self) -> Responses:
         """The answers (the package's, the user's over them); reads the package on first use."""
+        if self._responses is not None:  # read once: no lock (a match may hold it for a while)
+            return self._responses
         with self._lock:
             self._load()
             assert self._responses is not None
