@@ -376,8 +376,8 @@ def format_soak(result: dict[str, Any]) -> str:
     return "\n".join([
         f"{result['turns']} turns in {end['seconds'] / 60:.1f} min, commands"
         f" {'over MQTT' if result['mqtt'] else 'in process'}: {result['episodes']}", "", *table, "",
-        f"RSS after warm-up (turn {warm['turn']}) {warm['rss_mb']:.1f} MB, at the end {end['rss_mb']:.1f}"
-        f" MB: {result['rss_drift_pct']:+.2f}%",
+        f"RSS after warm-up (turn {warm['turn']}) {warm['rss_mb']:.1f} MB, at the end {end['rss_mb']:.1f} MB:"
+        f" {result['rss_drift_pct']:+.2f}%" + (" (more than 5%: not flat)" * (result["rss_drift_pct"] > 5)),
         f"after warm-up: {steady} (threads started: {result['threads_started']}); live models at the start"
         f" {samples[0]['models']}, at the end {end['models']}",
         f"outcomes: {result['outcomes']}; {result['misses']}; problems: {len(result['problems'])}",
