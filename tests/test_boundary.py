@@ -21,7 +21,7 @@ from assistant.messages import EndOfStream, Message, ReplyDone, Transcript
 from assistant.pipeline import Pipeline
 from assistant.stages.base import run_inbox
 from assistant.stages.llm import LlmStage
-from assistant.turn.kinds import Mark
+from assistant.turn.kinds import Mark, TurnKind
 from assistant.turn.reports import EndpointFinal, Failed, Marked, ReportLog, SpeculationVoid
 
 from .fakes import FakeChat, FakeSynth, FakeTranscriber, controller, run_stage
@@ -224,3 +224,51 @@ async def test_an_acknowledgement_the_sink_refuses_does_not_end_the_budget() -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_voice_that_fails_at_start_leaves_the_daemon_without_acknowledgements() -> None:
+    """A remote voice that is down when the daemon starts: no acknowledgements, and it starts."""
+    from assistant.clock import StreamClock
+    from assistant.config import LatencyConfig
+    from assistant.turn.budget import BudgetKeeper
+    from assistant.turn.latency import LatencyTracker
+
+    class Down(FakeSynth):
+        def synthesize(self, text: str, on_audio: Callable[[bytes], None], stop: Any = None) -> None:
+            raise StageError("tts", "tcp://127.0.0.1:1: connection refused")
+
+    budget = BudgetKeeper(LatencyConfig(), LatencyTracker(), StreamClock(realtime=True))
+    await budget.prepare(Down())
+    assert budget.acks == []
+    await budget.prepare(FakeSynth())  # back: the next start has them
+    assert len(budget.acks) == len(LatencyConfig().acks)
+
+
+async def test_a_failure_after_the_turn_was_cancelled_is_only_logged() -> None:
+    """An ask cancelled while its model call hangs: the later timeout is no second answer."""
+    ctl = controller()
+    events = ctl.events.subscribe()
+    turn_id = ctl.begin(TurnKind.ASK, "q1", text="hello")
+    assert ctl.cancel(turn_id) == [turn_id]
+    ctl.report(Failed(turn_id, StageError("llm", "late"), "llm"))
+    seen = [events.get_nowait() for _ in range(events.qsize())]
+    assert not [e for e in seen if isinstance(e, ErrorEvent)]
+    assert [r.outcome for r in ctl.tracker.finished] == ["cancelled"]
+
+
+async def test_a_failed_speculation_that_the_user_talks_past_reports_no_error() -> None:
+    ctl = controller()
+    events = ctl.events.subscribe()
+    ctl.report(Marked(1, Mark.SPEECH_START, 0.0))
+    ctl.turns.hold(1)
+    ctl.report(Failed(1, StageError("asr", "x"), "asr"))
+    ctl.report(SpeculationVoid(1))
+    seen = [events.get_nowait() for _ in range(events.qsize())]
+    assert not [e for e in seen if isinstance(e, ErrorEvent)] and not ctl.tracker.finished
+    ctl.report(Marked(2, Mark.SPEECH_START, 0.0))
+    ctl.turns.hold(2)
+    ctl.report(Failed(2, StageError("asr", "x"), "asr"))
+    ctl.report(EndpointFinal(2, 900.0, 1200.0))
+    seen = [events.get_nowait() for _ in range(events.qsize())]
+    assert [(e.turn_id, e.code) for e in seen if isinstance(e, ErrorEvent)] == [(2, "asr_failed")]
+    assert [(r.turn_id, r.outcome) for r in ctl.tracker.finished] == [(2, "error")]

@@ -28,7 +28,7 @@ class PiperEngine(Synthesizer):
         self.share = share or CoreShare()
         self._lock = threading.Lock()
         try:
-            self._voice: Any = _load_voice(PiperVoice, onnx_path, config.threads)
+            self._voice: Any = _load_voice(PiperVoice, onnx_path, config.threads, arena=config.memory_arena)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelCorruptError(f"{onnx_path}: piper cannot load this voice: {err}") from err
         self._syn_config = SynthesisConfig(speaker_id=config.speaker_id, length_scale=config.length_scale)
@@ -66,7 +66,7 @@ class PiperEngine(Synthesizer):
         return b"".join(parts)
 
 
-def _load_voice(voice_class: Any, onnx_path: Path, threads: int) -> Any:
+def _load_voice(voice_class: Any, onnx_path: Path, threads: int, *, arena: bool = False) -> Any:
     """Like ``PiperVoice.load``, with the ONNX session's threads bounded (0: every core) and not
     spinning, so idle synthesis threads never busy-wait on cores the LLM needs."""
     import json
@@ -79,6 +79,7 @@ def _load_voice(voice_class: Any, onnx_path: Path, threads: int) -> Any:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = arena  # tts.memory_arena: the pool grows and never shrinks
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
         str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]

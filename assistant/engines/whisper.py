@@ -235,6 +235,16 @@ class Decoded:
     """The decoder started its transcript over and the repeat was cut off."""
 
 
+def _no_progress_monitor() -> None:
+    """faster-whisper's full window opens a (disabled) tqdm progress bar, whose first use starts
+    tqdm's monitor thread for the life of the process: a thread that appears mid-run."""
+    try:
+        import tqdm
+    except ImportError:
+        return
+    tqdm.tqdm.monitor_interval = 0
+
+
 class WhisperEngine(Transcriber):
     """A loaded faster-whisper model. Thread-safe: one lock around the model."""
 
@@ -245,6 +255,7 @@ class WhisperEngine(Transcriber):
             from faster_whisper.transcribe import get_suppressed_tokens
         except ImportError as err:
             raise ModelMissingError("faster-whisper is not installed: pip install faster-whisper") from err
+        _no_progress_monitor()
         self.config = config
         self._lock = threading.Lock()
         self.calls = 0

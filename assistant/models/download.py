@@ -205,7 +205,7 @@ class BarProgress:
     at width 0)."""
 
     def __init__(self, label: str, total: int | None, initial: int) -> None:
-        from tqdm import tqdm  # type: ignore[import-untyped]
+        from tqdm import tqdm
 
         try:
             cols = os.get_terminal_size(sys.stderr.fileno()).columns

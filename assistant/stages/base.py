@@ -82,7 +82,7 @@ def fail(channel: TurnChannel, stage: str, turn_id: int | None, err: Exception) 
     ``internal`` (with its traceback in the log). Without a turn it is only logged."""
     if isinstance(err, AssistantError):
         coded = err
-        _LOGGER.error("turn %s: %s: [%s] %s", turn_id, stage, err.code, err.message)
+        _LOGGER.error("turn %s: %s: [%s] %s", turn_id, stage, err.code, err.message, exc_info=err.__cause__)
     else:
         coded = InternalError(stage, f"the {stage} stage failed unexpectedly: {type(err).__name__}: {err}")
         coded.__cause__ = err

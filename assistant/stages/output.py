@@ -100,6 +100,7 @@ class OutputStage:
                 self.channel.report(Finished(item.turn_id, max(self.channel.clock.position_ms(), played)))
 
         async def end() -> None:
+            await self.channel.settle()  # an apology still playing is heard to its end
             await self.sink.close()
 
         await run_inbox(inbox, outbox, self.channel, handle, end, stage=self.name)

@@ -24,6 +24,7 @@ from assistant.audio.convert import trim_silence
 from assistant.clock import StreamClock
 from assistant.config import LatencyConfig
 from assistant.contracts import Synthesizer
+from assistant.errors import AssistantError
 from assistant.turn.latency import BudgetPolicy, LatencyTracker, SynthesisRate
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,11 +75,19 @@ class BudgetKeeper:
         self.policy = policy_for(config)
 
     async def prepare(self, tts: Synthesizer) -> None:
-        """Synthesize the acknowledgements once, before listening."""
+        """Synthesize the acknowledgements once, before listening. A voice that cannot (a remote
+        server that is down) leaves the daemon without acknowledgements, with a warning."""
         for text in self.config.acks:
             if text.strip() and len(self.acks) < len(self.config.acks):
                 start = time.perf_counter()
-                pcm = await asyncio.to_thread(synthesize_all, tts, text)
+                try:
+                    pcm = await asyncio.to_thread(synthesize_all, tts, text)
+                except AssistantError as err:
+                    _LOGGER.warning(
+                        "acknowledgements skipped: the voice failed: [%s] %s", err.code, err.message
+                    )
+                    self.acks.clear()
+                    return
                 self.rate.observe(len(text), (time.perf_counter() - start) * 1000)
                 # the voice's trailing silence would only delay the answer that follows
                 self.acks.append((trim_silence(pcm, tts.sample_rate), tts.sample_rate))

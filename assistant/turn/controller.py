@@ -147,7 +147,7 @@ class TurnController:
         """Speculative transcripts whose turn is not committed yet."""
         self._void: set[int] = set()
         """Turns in which ASR found no speech."""
-        self._failed_held: set[int] = set()
+        self._failed_held: dict[int, tuple[AssistantError, str]] = {}
         """Speculated turns that failed: apologised for if their endpoint comes."""
         self._intended: dict[int, Event] = {}
         """Intent events of speculated turns, published if their endpoint comes."""
@@ -218,7 +218,7 @@ class TurnController:
             case EndpointFinal(turn_id, speech_end_ms, endpoint_ms):
                 self._commit(turn_id, speech_end_ms, endpoint_ms)
             case SpeculationVoid(turn_id):
-                self._failed_held.discard(turn_id)
+                self._failed_held.pop(turn_id, None)
                 self._intended.pop(turn_id, None)
                 self.budget.closed(turn_id)
                 self._heard.pop(turn_id, None)
@@ -359,10 +359,14 @@ class TurnController:
         if turn_id in self._void:
             self._void.discard(turn_id)
             return
-        if self.turns.is_cancelled(turn_id):  # it failed while speculated, or was cancelled
-            if turn_id in self._failed_held:
-                self._failed_held.discard(turn_id)
-                self._apologise(turn_id)
+        failed = self._failed_held.pop(turn_id, None)
+        if failed is not None:  # it failed while speculated: now that the user has finished, say so
+            rec = self.tracker.record(turn_id)
+            rec.mark(Mark.SPEECH_END, speech_end_ms)
+            rec.mark(Mark.ENDPOINT, endpoint_ms)
+            self._fail_now(turn_id, *failed)
+            return
+        if self.turns.is_cancelled(turn_id):
             return
         rec = self.tracker.record(turn_id)
         rec.mark(Mark.SPEECH_END, speech_end_ms)
@@ -404,19 +408,30 @@ class TurnController:
         self.tracker.finish(turn_id, Outcome.ANSWERED if answered else Outcome.EMPTY_REPLY)
 
     def _failed(self, turn_id: int, err: AssistantError, stage: str) -> None:
-        """A stage failed on the turn: it ends as that error, and is apologised for if spoken."""
+        """A stage failed on the turn. A turn already over (cancelled: its command had its answer)
+        is only logged; a speculation's failure waits for its endpoint (the user may go on, and
+        then it never was); any other ends as that error."""
+        if self.turns.is_cancelled(turn_id) or not self.tracker.is_open(turn_id):
+            self.turns.cancel(turn_id)
+            _LOGGER.info("turn %d: %s after the turn ended: %s", turn_id, err.code, err.message)
+            return
+        if self.turns.is_held(turn_id):
+            self.turns.cancel(turn_id)  # its work stops now
+            self._failed_held[turn_id] = (err, stage)
+            return
+        self._fail_now(turn_id, err, stage)
+
+    def _fail_now(self, turn_id: int, err: AssistantError, stage: str) -> None:
+        """The turn ends as ``err``: an error event, the record's outcome, an apology if spoken."""
         self.errors.append((turn_id, err))
         del self.errors[:-100]
         if isinstance(err, StageTimeoutError):
             self.tracker.action(turn_id, Action.STAGE_TIMEOUT)
         spoken = self.tracker.is_open(turn_id) and not self.turns.is_silent(turn_id) and stage != "output"
-        held = self.turns.is_held(turn_id)
         self.events.publish(ErrorEvent(turn_id, self._request_id(turn_id), err.code, err.message))
         self.turns.cancel(turn_id)
         self.tracker.finish(turn_id, Outcome.ERROR, err.code)
-        if spoken and held:
-            self._failed_held.add(turn_id)  # a speculation: apologise only if the user has finished
-        elif spoken:
+        if spoken:
             self._apologise(turn_id)
 
     def _intent(self, turn_id: int, intent: str | None, event: Event) -> None:
@@ -460,6 +475,11 @@ class TurnController:
         task = asyncio.get_running_loop().create_task(self._say_sorry(turn_id), name=f"apology-{turn_id}")
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
+
+    async def settle(self) -> None:
+        """Wait for apologies still being played (the output closes its sink after this)."""
+        if self._notices:
+            await asyncio.wait(list(self._notices), timeout=self.config.deadlines.output_s)
 
     async def _say_sorry(self, turn_id: int) -> None:
         """Speak the apology (synthesized on first need, then kept); a failure is only logged."""

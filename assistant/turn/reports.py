@@ -205,6 +205,9 @@ class TurnChannel(Protocol):
     def heard(self, turn_id: int) -> bool:
         """Some audio of the turn (an acknowledgement, or the answer) has started playing."""
 
+    async def settle(self) -> None:
+        """Wait for what the controller still plays outside any turn (an apology)."""
+
 
 class ReportLog:
     """A ``TurnChannel`` that only records: for running one stage on its own (the bench's
@@ -226,6 +229,9 @@ class ReportLog:
 
     def heard(self, turn_id: int) -> bool:
         return False
+
+    async def settle(self) -> None:
+        return None
 
     def of(self, kind: type[R]) -> list[R]:
         """The reports of one type, in order."""
