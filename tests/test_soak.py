@@ -69,7 +69,7 @@ async def test_a_short_soak_answers_every_command_once_and_grows_nothing(
     assert not result["threads_started"], result["threads_started"]  # tqdm's monitor: never started
     assert end["threads"] - warm["threads"] <= len(result["threads_started"])
     assert end["pool"] <= min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor's bound
-    assert samples[0]["models"] == end["models"] == 4  # llama.cpp, whisper, piper and its session
+    assert samples[0]["models"] == end["models"] >= 4  # no model loaded again (other tests may hold more)
     prompts = [s["prompt_tokens"] for s in samples[1:]]
     # bounded: system prompt and question (under 60 tokens) and at most the history budget
     assert max(prompts) <= HISTORY_TOKENS + 60, prompts
