@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from assistant.service import allocator
 
-    allocator.tune()  # before any model loads: freed memory is given back (service/allocator.py)
+    allocator.tune()  # ASSISTANT_ALLOCATOR=lean: freed memory given back (service/allocator.py)
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(

@@ -16,6 +16,9 @@ def test_tune_sets_glibc_s_thresholds_unless_the_environment_does(monkeypatch: p
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    monkeypatch.delenv("ASSISTANT_ALLOCATOR", raising=False)
+    assert allocator.tune() == []  # opt-in
+    monkeypatch.setenv("ASSISTANT_ALLOCATOR", "lean")
     assert allocator.tune() == ["MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"]
 
 
@@ -25,7 +28,8 @@ def test_a_large_block_freed_is_given_back() -> None:
     script = (
         "import ctypes, sys\n"
         "from assistant.service import allocator\n"
-        "if sys.argv[1] == 'tuned': allocator.tune()\n"
+        "import os\n"
+        "if sys.argv[1] == 'tuned': os.environ['ASSISTANT_ALLOCATOR'] = 'lean'; allocator.tune()\n"
         "libc = ctypes.CDLL(None)\n"
         "libc.malloc.restype = ctypes.c_void_p\n"
         "libc.free.argtypes = [ctypes.c_void_p]\n"

@@ -1,16 +1,19 @@
-"""glibc's allocator, set for a long-running daemon: memory freed is given back.
+"""glibc's allocator set to give memory back, for a long-running daemon where memory is scarce.
 
-By default glibc raises its mmap threshold as large blocks are freed (up to 32 MB), so the
-models' short-lived large buffers (Whisper's features and encoder output, llama.cpp's batches,
-the voice's tensors) end up on heaps that only grow, one heap per thread that allocated. Measured
-with ``assistant bench --soak 300`` on the default models: RSS 800 MB after warm-up, growing ~20 %
-over 1,000 turns, against 441 -> 463 MB with blocks of 128 KB and more mapped (and unmapped when
-freed), a 128 KB trim threshold and two heaps.
+Opt-in: ``ASSISTANT_ALLOCATOR=lean``. By default glibc raises its mmap threshold as large blocks
+are freed (up to 32 MB), so the models' short-lived large buffers end up on heaps that only grow,
+one per thread that allocated. ``tune()`` maps blocks of 128 KB and more (unmapped when freed),
+trims at 128 KB and keeps two heaps, before any model loads. A setting the user gave in the
+environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_ARENA_MAX``) is left
+as given; where the C library is not glibc (bionic under Termux, musl) nothing is done.
 
-``tune()`` sets these with ``mallopt`` before the models load. A setting the user gave in the
-environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_ARENA_MAX``) is
-left as given. Where the C library is not glibc (Android's bionic under Termux, musl) nothing is
-done.
+Measured on the 2-core machine, default models, one run each (so rough):
+
+- ``assistant bench --soak``: RSS 450 -> 471 MB over 404 turns (+4.6 % after warm-up) and
+  441 -> 463 MB over 300 turns, against 800 -> 957 MB over 1,000 turns with glibc's defaults.
+- ``assistant bench --limit 14``: peak RSS 757 MB against 1,122 MB, but e2e p50 311 ms against
+  291, p95 810 against 572, and the LLM's wall tokens/s 53 against 81 (synthesis, which the LLM
+  waits for, page-faults every fresh mapping). Hence not the default until that cost is gone.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ SETTINGS = (
 
 def tune() -> list[str]:
     """Apply ``SETTINGS`` where the environment does not; returns the variables set."""
+    if os.environ.get("ASSISTANT_ALLOCATOR") != "lean":
+        return []
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
