@@ -69,13 +69,13 @@ async def test_whatever_a_stage_raises_fails_only_that_turn(error: Exception, co
 
 async def test_a_model_call_past_its_deadline_is_abandoned_as_stage_timeout() -> None:
     log = ReportLog()
-    chat = FaultyChat(hang_s=1.0, after=1)
+    chat = FaultyChat(hang_s=3.0, after=1)
     stage = LlmStage(chat, LlmConfig(), log, DeadlineConfig(llm_stall_s=0.2))
     start = time.monotonic()
     out = await run_stage(stage, [Transcript(1, "a"), Transcript(2, "capital?")])
     assert [(f.turn_id, f.error.code) for f in log.of(Failed)] == [(1, "stage_timeout")]
     assert out[-1] == ReplyDone(2, "Paris is the capital.", "stop")
-    assert time.monotonic() - start < 1.0  # turn 2 did not wait for the hung call to return
+    assert time.monotonic() - start < 2.5  # turn 2 did not wait for the hung call to return
     assert log.turns.stop_event(1).is_set()  # the abandoned call was told to stop
 
 
@@ -109,7 +109,7 @@ async def _ask_twice(chat: FakeChat, *, speak: bool = True) -> tuple[Pipeline, M
         await pipeline.ask("second", "q2", speak=speak)
         while len(done) < 2:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # the apology's task
+        await pipeline.controller.settle()  # the apology has played
         source.finished.set()
 
     source = _IdleSource()

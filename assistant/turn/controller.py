@@ -140,8 +140,6 @@ class TurnController:
         self.speaker: Speaker | None = None
         self.output: NoticePlayer | None = None
         self.tts: Synthesizer | None = None
-        self._apology: tuple[str, bytes, int] | None = None
-        """The apology as last synthesized: (text, int16 pcm, sample rate)."""
         self._info: dict[int, TurnInfo] = {}
         self._heard: dict[int, str] = {}
         """Speculative transcripts whose turn is not committed yet."""
@@ -482,19 +480,14 @@ class TurnController:
             await asyncio.wait(list(self._notices), timeout=self.config.deadlines.output_s)
 
     async def _say_sorry(self, turn_id: int) -> None:
-        """Speak the apology (synthesized on first need, then kept); a failure is only logged."""
-        text, tts, output = self.config.output.apology.strip(), self.tts, self.output
-        assert tts is not None and output is not None
-        if self._apology is None or self._apology[0] != text:
-            try:
-                work = asyncio.to_thread(synthesize_all, tts, text)
-                pcm = await asyncio.wait_for(work, self.config.deadlines.tts_s)
-            except Exception as err:  # the TTS itself may be what failed
-                _LOGGER.warning("turn %d: the apology could not be synthesized: %r", turn_id, err)
-                return
-            self._apology = (text, pcm, tts.sample_rate)
-        self.tracker.actions[Action.APOLOGY_PLAYED] += 1
-        await output.play_notice(self._apology[1], self._apology[2])
+        """Speak the apology (``announce`` keeps it once synthesized); a failure is only logged."""
+        try:
+            spoken = await self.announce(self.config.output.apology.strip())
+        except Exception as err:  # the TTS itself may be what failed
+            _LOGGER.warning("turn %d: the apology could not be synthesized: %r", turn_id, err)
+            return
+        if spoken:
+            self.tracker.actions[Action.APOLOGY_PLAYED] += 1
 
     def _marked(self, turn_id: int, mark: str) -> None:
         self.budget.marked(turn_id, mark)
