@@ -196,8 +196,8 @@ class Running:
         return (await self.until(lambda: [m for m in self.turns("ask") if m["id"] == rid]))[0]  # type: ignore[no-any-return]
 
     def apology_played(self) -> bool:
-        apology = self.pipeline.controller._apology
-        return apology is not None and apology[1] in self.sink.written
+        spoken = self.pipeline.controller._announced.get(self.pipeline.config.output.apology.strip())
+        return spoken is not None and spoken[0] in self.sink.written
 
     async def apologised(self, times: int) -> None:
         """Wait (bounded) until ``times`` apologies have been played."""
