@@ -600,6 +600,25 @@ def _check_devices(devices: tuple[DeviceConfig, ...]) -> None:
             seen[key] = device.name
 
 
+def _check_state_topics(devices: tuple[DeviceConfig, ...], mqtt: MqttConfig) -> None:
+    """What a state topic carries is heard as the device's report, so it must be a plain topic
+    of its own: not the assistant's (``<prefix>/<site>/...``, ``hermes/...``, Home Assistant's
+    status), not ``$``-reserved. Checked here, not only by the bridge, so that a reload with such a
+    device is refused whole."""
+    own = (f"{mqtt.prefix}/{mqtt.site}/", "hermes/", "$")
+    for device in devices:
+        topic = device.state_topic
+        if topic and (
+            topic.startswith(own)
+            or topic == f"{mqtt.discovery_prefix}/status"
+            or len(topic.encode("utf-8")) > 65_535
+        ):
+            raise ConfigError(
+                f"devices[name = {device.name!r}].state_topic = {topic!r} is not allowed: a plain"
+                " topic (no + or #) that is not one of the assistant's own"
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pipeline's configuration."""
@@ -625,6 +644,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_devices(self.devices)
+        _check_state_topics(self.devices, self.mqtt)
 
 
 def _type_name(tp: Any) -> str:

@@ -107,6 +107,9 @@ class Pipeline:
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
         self._output: OutputStage | None = None
+        self.reconfigured: list[Callable[[Config], None]] = []
+        """Called with the config once ``reconfigure`` has applied it; they must not raise (the
+        MQTT bridge adds itself while it runs)."""
 
     # -- what observers and commands see ----------------------------------------------------
 
@@ -161,7 +164,17 @@ class Pipeline:
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config without reloading models (SIGHUP). Keys that need a restart
-        (models, ``input``, ``queues``...) are kept at their running values by the caller."""
+        (models, ``input``, ``queues``, ``intents.enabled``...) are kept at their running values by
+        the caller. The commands are rebuilt from ``[intents]`` and ``[[devices]]`` (the user's
+        sentence files read again); where they cannot be (a sentence file gone), this raises
+        ``ConfigError`` before anything has changed. Then ``reconfigured``'s callbacks hear the
+        config (the MQTT bridge: the devices' topics)."""
+        rebuilt: tuple[Matcher, Handlers] | None = None
+        if self.timers is not None:  # intents.enabled (at start: it needs a restart)
+            try:
+                rebuilt = self._commands(config)
+            except ConfigError as err:
+                raise ConfigError(f"the commands cannot be reloaded: {err.message}") from err
         self.config = config
         self.controller.reconfigure(config)
         if self.engines.asr is not None:
@@ -179,15 +192,16 @@ class Pipeline:
                 stage.deadlines = config.deadlines
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
-        commands = self._stages.get("intents")
-        if isinstance(commands, IntentStage) and self.timers is not None:
-            try:
-                self.matcher, self.handlers = self._commands(config)
-            except ConfigError as err:
-                _LOGGER.error("the commands were not reloaded: %s", err.message)
-            else:
+        if rebuilt is not None and self.timers is not None:
+            if self.handlers is not None:
+                rebuilt[1].adopt(self.handlers)
+            self.matcher, self.handlers = rebuilt
+            self.timers.alarm_limit_s = config.intents.alarm_limit_s
+            commands = self._stages.get("intents")
+            if isinstance(commands, IntentStage):
                 commands.reconfigure(self.matcher, self.handlers)
-                self.timers.alarm_limit_s = config.intents.alarm_limit_s
+        for callback in list(self.reconfigured):
+            callback(config)
         _LOGGER.info("configuration reloaded")
 
     def _commands(self, config: Config) -> tuple[Matcher, Handlers]:

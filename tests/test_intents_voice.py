@@ -16,9 +16,9 @@ import pytest
 from assistant.audio.convert import float_to_pcm16, pcm16_to_float, resample
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
-from assistant.bench.corpus import CorpusItem, Voice, build_corpus, make_stream
+from assistant.bench.corpus import CorpusItem, make_stream
 from assistant.bench.runner import TimedChat
-from assistant.config import Config, DeviceConfig, IntentsConfig
+from assistant.config import Config, IntentsConfig
 from assistant.contracts import Transcriber
 from assistant.daemon import Daemon
 from assistant.events import DeviceCommand, Event, IntentNotRecognized, IntentRecognized
@@ -27,36 +27,13 @@ from assistant.pipeline import Engines, Pipeline
 from assistant.turn.latency import TurnRecord
 
 from .conftest import SPEECH_RATE
-
-VOICES = (
-    Voice("espeak-en-us", "espeak", "en-us", 175, 50),
-    Voice("espeak-en-m4", "espeak", "en-us+m4", 155, 45),
-    Voice("espeak-en-f3", "espeak", "en-us+f3", 165, 60),
-)
-"""Three espeak-ng voices: the default American one, a slower, lower male variant, and a higher
-female one. Whisper tiny.en mishears espeak-ng often, and where a recording is cut into 30 ms
-frames changes what it hears; these voices and wordings were picked because it hears them right
-wherever the stream is cut (British RP, for one, gets "What time in it?" and "Center timer")."""
-LIGHTS = DeviceConfig("kitchen lights", area="kitchen", command_topic="cmnd/kitchen/POWER")
-COMMANDS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("What time is it?", "HassGetCurrentTime", {}),
-    ("What is the current date?", "HassGetCurrentDate", {}),
-    ("Set a timer for ten minutes.", "HassStartTimer", {"minutes": 10}),
-    ("How much time is left on my timer?", "HassTimerStatus", {}),
-    ("Cancel the timer.", "HassCancelTimer", {}),
-    ("Turn on the kitchen lights.", "HassTurnOn", {"name": "kitchen lights"}),
-    ("Turn off the kitchen lights.", "HassTurnOff", {"name": "kitchen lights"}),
-)
-SHORT_TIMER, STOP, QUESTION = "Set a timer for two seconds.", "Stop.", "What is the capital of France?"
+from .spoken_commands import COMMANDS, LIGHTS, QUESTION, SHORT_TIMER, STOP, VOICES, spoken_corpus
 
 
 @pytest.fixture(scope="module")
 def spoken(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], CorpusItem]:
     """(text, voice name) -> the text spoken in that voice, 16 kHz, 300 ms of silence around."""
-    texts = [text for text, _, _ in COMMANDS] + [SHORT_TIMER, STOP, QUESTION]
-    cache = tmp_path_factory.mktemp("corpus")
-    items = build_corpus(model_dir, questions=texts, voices=VOICES, snr_db=None, cache_dir=cache)
-    return {(item.text, item.voice): item for item in items}
+    return spoken_corpus(model_dir, tmp_path_factory.mktemp("corpus"))
 
 
 def _config(tmp_path: Path, *, realtime: bool) -> Config:

@@ -17,7 +17,7 @@ import pytest
 
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import IdleSource
-from assistant.config import Config, DeviceConfig, MqttConfig
+from assistant.config import Config, DeviceConfig, MqttConfig, load_config
 from assistant.daemon import Daemon
 from assistant.engines import Engines
 from assistant.errors import ConfigError
@@ -33,6 +33,7 @@ from assistant.mqtt.bridge import MqttBridge
 from assistant.mqtt.hass import INTENT_EVENT_TYPES, event_configs
 from assistant.mqtt.protocol import Outgoing, Topics, event_messages
 from assistant.pipeline import Pipeline
+from assistant.service.lifecycle import ConfigReloader
 
 from .fakes import FakeChat, FakeSynth, FakeTranscriber
 from .mosquitto import Broker, Recorder, running_broker
@@ -271,3 +272,133 @@ async def test_the_latency_record_carries_the_intent(broker: Broker) -> None:
         run.pipeline.events.publish(TurnFinished(5, "q1", record, "ask"))
         (latency,) = await rec.wait_for(lambda: rec.on(f"{T}/latency"))
     assert latency["intent"] == "HassTurnOn" and latency["handled_by"] == "intent"
+
+
+HOME_BEFORE = """
+[[devices]]
+name = "kitchen light"
+area = "kitchen"
+command_topic = "cmnd/kitchen/POWER"
+state_topic = "stat/kitchen/POWER"
+
+[[devices]]
+name = "lamp"
+command_topic = "cmnd/lamp/POWER"
+"""
+HOME_AFTER = """
+[[devices]]
+name = "lamp"
+command_topic = "cmnd/lamp/POWER"
+
+[[devices]]
+name = "porch light"
+aliases = ["front light"]
+area = "porch"
+command_topic = "zigbee2mqtt/porch/set"
+payload_on = '{"state": "ON"}'
+payload_off = '{"state": "OFF"}'
+state_topic = "zigbee2mqtt/porch"
+"""
+
+
+async def test_a_reload_adds_and_removes_devices_on_the_running_daemon(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The pipeline TOML gets a new device (with its own command and state topics) and loses one;
+    the reloader (SIGHUP's) applies it live: the new one is switched over the broker and heard on
+    its state topic, the old one no longer matches, is no longer heard, and may not be published
+    for; "the lights" now means the new ``intents.area``'s."""
+    path = tmp_path / "home.toml"
+    head = f"""
+[input]
+realtime = false
+
+[mqtt]
+enabled = true
+host = "{broker.host}"
+port = {broker.port}
+reconnect_min_s = 0.05
+reconnect_max_s = 0.4
+rate_limit = 1000.0
+rate_burst = 1000
+
+[intents]
+timers_file = "{tmp_path / "timers.json"}"
+"""
+    path.write_text(head + HOME_BEFORE)
+    config = load_config(str(path))
+    chat = FakeChat("Ok.")
+    pipeline = Pipeline(config, Engines(FakeTranscriber([]), chat, FakeSynth()), MemorySink())
+    bridge = MqttBridge(pipeline, config.mqtt)
+    reloader = ConfigReloader(config, lambda: load_config(str(path)), pipeline.reconfigure)
+    run = Running(pipeline, bridge, pipeline.events.subscribe())
+    rec = Recorder(broker, [f"{T}/#", "cmnd/#", "zigbee2mqtt/#"])
+    source = IdleSource()
+
+    async def ask(text: str, rid: str, device: tuple[str, str] | None = None) -> dict[str, Any]:
+        """``text`` asked over the broker; ``device``: (its state topic, what it reports once it
+        was switched). Returns the turn's latency record."""
+        commands = len(switched())
+        await rec.publish(f"{T}/ask", {"text": text, "id": rid, "speak": False})
+        if device is not None:
+            await rec.wait_for(lambda: len(switched()) > commands)
+            await rec.publish(*device)
+        (record,) = await rec.wait_for(lambda: [r for r in rec.on(f"{T}/latency") if r["id"] == rid])
+        return dict(record)
+
+    def switched() -> list[aiomqtt.Message]:
+        topics = ("cmnd/kitchen/POWER", "cmnd/lamp/POWER", "zigbee2mqtt/porch/set")
+        return [m for m in rec.messages if m.topic.value in topics]
+
+    def intent(rid: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(m["intent"], m["slots"]) for m in rec.on(f"{T}/intent") if m["id"] == rid]
+
+    async with rec.running():
+        task = asyncio.create_task(Daemon(pipeline, [("mqtt", bridge.run)]).run(source), name="daemon")
+        try:
+            await asyncio.wait_for(bridge.connected.wait(), 10)
+            before = await ask("turn on the kitchen light", "a1", ("stat/kitchen/POWER", "ON"))
+            assert before["handled_by"] == "intent" and intent("a1") == [
+                ("HassTurnOn", {"name": "kitchen light"})
+            ]
+            assert rec.on("cmnd/kitchen/POWER") == ["ON"]
+            assert run.states() == [DeviceState("kitchen light", "ON", retained=False)]
+
+            path.write_text(head.replace("[intents]", '[intents]\narea = "porch"') + HOME_AFTER)
+            change = await reloader()
+            assert change is not None and change.restart == ()
+            assert change.live == ("intents.area", "devices")
+            assert pipeline.config.devices == reloader.current.devices and len(pipeline.config.devices) == 2
+            await rec.wait_for(lambda: bridge._subscribed == {"zigbee2mqtt/porch"})
+
+            on = await ask("turn on the porch light", "a2", ("zigbee2mqtt/porch", '{"state": "ON"}'))
+            assert on["handled_by"] == "intent" and intent("a2") == [("HassTurnOn", {"name": "porch light"})]
+            assert rec.on("zigbee2mqtt/porch/set") == [{"state": "ON"}]
+            assert run.states()[1:] == [DeviceState("porch light", '{"state": "ON"}', retained=False)]
+            (reply,) = [r["text"] for r in rec.on(f"{T}/reply") if r["id"] == "a2" and r["final"]]
+            assert reply == "Turned on the light."  # the state it reported on its new topic, in time
+
+            # the removed device: not heard (unsubscribed: the marker after it arrives alone), not
+            # matched (the LLM answers), not published for
+            await rec.publish("stat/kitchen/POWER", "OFF")
+            await rec.publish("zigbee2mqtt/porch", '{"state": "OFF"}')
+            await rec.wait_for(lambda: len(run.states()) == 3)
+            assert run.states()[2].device == "porch light"
+            gone = await ask("turn on the kitchen light", "a3")
+            assert (gone["handled_by"], gone["intent"]) == ("llm", None) and intent("a3") == []
+            assert len(chat.calls) == 1
+            pipeline.events.publish(DeviceCommand(99, "d1", "kitchen light", "cmnd/kitchen/POWER", "ON"))
+            (refused,) = await rec.wait_for(lambda: rec.on(f"{T}/error"))
+            assert (refused["code"], refused["id"]) == ("bad_topic", "d1")
+            assert rec.on("cmnd/kitchen/POWER") == ["ON"]  # only the switch before the reload
+
+            # the room is the porch now: "the lights" are its lights (not the lamp, which has no room)
+            off = await ask("turn off the lights", "a4", ("zigbee2mqtt/porch", '{"state": "OFF"}'))
+            assert off["handled_by"] == "intent"
+            assert intent("a4") == [("HassTurnOff", {"domain": "light", "area": "porch"})]
+            assert rec.on("zigbee2mqtt/porch/set") == [{"state": "ON"}, {"state": "OFF"}]
+            assert rec.on("cmnd/lamp/POWER") == []
+        finally:
+            source.stop()
+            await asyncio.wait_for(task, 10)
+    assert bridge.stats["device_states"] == 4  # kitchen ON, porch ON, OFF, OFF: not the kitchen's OFF

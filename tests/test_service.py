@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from assistant.clock import StreamClock
-from assistant.config import Config
+from assistant.config import Config, DeviceConfig
 from assistant.errors import ConfigError
 from assistant.service.lifecycle import (
     ConfigReloader,
@@ -296,3 +296,38 @@ async def test_config_reloader_applies_live_changes_and_survives_a_bad_file() ->
     assert [c.llm.temperature for c in applied] == [0.5] and applied[0].llm.model == old.llm.model
     assert await reloader() is None
     assert len(applied) == 1 and reloader.current.llm.temperature == 0.5
+
+
+def test_commands_and_devices_apply_live_but_intents_enabled_and_timers_file_need_a_restart() -> None:
+    old = Config()
+    lamp = DeviceConfig("desk lamp", area="office", command_topic="cmnd/lamp/POWER", state_topic="stat/lamp")
+    intents = replace(old.intents, language="de", sentences=("mine.yaml",), area="office", alarm_limit_s=9.0)
+    change = reload_config(old, replace(old, intents=intents, devices=(lamp,)))
+    assert change.live == ("intents.language", "intents.sentences", "intents.area", "intents.alarm_limit_s",
+                           "devices")  # fmt: skip
+    assert change.restart == () and change.config.devices == (lamp,)
+    restart = replace(old.intents, enabled=False, timers_file="/tmp/t.json", area="office")
+    change = reload_config(old, replace(old, intents=restart))
+    assert change.live == ("intents.area",) and change.restart == ("intents.enabled", "intents.timers_file")
+    assert change.config.intents == replace(old.intents, area="office")
+
+
+async def test_a_config_that_apply_refuses_changes_nothing() -> None:
+    old = Config()
+    new = replace(old, llm=replace(old.llm, temperature=0.5))
+
+    def apply(config: Config) -> None:
+        raise ConfigError("the commands cannot be reloaded: intents.sentences: mine.yaml is not a file")
+
+    reloader = ConfigReloader(old, lambda: new, apply)
+    assert await reloader() is None and reloader.current is old
+
+
+def test_a_state_topic_of_the_assistants_own_is_refused_with_the_config() -> None:
+    for topic in ("assistant/default/ask", "hermes/tts/say", "homeassistant/status", "$SYS/broker"):
+        with pytest.raises(ConfigError, match="state_topic"):
+            Config(devices=(DeviceConfig("lamp", state_topic=topic),))
+    mqtt = replace(Config().mqtt, prefix="home", site="hall")
+    Config(mqtt=mqtt, devices=(DeviceConfig("lamp", state_topic="assistant/default/lamp"),))
+    with pytest.raises(ConfigError, match="state_topic"):
+        Config(mqtt=mqtt, devices=(DeviceConfig("lamp", state_topic="home/hall/lamp"),))

@@ -137,6 +137,11 @@ class Handlers:
         self._unmuted = 1.0
         """The volume before "mute"."""
 
+    def adopt(self, old: Handlers) -> None:
+        """Carry over what ``old`` remembers (the volume before "mute"): these handlers replace
+        them after a reload."""
+        self._unmuted = old._unmuted
+
     # -- answering (pure) --------------------------------------------------------------------
 
     def answer(self, match: Match, now: float) -> Answer:

@@ -14,6 +14,9 @@ Devices: a ``DeviceCommand`` event (only the intent matcher makes one) publishes
 the device's command topic. The state topics of declared devices are subscribed to, and what
 they carry comes back as a ``DeviceState`` event on the pipeline's bus; nothing heard there is
 ever run as a command. The bridge waits for no device: a command nobody answers costs nothing.
+The devices follow a reload (``Pipeline.reconfigure`` calls ``devices_changed``): new state topics
+are subscribed to and removed ones unsubscribed from on the live connection (a reconnect
+subscribes to what is declared then), and only the command topics declared now are published on.
 
 Connection: a loop around ``async with aiomqtt.Client(...)`` (a new client per connection):
 subscribe, announce (availability, discovery, state), serve until the connection drops, wait a
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from assistant.config import DeviceConfig, MqttConfig
+from assistant.config import Config, DeviceConfig, MqttConfig
 from assistant.errors import AssistantError, ConfigError
 from assistant.events import DeviceCommand, DeviceState, Event
 from assistant.mqtt.protocol import (
@@ -60,6 +63,8 @@ _LOGGER = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 1000
 EVENT_QUEUE = 1000
+FOLLOW_RETRY_S = 1.0
+"""Wait before trying again to follow the devices' state topics after the broker failed us."""
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:
@@ -109,7 +114,7 @@ class MqttBridge:
     """Runs beside a pipeline (``pipeline.run(source, extra=[bridge.run()])``)."""
 
     def __init__(self, pipeline: Pipeline, config: MqttConfig) -> None:
-        """The devices are the pipeline's ``[[devices]]`` (changing them takes a restart)."""
+        """The devices are the pipeline's ``[[devices]]``, as a reload changes them."""
         from assistant.mqtt.hass import discovery_messages
         from assistant.mqtt.hermes import Hermes
 
@@ -133,30 +138,82 @@ class MqttBridge:
         self._recent = RecentIds()
         self._tls = tls_context(config) if config.tls else None
         self._events: asyncio.Queue[Event] | None = None
-        devices = pipeline.config.devices
-        self._devices = _state_topics(devices, self.topics)
+        self._devices: dict[str, tuple[str, ...]] = {}
         """State topic -> the devices that report on it."""
-        self._command_topics = {d.name: d.command_topic for d in devices if d.command_topic}
+        self._command_topics: dict[str, str] = {}
         """Device -> its command topic: the only topics a ``DeviceCommand`` may publish on."""
+        self._subscribed: set[str] = set()
+        """The state topics the live connection is subscribed to."""
+        self._resubscribe = asyncio.Event()
+        """Set when ``_devices`` no longer matches ``_subscribed``."""
         self._heard: dict[str, str] = {}
         """State topic -> the last message heard on it, live or retained."""
         self._replayed: dict[str, str] = {}
         """State topic -> the last retained copy reported: each is reported once, however often
         reconnecting replays it."""
+        self._set_devices(pipeline.config.devices)
 
     async def run(self) -> None:
         """Serve until cancelled: connection loop, event translation, command execution."""
         events = self._events = self.pipeline.events.subscribe(EVENT_QUEUE)
+        self.devices_changed(self.pipeline.config)
+        self.pipeline.reconfigured.append(self.devices_changed)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._execute_loop(), name="mqtt-execute")
                 group.create_task(self._translate_loop(events), name="mqtt-events")
                 await self._connection_loop()
         finally:
+            with contextlib.suppress(ValueError):
+                self.pipeline.reconfigured.remove(self.devices_changed)
             self.pipeline.events.unsubscribe(events)
             self._events = None
             self.state = "stopped"
             self.connected.clear()
+
+    # -- devices --------------------------------------------------------------------------
+
+    def devices_changed(self, config: Config) -> None:
+        """A reloaded pipeline's devices (``Pipeline.reconfigured``). Their state topics were
+        checked with the config (``config._check_state_topics``); one this bridge still refuses
+        (its own topics differ from the pipeline's) leaves the running devices as they were."""
+        try:
+            self._set_devices(config.devices)
+        except ConfigError as err:
+            _LOGGER.error("mqtt: the devices were not reloaded: %s", err.message)
+
+    def _set_devices(self, devices: Sequence[DeviceConfig]) -> None:
+        by_topic = _state_topics(devices, self.topics)
+        self._command_topics = {d.name: d.command_topic for d in devices if d.command_topic}
+        self._devices = by_topic
+        for topic in set(self._heard) - set(by_topic):
+            self._heard.pop(topic, None)
+            self._replayed.pop(topic, None)
+        if set(by_topic) != self._subscribed:
+            self._resubscribe.set()
+
+    async def _follow_devices(self, client: aiomqtt.Client) -> None:
+        """On the live connection: subscribe to new state topics, unsubscribe from removed ones."""
+        while True:
+            await self._resubscribe.wait()
+            self._resubscribe.clear()
+            declared = set(self._devices)
+            gone, new = sorted(self._subscribed - declared), sorted(declared - self._subscribed)
+            try:
+                if gone:
+                    await client.unsubscribe(gone)
+                    self._subscribed.difference_update(gone)
+                if new:
+                    await client.subscribe([(topic, 1) for topic in new])
+                    self._subscribed.update(new)
+            except aiomqtt.MqttError as err:  # a lost connection's reconnect subscribes anew
+                _LOGGER.warning("mqtt: following the devices' state topics failed: %s; trying again", err)
+                await asyncio.sleep(FOLLOW_RETRY_S)
+                self._resubscribe.set()
+                continue
+            _recheck_cancel()
+            if gone or new:
+                _LOGGER.info("mqtt: device state topics: +%s -%s", new, gone)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -205,8 +262,11 @@ class MqttBridge:
             subscriptions.append(self.topics.ha_status)
         if self.hermes is not None:
             subscriptions.extend(self.hermes.topics())
-        subscriptions.extend(self._devices)
+        self._resubscribe.clear()  # subscribing now to the devices declared now
+        self._subscribed = set(self._devices)
+        subscriptions.extend(self._subscribed)
         publisher: asyncio.Task[None] | None = None
+        follower: asyncio.Task[None] | None = None
         try:  # a stop anywhere from here on (announcing included) still says goodbye
             await client.subscribe([(topic, 1) for topic in subscriptions])
             while not self._outbox.empty():  # stale events from while we were away
@@ -223,14 +283,17 @@ class MqttBridge:
                 "mqtt: connected to %s:%d as %s", self.config.host, self.config.port, self.topics.base
             )
             publisher = asyncio.create_task(self._publish_loop(client), name="mqtt-publish")
+            follower = asyncio.create_task(self._follow_devices(client), name="mqtt-devices")
             _recheck_cancel()
             async for message in client.messages:
                 self._receive(message)
         except asyncio.CancelledError:
+            await _stop(follower)
             await _stop(publisher)
             await self._goodbye(client)
             raise
         finally:
+            await _stop(follower)
             await _stop(publisher)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
@@ -282,6 +345,11 @@ class MqttBridge:
             return
         if topic in self._devices:
             self._device_state(topic, payload, retained=message.retain)
+            return
+        ours = topic in self.topics.commands or topic == self.topics.command
+        if not ours and not (self.hermes is not None and topic.startswith("hermes/")):
+            # a state topic just unsubscribed from (a reload removed its device): not a command
+            _LOGGER.debug("mqtt: ignored a message on %s, no longer subscribed", topic)
             return
         rid: str | None = None
         try:

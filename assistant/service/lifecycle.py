@@ -12,7 +12,9 @@
   SIGHUP runs ``on_reload`` (an ``async () -> object`` callable) in a task it owns, between
   ``RELOADING=1`` and ``READY=1``.
 - ``reload_config(old, new)`` sorts the changed keys into those that apply live and those that
-  need a restart (models, devices, queues); ``ConfigReloader`` is a ready ``on_reload``.
+  need a restart (models, queues, the input...); ``ConfigReloader`` is a ready ``on_reload``.
+  Commands and devices apply live: ``Pipeline.reconfigure`` rebuilds the matcher and its
+  handlers, and the MQTT bridge follows the devices' topics (see ``LIVE_KEYS``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from assistant.errors import AssistantError
 
 _LOGGER = logging.getLogger(__name__)
 
-LIVE_SECTIONS = ("listen", "latency", "deadlines", "chunker", "output")
-"""Config sections whose every key applies without a restart."""
+LIVE_SECTIONS = ("listen", "latency", "deadlines", "chunker", "output", "devices")
+"""Config sections whose every key applies without a restart. ``devices`` (the ``[[devices]]``
+tables, compared as one key): names, aliases, areas and domains become the matcher's words, and the
+MQTT bridge subscribes to new state topics, unsubscribes from removed ones and publishes only on
+the command topics declared now."""
 _LIVE = {
     "vad": "aggressiveness preroll_ms start_ms end_silence_ms min_speech_ms max_utterance_ms"
     " speculate_after_ms quick_end_silence_ms",
@@ -43,11 +48,16 @@ _LIVE = {
     "llm": "system_prompt max_tokens temperature top_p api_key remote_model request_timeout_s reasoning"
     " think_budget_tokens think_budget_ms history_tokens session_idle_s",
     "tts": "speaker_id length_scale",
+    "intents": "language sentences area alarm_limit_s",
 }
 LIVE_KEYS = frozenset(f"{section}.{key}" for section, keys in _LIVE.items() for key in keys.split())
 """Keys outside ``LIVE_SECTIONS`` that apply without reloading a model. Every other key (model
 names and paths, ``llm.engine``/``url``/``n_ctx``/``seed``, ``input.*``, ``queues.*``,
-``vad.frame_ms``, ``model_dir``, and any key added later) needs a restart."""
+``vad.frame_ms``, ``mqtt.*``, ``model_dir``, and any key added later) needs a restart. Of
+``[intents]``, ``enabled`` does (the intents stage is in the chain or not, from the start) and so
+does ``timers_file`` (the running timers are kept in the file read at start). The sentence files
+are read again by every reload that applies a change; one that only edits a file's contents
+changes no key, so nothing is applied."""
 
 
 def sd_notify(message: str, *, socket_path: str | None = None) -> bool:
@@ -316,7 +326,9 @@ class ConfigReloader:
     """An ``on_reload`` for ``ServiceSignals``: load the config again and apply what can change live.
 
     ``load`` reads and validates the pipeline TOML (run in a thread); ``apply`` receives the
-    config to run with when any live key changed. A file that fails to load changes nothing.
+    config to run with when any live key changed. A file that fails to load changes nothing, and so
+    does an ``apply`` that refuses the config with an ``AssistantError`` (a sentence file that
+    cannot be read, say): it must raise before changing anything.
     """
 
     def __init__(
@@ -342,7 +354,14 @@ class ConfigReloader:
         if change.restart:
             _LOGGER.warning("reload: %s changed; restart the service to apply", ", ".join(change.restart))
         if change.live:
-            self._apply(change.config)
+            try:
+                self._apply(change.config)
+            except AssistantError as err:
+                _LOGGER.error(
+                    "reload: error [%s]: %s; keeping the running configuration", err.code, err.message
+                )
+                self._notifier.status(f"reload failed: {err.message}")
+                return None
             self.current = change.config
             _LOGGER.info("reload: applied %s", ", ".join(change.live))
         pending = f"; restart needed for {', '.join(change.restart)}" if change.restart else ""
