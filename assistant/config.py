@@ -86,6 +86,9 @@ class VadConfig:
     """Silence after which ASR, LLM and TTS start speculatively, before the endpoint; 0 = off."""
     quick_end_silence_ms: int = 300
     """End-of-turn silence when the speculative transcript is clearly a complete sentence."""
+    fine_end: bool = True
+    """Place the end of speech inside the last voiced frames by a 10 ms energy envelope, and count
+    the silences above from there (webrtcvad's last voiced frame ends tens of ms late)."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from assistant.config import VadConfig
+from assistant.endpointing.envelope import MAX_LEAD_MS
 from assistant.endpointing.segmenter import (
     Dropped,
     Ended,
@@ -220,3 +221,53 @@ def test_quick_end_without_a_pause_does_nothing() -> None:
     for i in range(15):
         seg.process(frame(i), True)
     assert seg.quick_end() == [] and seg.in_speech
+
+
+def test_end_now_ends_a_paused_turn_at_once_and_nothing_else() -> None:
+    seg = Segmenter(SPECULATING)
+    for i in range(15):
+        seg.process(frame(i), True)
+    assert seg.end_now() == [] and seg.in_speech  # no pause yet: the user may be mid-word
+    events = [e for i in range(15, 20) for e in seg.process(frame(i), False)]
+    assert isinstance(events[-1], Paused)
+    (ended,) = seg.end_now()
+    assert isinstance(ended, Ended) and ended.endpoint_ms == 20 * 30.0 and not seg.in_speech
+    assert seg.end_now() == []
+
+
+def _level(amplitude: int) -> bytes:
+    """One 30 ms frame of a 440 Hz tone (amplitude 0 to 32767)."""
+    t = np.arange(480) / 16000
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize("fine", [True, False])
+def test_the_fine_end_lies_where_the_sound_stops_not_where_the_vad_lets_go(fine: bool) -> None:
+    """10 quiet frames, 12 loud ones, then 3 quiet ones that the VAD still calls speech (its
+    overhang): speech ends at 660 ms, not at 750, and the silences count from there."""
+    seg = Segmenter(replace(SPECULATING, fine_end=fine))
+    quiet, loud = _level(40), _level(8000)
+    frames = [(quiet, False)] * 10 + [(loud, True)] * 12 + [(quiet, True)] * 3 + [(quiet, False)] * 40
+    events = [(i, e) for i, (pcm, voiced) in enumerate(frames) for e in seg.process(pcm, voiced)]
+    (paused_at, paused), (ended_at, ended) = [(i, e) for i, e in events if isinstance(e, Paused | Ended)]
+    end = 660.0 if fine else 750.0
+    assert paused.speech_end_ms == end and isinstance(ended, Ended) and ended.speech_end_ms == end
+    assert (paused_at + 1) * 30.0 == end + 150  # the pause: 150 ms after the end of speech
+    assert ended.endpoint_ms == end + 600
+    assert len(ended.pcm) == 2 * 16 * (750 + 200)  # from 0 (the pre-roll) to the VAD's end + 200 ms
+
+
+def test_the_fine_end_goes_back_no_further_than_max_lead() -> None:
+    seg = Segmenter(replace(SPECULATING, fine_end=True))
+    quiet, loud = _level(40), _level(8000)
+    frames = [(quiet, False)] * 10 + [(loud, True)] * 12 + [(quiet, True)] * 10 + [(quiet, False)] * 40
+    events = [e for pcm, voiced in frames for e in seg.process(pcm, voiced)]
+    ended = events[-1]
+    assert isinstance(ended, Ended) and ended.speech_end_ms == 32 * 30.0 - MAX_LEAD_MS
+
+
+def test_digital_silence_leaves_the_vad_s_end() -> None:
+    seg = Segmenter(replace(SPECULATING, fine_end=True))
+    frames = [(bytes(960), True)] * 12 + [(bytes(960), False)] * 40
+    ended = [e for pcm, voiced in frames for e in seg.process(pcm, voiced)][-1]
+    assert isinstance(ended, Ended) and ended.speech_end_ms == 360.0

@@ -108,20 +108,26 @@ async def test_speculation_discarded_when_speech_resumes(halves: tuple[np.ndarra
 
 
 @pytest.mark.parametrize(
-    ("heard", "quick"), [("What is the capital of France?", True), ("what is the", False)]
+    ("heard", "waits", "handled_by"),
+    [
+        ("What is the capital of France?", (300, 600), "llm"),  # looks complete: the quick end
+        ("what is the", (900, 1000), "llm"),  # open: the whole end-of-turn silence
+        ("What time is it?", (150, 300), "intent"),  # a recognised command: ended at once
+    ],
 )
-async def test_adaptive_endpoint(halves: tuple[np.ndarray, np.ndarray], heard: str, quick: bool) -> None:
+async def test_adaptive_endpoint(
+    halves: tuple[np.ndarray, np.ndarray], heard: str, waits: tuple[int, int], handled_by: str
+) -> None:
     first, second = halves
     pcm = np.concatenate([silence(300), first, second, silence(1500)])
     config = _config(speculate_after_ms=150, end_silence_ms=900, quick_end_silence_ms=300)
     _, _, records = await _run(config, pcm, FakeTranscriber([heard] * 3), FakeChat("Paris."))
     rec = records[-1]
     wait = rec.marks["endpoint"] - rec.marks["speech_end"]
-    if quick:
-        assert 300 <= wait < 600, rec.marks
+    assert waits[0] <= wait < waits[1], rec.marks
+    assert rec.handled_by == handled_by
+    if waits[0] < 900:
         assert rec.marks["transcript"] < rec.marks["endpoint"]  # heard before the endpoint
-    else:
-        assert wait >= 900, rec.marks
 
 
 @pytest.mark.parametrize(("delay", "acked"), [(1.2, True), (0.0, False)])

@@ -29,6 +29,13 @@ States and rules:
   if speech comes back, ``Resumed`` says the speculation is void. ``quick_end()`` (called when
   the speculative transcript looks like a complete sentence) shortens the end-of-turn silence to
   ``quick_end_silence_ms`` (adaptive endpointing).
+- *the fine end*: with ``fine_end`` on, the end of speech is placed inside the last voiced frames
+  by a 10 ms energy envelope (``envelope.Envelope``): webrtcvad calls a word's decay speech, so
+  its last voiced frame ends some tens of ms after the speaker stopped. Every silence above
+  (``speculate_after_ms``, ``quick_end_silence_ms``, ``end_silence_ms``) is counted from that
+  finer end, and ``speech_end_ms`` reports it; the audio still runs to the VAD's end plus the tail.
+- *sure end*: ``end_now()`` (called when the speculative transcript is a recognised command)
+  ends a paused turn at once.
 - *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
   non-speech has been seen. Endless speech-like input (TV, noise) thus gives one truncated
   utterance and then nothing until it pauses.
@@ -44,6 +51,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from assistant.config import VadConfig
+from assistant.endpointing.envelope import Envelope
 from assistant.messages import SAMPLE_RATE
 
 TAIL_MS = 200
@@ -134,6 +142,8 @@ class Segmenter:
         self._speech_end = 0  # samples, end of the last voiced frame
         self._voiced_frames = 0
         self._silent_frames = 0
+        self._lead = 0  # samples between the fine end of speech and the VAD's, in the current silence
+        self._envelope = Envelope()
         self._pause_frames = frames(config.speculate_after_ms) if config.speculate_after_ms else 0
         self._quick_frames = frames(config.quick_end_silence_ms)
         self._paused = False
@@ -207,7 +217,9 @@ class Segmenter:
         self._speech_start = first_voiced * self.frame_samples
         self._speech_end = (index + 1) * self.frame_samples
         self._voiced_frames = sum(window[window.index(True) :])
-        self._silent_frames = 0
+        self._silent_frames = self._lead = 0
+        if self.config.fine_end:
+            self._envelope.reset(bytes(self._buffer), self._buffer_start)
         self._state = _SPEECH
         self._window.clear()
         self._history.clear()
@@ -220,26 +232,51 @@ class Segmenter:
         if self._state != _SPEECH or not self._paused:
             return []
         self._quick = True
-        if self._silent_frames >= self._quick_frames:
+        if self._silence_reaches(self._quick_frames):
             return self._end(truncated=False)
         return []
 
+    def end_now(self) -> list[SegmenterEvent]:
+        """The speech so far is surely a whole turn (a recognised command): end a paused turn now.
+        Nothing happens once speech has resumed."""
+        if self._state != _SPEECH or not self._paused:
+            return []
+        return self._end(truncated=False)
+
+    def _silence_reaches(self, frames: int) -> bool:
+        """True once the silence since the (fine) end of speech lasts ``frames`` frames."""
+        return self._silent_frames * self.frame_samples + self._lead >= frames * self.frame_samples
+
+    @property
+    def _fine_end(self) -> int:
+        return self._speech_end - self._lead
+
     def _continue(self, frame_pcm: bytes, is_speech: bool, frame_end: int) -> list[SegmenterEvent]:
         self._buffer += frame_pcm
+        if self.config.fine_end:
+            self._envelope.push(frame_pcm)
         events: list[SegmenterEvent] = []
         if is_speech:
             self._voiced_frames += 1
-            self._silent_frames = 0
+            self._silent_frames = self._lead = 0
             self._speech_end = frame_end
             if self._paused:
                 self._paused = self._quick = False
                 events.append(Resumed())
         else:
             self._silent_frames += 1
+            if self._silent_frames == 1 and self.config.fine_end:
+                fine = self._envelope.speech_end(self._speech_start, self._speech_end)
+                self._lead = self._speech_end - max(fine, self._speech_start)
             end_frames = self._quick_frames if self._quick else self._end_frames
-            if self._silent_frames >= end_frames:
+            if self._silence_reaches(end_frames):
                 return self._end(truncated=False)
-            if self._silent_frames == self._pause_frames and self._enough_speech():
+            if (
+                self._pause_frames
+                and not self._paused
+                and self._silence_reaches(self._pause_frames)
+                and self._enough_speech()
+            ):
                 self._paused = True
                 events.append(self._pause())
         if _ms(frame_end - self._speech_start) >= self.config.max_utterance_ms:
@@ -254,13 +291,14 @@ class Segmenter:
         return Paused(
             pcm=bytes(self._buffer[: 2 * (end - self._buffer_start)]),
             speech_start_ms=_ms(self._speech_start),
-            speech_end_ms=_ms(self._speech_end),
+            speech_end_ms=_ms(self._fine_end),
         )
 
     def _end(self, *, truncated: bool) -> list[SegmenterEvent]:
         """Close the open turn at the current position."""
         self._state = _WAIT_SILENCE if truncated else _LISTENING
-        self._silent_frames = 0
+        fine_end = self._fine_end
+        self._silent_frames = self._lead = 0
         self._paused = self._quick = False
         self._window.clear()
         buffer, self._buffer = self._buffer, bytearray()
@@ -274,7 +312,7 @@ class Segmenter:
             Ended(
                 pcm=pcm,
                 speech_start_ms=_ms(self._speech_start),
-                speech_end_ms=_ms(self._speech_end),
+                speech_end_ms=_ms(fine_end),
                 endpoint_ms=self.position_ms,
                 truncated=truncated,
             )

@@ -23,7 +23,8 @@ Speculation (``vad.speculate_after_ms``): at a pause the stage sends the utteran
 resumes, that turn is cancelled everywhere (``SpeculationVoid``) and the speech continues under a new
 turn id. When the endpoint is final, ``EndpointFinal(turn_id, speech_end_ms, endpoint_ms)`` says so; a
 speculated turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
-speculative transcript looks complete (adaptive endpointing).
+speculative transcript looks complete (adaptive endpointing); ``end_now(turn_id)`` ends it at once
+when the transcript is a recognised command.
 
 Barge-in head start (``VoiceSuspected``): a turn starts only once ``start_ms`` of voiced audio has been
 heard, which is most of the 200 ms in which a reply must fall silent when the user talks over it.
@@ -286,6 +287,11 @@ class VadStage:
         """The speculative transcript of ``turn_id`` looks complete: end the turn sooner."""
         if turn_id == self._turn_id and self._speculating:
             self._translate(self._segmenter.quick_end())
+
+    def end_now(self, turn_id: int) -> None:
+        """The speculative transcript of ``turn_id`` is a recognised command: end the turn now."""
+        if turn_id == self._turn_id and self._speculating:
+            self._translate(self._segmenter.end_now())
 
     def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
         origin = self._origin_ms or 0.0

@@ -91,6 +91,9 @@ class Endpointer(Protocol):
     def quick_end(self, turn_id: int) -> None:
         """The speculative transcript looks complete: end the turn sooner."""
 
+    def end_now(self, turn_id: int) -> None:
+        """The speculative transcript is a recognised command: end the turn now."""
+
 
 class NoticePlayer(AckPlayer, Protocol):
     """The output stage, as the controller uses it: acknowledgements and apologies."""
@@ -442,6 +445,8 @@ class TurnController:
             rec.intent, rec.handled_by = intent, "llm" if intent is None else "intent"
         if self.turns.is_held(turn_id):
             self._intended[turn_id] = event
+            if intent is not None and self.endpointer is not None:
+                self.endpointer.end_now(turn_id)  # a whole command: no need to wait for more
         else:
             self.events.publish(event)
 

@@ -1,0 +1,84 @@
+"""Where speech truly ends, finer than the VAD's frames: a 10 ms energy envelope.
+
+webrtcvad decides on 30 ms frames and keeps calling the decay of the last word (and, in noise,
+a little more) speech, so the end of its last voiced frame falls some tens of ms after the
+speaker stopped. The envelope keeps the level (dBFS, RMS) of every 10 ms block of a turn's audio;
+``speech_end`` places the end of speech at the end of the last block, at or before the VAD's
+end, that is still loud enough to be speech: within ``SPEECH_RANGE_DB`` of the turn's loudest
+block and ``FLOOR_MARGIN_DB`` above the noise floor heard before the speech began.
+
+The segmenter counts end-of-turn silence from that point, and the turn's latency budget starts
+there. Audio that is not loud enough to judge (digital silence, or a level the floor swamps)
+leaves the VAD's end as it is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from assistant.messages import SAMPLE_RATE
+
+BLOCK_MS = 10
+"""Length of one envelope block, in ms."""
+BLOCK_SAMPLES = SAMPLE_RATE * BLOCK_MS // 1000
+SPEECH_RANGE_DB = 35.0
+"""A block more than this below the turn's loudest block is not speech (the decay's tail)."""
+FLOOR_MARGIN_DB = 6.0
+"""A block less than this above the noise floor is not speech."""
+MAX_LEAD_MS = 120
+"""The fine end lies at most this far before the VAD's (about webrtcvad's longest overhang): a
+quiet last sound that the envelope cannot tell from the noise does not pull it further back."""
+SILENT_DB = -90.0
+"""Level given to a block of digital silence."""
+
+
+def block_levels(pcm: bytes) -> list[float]:
+    """RMS level in dBFS of each whole 10 ms block of 16 kHz int16 audio."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    whole = samples.size - samples.size % BLOCK_SAMPLES
+    if whole == 0:
+        return []
+    blocks = samples[:whole].astype(np.float64).reshape(-1, BLOCK_SAMPLES) / 32768.0
+    power = np.mean(np.square(blocks), axis=1)
+    levels = 10.0 * np.log10(np.maximum(power, 10.0 ** (SILENT_DB / 10.0)))
+    return [float(v) for v in levels]
+
+
+class Envelope:
+    """The 10 ms levels of one turn's audio, from the first sample the segmenter keeps."""
+
+    def __init__(self) -> None:
+        self.levels: list[float] = []
+        self.start = 0
+        """Input position (samples) of the first block."""
+
+    def reset(self, pcm: bytes, start: int) -> None:
+        """Start over with ``pcm`` (pre-roll and the first speech), which begins at sample ``start``."""
+        self.levels = block_levels(pcm)
+        self.start = start
+
+    def push(self, pcm: bytes) -> None:
+        """Add one frame (a whole number of blocks)."""
+        self.levels += block_levels(pcm)
+
+    def speech_end(self, speech_start: int, vad_end: int) -> int:
+        """The end of speech in samples: the end of the last block up to ``vad_end`` loud enough to be
+        speech (see the module), or ``vad_end`` when nothing can be judged."""
+        earliest = max(speech_start, vad_end - MAX_LEAD_MS * SAMPLE_RATE // 1000)
+        first = max(0, (speech_start - self.start) // BLOCK_SAMPLES)
+        last = min(len(self.levels), math.ceil((vad_end - self.start) / BLOCK_SAMPLES))
+        speech = self.levels[first:last]
+        if not speech:
+            return vad_end
+        peak = max(speech)
+        before = self.levels[:first]
+        floor = float(np.percentile(before, 20)) if before else SILENT_DB
+        threshold = max(peak - SPEECH_RANGE_DB, floor + FLOOR_MARGIN_DB)
+        if peak <= SILENT_DB or peak < threshold:
+            return vad_end
+        for index in range(last - 1, first - 1, -1):
+            if speech[index - first] >= threshold:
+                return max(earliest, min(vad_end, self.start + (index + 1) * BLOCK_SAMPLES))
+        return vad_end
