@@ -35,6 +35,7 @@ from assistant.intents.handlers import Handlers
 from assistant.intents.matcher import Matcher
 from assistant.intents.timers import default_timers_path
 from assistant.messages import EndOfStream, Message, TextChunk, TextDone, Transcript
+from assistant.service import allocator
 from assistant.stages.asr import AsrStage
 from assistant.stages.base import Stage
 from assistant.stages.chunker import ChunkerStage
@@ -322,11 +323,13 @@ class Pipeline:
 
     def helpers(self) -> list[Task]:
         """Tasks that run beside the chain for as long as it runs: the acknowledgements, the
-        timers."""
+        timers, the heaps' trim when idle."""
         budget, output = self.controller.budget, self._output
         tasks: list[Task] = []
         if budget.acks and output is not None and self.clock.realtime:
             tasks.append(("budget", budget.run(output)))
         if self.timers is not None:
             tasks.append(("timers", self.timers.run(self.controller.announce)))
+        if allocator.trims():
+            tasks.append(("trim", allocator.trim_when_idle(self.controller.events.subscribe(16))))
         return tasks

@@ -52,3 +52,49 @@ def test_a_large_block_freed_is_given_back() -> None:
         for mode in ("default", "tuned")
     }
     assert freed["tuned"] >= 500 and freed["default"] < 100, freed  # mapped blocks go back; heap ones stay
+
+
+async def test_the_heaps_are_trimmed_once_per_idle_spell(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from assistant.events import State, StateChanged, TurnEvent
+
+    trims: list[float] = []
+    monkeypatch.setattr(allocator, "trim", lambda: trims.append(0.0) or True)
+    states: asyncio.Queue[object] = asyncio.Queue()
+    task = asyncio.create_task(allocator.trim_when_idle(states, idle_s=0.05))  # type: ignore[arg-type]
+    states.put_nowait(StateChanged(State.THINKING))
+    await asyncio.sleep(0.15)
+    assert trims == []  # busy: never
+    states.put_nowait(StateChanged(State.IDLE))
+    await asyncio.sleep(0.02)
+    states.put_nowait(StateChanged(State.LISTENING))  # busy again before the idle time: not yet
+    await asyncio.sleep(0.15)
+    assert trims == []
+    states.put_nowait(StateChanged(State.IDLE))
+    states.put_nowait(TurnEvent(1, None))  # other events neither trim nor end the idle spell
+    await asyncio.sleep(0.3)
+    assert len(trims) == 1  # once per spell, however long it lasts
+    task.cancel()
+
+
+def test_trim_gives_freed_heap_pages_back() -> None:
+    """Small blocks freed under one still in use stay on the heap; ``trim`` returns their pages."""
+    if not hasattr(__import__("ctypes").CDLL(None), "malloc_trim"):
+        pytest.skip("not glibc")
+    script = (
+        "import ctypes\n"
+        "from assistant.service import allocator\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.malloc.restype = ctypes.c_void_p\n"
+        "libc.free.argtypes = [ctypes.c_void_p]\n"
+        "def rss(): return int(open('/proc/self/statm').read().split()[1])\n"
+        "blocks = [libc.malloc(64 << 10) for _ in range(3000)]\n"  # 190 MB of 64 KB blocks
+        "for p in blocks: ctypes.memset(p, 1, 64 << 10)\n"
+        "for p in blocks[:-1]: libc.free(p)\n"
+        "before = rss()\n"
+        "allocator.trim()\n"
+        "print((before - rss()) * 4096 >> 20)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 150, out.stdout

@@ -1,5 +1,9 @@
 """glibc's allocator set to give memory back, for a long-running daemon where memory is scarce.
 
+By default: ``trim_when_idle`` gives the heaps' free pages back once the assistant has been idle
+for a second (a task beside the pipeline, see ``Pipeline.helpers``); ``ASSISTANT_ALLOCATOR=glibc``
+turns that off.
+
 Opt-in: ``ASSISTANT_ALLOCATOR=lean``. By default glibc raises its mmap threshold as large blocks
 are freed (up to 32 MB), so the models' short-lived large buffers end up on heaps that only grow,
 one per thread that allocated. ``tune()`` maps blocks of 128 KB and more (unmapped when freed),
@@ -18,9 +22,12 @@ Measured on the 2-core machine, default models, one run each (so rough):
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
+
+from assistant.events import Event, State, StateChanged
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,3 +58,44 @@ def tune() -> list[str]:
         if variable not in os.environ and mallopt(param, value) == 1:
             applied.append(variable)
     return applied
+
+
+def trims() -> bool:
+    """True unless ``ASSISTANT_ALLOCATOR=glibc`` leaves glibc entirely to itself (no idle trims)."""
+    return os.environ.get("ASSISTANT_ALLOCATOR") != "glibc"
+
+
+IDLE_TRIM_S = 1.0
+"""How long the assistant must have been idle before the heaps are trimmed."""
+
+
+def trim() -> bool:
+    """Give the heaps' free pages back to the system (glibc's ``malloc_trim(0)``, which also returns
+    whole free pages inside a heap, not only at its top); False where the C library has none."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.restype = ctypes.c_int
+    malloc_trim(0)
+    return True
+
+
+async def trim_when_idle(states: asyncio.Queue[Event], idle_s: float = IDLE_TRIM_S) -> None:
+    """Trim the heaps (``trim``, in a thread) once the assistant has been idle for ``idle_s``.
+
+    ``states`` is an ``EventBus`` subscription: a turn's buffers, freed when it ends, are given
+    back while nobody waits for an answer, so a long-running daemon's RSS does not creep up with
+    the heaps' free pages. Each idle spell trims once; a state change cancels a pending trim."""
+    idle = False
+    while True:
+        try:
+            event = await (asyncio.wait_for(states.get(), idle_s) if idle else states.get())
+        except TimeoutError:
+            idle = False
+            if not await asyncio.to_thread(trim):
+                return  # not glibc: nothing to do
+            continue
+        if isinstance(event, StateChanged):
+            idle = event.state == State.IDLE
