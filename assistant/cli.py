@@ -340,8 +340,10 @@ def _cmd_pipelines(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from assistant.bench.runner import format_table, plot, run_bench
+    from assistant.bench.runner import format_table, plot, pyplot, run_bench
 
+    if args.plot:
+        pyplot()  # before a run of minutes, not after it
     config = _config(args)
     model_dir = _model_dir(config, args)
     if args.soak:

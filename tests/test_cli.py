@@ -130,3 +130,14 @@ def test_bad_config_and_bad_audio_are_coded_errors(model_dir: Path, tmp_path: Pa
     proc = assistant("run", "--input", str(text), model_dir=model_dir)
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "error [audio_invalid]" in err and str(text) in err, err
+
+
+def test_bench_plot_without_matplotlib_fails_before_the_run(tmp_path: Path) -> None:
+    # no models in the model dir: a bench that ran first would fail on those instead
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from assistant.cli import main;"
+        f" sys.exit(main(['--model-dir', {str(tmp_path)!r}, 'bench', '--plot', 'x.png']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=tmp_path)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "error [config_invalid]: --plot needs matplotlib" in err, err

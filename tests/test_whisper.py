@@ -251,3 +251,20 @@ def test_decode_length_is_bounded_by_the_duration(
     monkeypatch.setattr(short_engine, "_decode_window", spy)
     short_engine.transcribe(one_second)
     assert bounds == [max_new_tokens(len(one_second) / 32, short_engine.config)] and bounds[0] < 20
+
+
+def test_the_full_window_never_retries_at_higher_temperatures(
+    full_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faster-whisper's temperature fallback decodes again at 0.2, 0.4... when a result looks
+    poor: seconds on the live path. The engine asks for one decode at temperature 0."""
+    seen: dict[str, object] = {}
+    real = full_engine._model.transcribe
+
+    def spy(audio: np.ndarray, **options: object) -> object:
+        seen.update(options)
+        return real(audio, **options)
+
+    monkeypatch.setattr(full_engine._model, "transcribe", spy)
+    full_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)))
+    assert seen["temperature"] == 0.0

@@ -406,17 +406,22 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: str) -> None:
-    """Latency distributions of the pipeline and the baseline, side by side, as a PNG."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend; a ``config_invalid`` error naming the extra when it
+    is not installed (``assistant bench`` asks before its run, not after)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        from assistant.errors import ConfigError
-
         raise ConfigError("--plot needs matplotlib: pip install 'assistant[bench]'") from err
+    return plt
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """Latency distributions of the pipeline and the baseline, side by side, as a PNG."""
+    plt = pyplot()
     items = result["per_item"]
     pipe = [r["spans"]["e2e"] for r in items if r["spans"] and "e2e" in r["spans"]]
     first = [r["spans"]["first_audio"] for r in items if r["spans"] and "first_audio" in r["spans"]]

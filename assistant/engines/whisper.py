@@ -374,6 +374,7 @@ class WhisperEngine(Transcriber):
             language=self.config.language or None,
             beam_size=self.config.beam_size,
             condition_on_previous_text=False,
+            temperature=0.0,  # no retries at higher temperatures: on the live path they cost seconds
             without_timestamps=True,
             vad_filter=False,
             max_new_tokens=max_new_tokens(min(audio_ms, FULL_WINDOW_MS), self.config),
