@@ -297,12 +297,18 @@ class OutputConfig:
     gap_ms: int = 300
     """Silence written between two turns' replies in a file."""
     apology: str = "Sorry, something went wrong."
-    """Spoken when a turn that was to be answered aloud fails (synthesized at start-up); empty: none."""
+    """Spoken when a turn that was to be answered aloud fails (synthesized on first need); empty: none."""
+    reprompt: str = "Sorry, could you say that again?"
+    """Spoken when no usable transcript was ready in time (``latency.transcript_ms``); synthesized
+    at start-up on live input. Empty: silence."""
 
     def __post_init__(self) -> None:
         _check_range("output.gap_ms", self.gap_ms, 0, 10_000)
-        if len(self.apology) > 200:
-            raise ConfigError(f"output.apology is {len(self.apology)} characters long: allowed at most 200")
+        for key in ("apology", "reprompt"):
+            if len(getattr(self, key)) > 200:
+                raise ConfigError(
+                    f"output.{key} is {len(getattr(self, key))} characters long: allowed at most 200"
+                )
 
 
 @dataclass(frozen=True)
@@ -340,6 +346,11 @@ class LatencyConfig:
     acks: tuple[str, ...] = ("Hmm.", "Sure.", "So,")
     """Acknowledgements, synthesized at start-up and used in turn. Short ones: the answer waits
     until the acknowledgement has been heard."""
+    transcript_ms: int = 550
+    """Live input: the transcript is wanted this long after the end of speech at the latest. The full
+    window runs only if it can end by then (else the short window's words are used), and a
+    transcription still running then is abandoned: with no usable words, the user hears
+    ``output.reprompt`` (action ``reprompt``) rather than silence. 0: no such limit."""
     asr_ms: int = 150
     """Per-stage budgets (ms): a turn whose stage takes longer is counted as over budget."""
     llm_first_token_ms: int = 250
@@ -350,6 +361,7 @@ class LatencyConfig:
     def __post_init__(self) -> None:
         _check_range("latency.budget_ms", self.budget_ms, 100, 10_000)
         _check_range("latency.ack_margin_ms", self.ack_margin_ms, 0, self.budget_ms)
+        _check_range("latency.transcript_ms", self.transcript_ms, 0, 60_000)
         for key in ("asr_ms", "llm_first_token_ms", "tts_first_audio_ms"):
             _check_range(f"latency.{key}", getattr(self, key), 1, 60_000)
         _check_range("latency.stats_window", self.stats_window, 1, 100_000)

@@ -57,6 +57,9 @@ class AsrResult:
     """True when the short window's result was rejected and the full window was used."""
     fallback_reason: str = ""
     """Why the short result was rejected (``repetition``, ``too_long``, ``bound``, ``logprob``, ``empty``)."""
+    hurried: bool = False
+    """True when the full window was skipped for the deadline: ``text`` is the short window's
+    (possibly empty: nothing usable was heard in time)."""
 
 
 class Transcriber(ABC):
@@ -68,8 +71,10 @@ class Transcriber(ABC):
     """Short-window results rejected for the full window."""
 
     @abstractmethod
-    def transcribe(self, pcm: bytes) -> AsrResult:
-        """Transcribe 16 kHz mono int16 audio; blocks."""
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
+        """Transcribe 16 kHz mono int16 audio; blocks. ``deadline`` (``time.monotonic()``
+        seconds): when the result is wanted; a second pass that would end after it is skipped and
+        the first pass's result returned (``AsrResult.hurried``). Single-pass engines ignore it."""
 
     def reconfigure(self, config: AsrConfig) -> None:  # noqa: B027 - optional: nothing applies live
         """Apply reloaded ``[asr]`` keys that need no model reload."""

@@ -191,6 +191,8 @@ class Pipeline:
                 stage.reconfigure(config.llm)
             if isinstance(stage, AsrStage | LlmStage | TtsStage | OutputStage):
                 stage.deadlines = config.deadlines
+            if isinstance(stage, AsrStage):
+                stage.transcript_ms = config.latency.transcript_ms
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
         if rebuilt is not None and self.timers is not None:
@@ -254,7 +256,7 @@ class Pipeline:
         if name == "asr":
             if engines.asr is None:
                 raise ConfigError("the voice pipeline needs an ASR engine")
-            return AsrStage(engines.asr, channel, config.deadlines)
+            return AsrStage(engines.asr, channel, config.deadlines, config.latency.transcript_ms)
         if name == "intents":
             if self.matcher is None or self.handlers is None:
                 return None

@@ -24,7 +24,7 @@ class FakeTranscriber(Transcriber):
         self.texts = list(texts)
         self.calls: list[int] = []
 
-    def transcribe(self, pcm: bytes) -> AsrResult:
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
         self.calls.append(len(pcm))
         return AsrResult(self.texts.pop(0) if self.texts else "", (), len(pcm) / 32)
 

@@ -122,10 +122,10 @@ class FaultyTranscriber(Transcriber):
         self.inner = inner
         self.faults = Injector()
 
-    def transcribe(self, pcm: bytes) -> AsrResult:
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
         if self.faults.start() is not None:
             raise ValueError("an ASR fault cannot be injected inside the engine: it has no callback")
-        return self.inner.transcribe(pcm)
+        return self.inner.transcribe(pcm, deadline)
 
     def reconfigure(self, config: AsrConfig) -> None:
         self.inner.reconfigure(config)

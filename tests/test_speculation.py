@@ -19,6 +19,7 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig
+from assistant.contracts import AsrResult
 from assistant.daemon import Daemon
 from assistant.pipeline import Engines, Pipeline
 from assistant.turn.latency import TurnRecord
@@ -182,7 +183,7 @@ class SlowTranscriber(FakeTranscriber):
         super().__init__(texts)
         self.delay = delay
 
-    def transcribe(self, pcm: bytes) -> Any:
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> Any:
         time.sleep(self.delay)
         return super().transcribe(pcm)
 
@@ -197,7 +198,9 @@ async def test_a_slow_transcript_does_not_hold_the_ack_back(
     loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
     first = first[: loud[-1] + 1]  # one utterance: no pause between the halves
     pcm = np.concatenate([silence(300), first, second, silence(2500)])
-    config = _config(speculate_after_ms=0, end_silence_ms=300)
+    config = _config(
+        LatencyConfig(acks=("One moment.",), transcript_ms=0), speculate_after_ms=0, end_silence_ms=300
+    )
     delay = 1.2 if acked else 0.1
     pipeline, sink, records = await _run(
         config, pcm, SlowTranscriber([text], delay), FakeChat("Paris is the capital.")
@@ -210,3 +213,38 @@ async def test_a_slow_transcript_does_not_hold_the_ack_back(
         assert heard_after < config.latency.budget_ms + 50 < rec.marks["transcript"] - rec.marks["speech_end"]
     else:
         assert records == [] and sink.turns == []
+
+
+class HurriedTranscriber(FakeTranscriber):
+    """Nothing usable from the first pass, and no time for a second (``AsrResult.hurried``)."""
+
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> Any:
+        self.calls.append(len(pcm))
+        assert deadline is not None  # live input: the stage says when the words are wanted
+        return AsrResult(
+            "", ("thank you thank you thank you",), len(pcm) / 32, 1000, False, "repetition", True
+        )
+
+
+@pytest.mark.parametrize("asr", ["late", "hurried"])
+async def test_no_usable_words_in_time_gets_a_reprompt_within_the_budget(
+    halves: tuple[np.ndarray, np.ndarray], asr: str
+) -> None:
+    """ASR overruns ``latency.transcript_ms`` (2 s for an utterance), or has nothing usable and no
+    time for its second pass: the user hears the reprompt within the budget, not silence, and the
+    late transcript, when it comes, answers nothing."""
+    first, second = halves
+    loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
+    pcm = np.concatenate([silence(300), first[: loud[-1] + 1], second, silence(3000)])
+    config = _config(speculate_after_ms=0, end_silence_ms=300)
+    engine = SlowTranscriber(["Capital of France?"], 2.0) if asr == "late" else HurriedTranscriber([])
+    chat = FakeChat("Paris is the capital.")
+    pipeline, sink, records = await _run(config, pcm, engine, chat)
+    (rec,) = records
+    assert rec.outcome == "reprompted" and rec.actions == ["reprompt"], rec
+    heard_after = rec.marks["first_audio"] - rec.marks["speech_end"]
+    assert heard_after < config.latency.budget_ms, rec.marks
+    if asr == "late":
+        assert heard_after >= config.latency.transcript_ms, rec.marks
+    assert sink.turns == [pipeline.controller._announced[config.output.reprompt][0]]
+    assert chat.calls == [] and pipeline.tracker.actions["ack_played"] == 0

@@ -268,3 +268,26 @@ def test_the_full_window_never_retries_at_higher_temperatures(
     monkeypatch.setattr(full_engine._model, "transcribe", spy)
     full_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)))
     assert seen["temperature"] == 0.0
+
+
+@pytest.mark.parametrize(("deadline_s", "full_runs"), [(None, 1), (10.0, 1), (0.0, 0)])
+def test_the_full_window_runs_only_if_it_can_end_by_the_deadline(
+    short_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch, deadline_s: float | None, full_runs: int
+) -> None:
+    import time
+
+    from assistant.contracts import AsrResult
+
+    rejected = AsrResult("thank you thank you", (), 1000.0, 1000.0, False, "repetition")
+    full: list[float] = []
+    monkeypatch.setattr(short_engine, "_transcribe_short", lambda audio, ms: rejected)
+    monkeypatch.setattr(
+        short_engine, "_transcribe_full", lambda audio, ms: full.append(ms) or AsrResult("Thank you.")
+    )
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    result = short_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)), deadline)
+    assert len(full) == full_runs
+    if full_runs:
+        assert result.text == "Thank you." and result.fallback and not result.hurried
+    else:  # the short window's words, marked as such: the stage decides what to do with them
+        assert result.text == rejected.text and result.hurried and result.fallback_reason == "repetition"

@@ -339,7 +339,7 @@ class Failing(Transcriber, Synthesizer):
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
 
-    def transcribe(self, pcm: bytes) -> AsrResult:
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
         time.sleep(self.delay_s)
         raise RuntimeError("the model broke")
 

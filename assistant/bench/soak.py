@@ -9,7 +9,8 @@ other, then stops the microphone, which ends the daemon. Per 20 turns (``plan``)
 pacing only then, and a spoken question talks over it: two turns); a cancel at the first token of
 an asked question (MQTT ``cancel`` of that turn, every other time of all; or ``Pipeline.cancel``);
 16 questions asked as text (MQTT ``ask``, else ``Pipeline.ask``), spoken into the sink through the
-same chain, every 8th with ``speak: false``.
+same chain, every 8th with ``speak: false``. After the spoken question the assistant is left idle
+for ``IDLE_PAUSE_S``.
 
 Samples (``Soak.sample``) at the start, after warm-up (5% of the turns, at least 20, at most a
 third), at eight points after it, at the end. Checks: no turn failed or was refused; one end per
@@ -51,6 +52,9 @@ BARGE_IN_QUESTION = "Tell me about the history of Rome."
 """Asked before a barge-in: its reply is long enough to be talked over."""
 MODEL_CLASSES = frozenset({"Llama", "WhisperModel", "PiperVoice", "InferenceSession"})
 """Objects that hold a loaded model (llama.cpp, faster-whisper, piper, onnxruntime)."""
+IDLE_PAUSE_S = 1.5
+"""After each voice turn (one per 20), the assistant is left idle this long, as between a user's
+questions: long enough for the heaps' idle trim (``service/allocator.py``) to run."""
 TURN_LIMIT_S = 120.0
 """A turn not ended by then is reported lost."""
 
@@ -215,6 +219,7 @@ class Soak:
             if kind == "voice":
                 self.mic.queue.append(next(self.utterances)[1])
                 await self._voice_end()
+                await asyncio.sleep(IDLE_PAUSE_S)
             elif kind == "cancel":
                 await self._cancel()
             elif kind == "barge_in":

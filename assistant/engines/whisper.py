@@ -24,7 +24,8 @@ import logging
 import math
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ FRAME_MS = 10.0
 """One mel frame (hop of 160 samples at 16 kHz), in ms."""
 MIN_WINDOW_MS = 1000.0
 """The short window is never shorter than this, in ms."""
+FULL_WINDOW_GUESS_S = 0.5
+"""How long the full window is taken to need before it has run once, in s."""
 MAX_DECODE_TOKENS = 440
 """Whisper's decoder holds 448 positions; the prompt takes a few."""
 MAX_WORDS_PER_S = 6.0
@@ -262,6 +265,11 @@ class WhisperEngine(Transcriber):
         """Utterances transcribed."""
         self.fallbacks = 0
         """Short-window results redone on the full window."""
+        self.hurried = 0
+        """Short-window results kept, although rejected, for want of time for the full window."""
+        self.full_s = FULL_WINDOW_GUESS_S
+        """How long the full window takes here: the last run, or 70 % of the estimate before if that
+        is longer (a slow run is remembered for a while)."""
         try:
             self._model: Any = WhisperModel(
                 str(model_dir), device="cpu", compute_type=config.compute_type, cpu_threads=config.cpu_threads
@@ -282,8 +290,10 @@ class WhisperEngine(Transcriber):
         """Decoding and gating keys apply from the next utterance."""
         self.config = config
 
-    def transcribe(self, pcm: bytes) -> AsrResult:
-        """Transcribe 16 kHz mono int16 audio; blocks (call it from a worker thread)."""
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
+        """Transcribe 16 kHz mono int16 audio; blocks (call it from a worker thread). A rejected
+        short-window result is redone on the full window only if that (as long as it took last
+        time) ends before ``deadline``; otherwise it is returned as it is, ``hurried``."""
         try:
             audio = pcm16_to_float(pcm)
             audio_ms = len(audio) / 16.0
@@ -294,13 +304,23 @@ class WhisperEngine(Transcriber):
                     result = self._transcribe_short(audio, audio_ms)
                     if not result.fallback_reason:
                         return result
+                    if deadline is not None and time.monotonic() + self.full_s > deadline:
+                        self.hurried += 1
+                        _LOGGER.info(
+                            "asr short window rejected (%s) but no time for the full window: %r",
+                            result.fallback_reason,
+                            result.text,
+                        )
+                        return replace(result, hurried=True)
                     self.fallbacks += 1
                     _LOGGER.info(
                         "asr short window rejected (%s): %r; using the full window",
                         result.fallback_reason,
                         result.text or result.dropped,
                     )
+                    started = time.monotonic()
                     full = self._transcribe_full(audio, audio_ms)
+                    self.full_s = max(self.full_s * 0.7, time.monotonic() - started)
                     return AsrResult(
                         full.text, full.dropped, audio_ms, FULL_WINDOW_MS, True, result.fallback_reason
                     )

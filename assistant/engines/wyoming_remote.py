@@ -174,8 +174,9 @@ class WyomingTranscriber(Transcriber):
         """The language applies from the next utterance (the server's address needs a restart)."""
         self.config = config
 
-    def transcribe(self, pcm: bytes) -> AsrResult:
-        """Send one utterance (16 kHz mono int16) and wait for its transcript; blocks."""
+    def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
+        """Send one utterance (16 kHz mono int16) and wait for its transcript; blocks (one pass:
+        ``deadline`` changes nothing)."""
         fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
 
         def request(conn: EventSocket) -> str:

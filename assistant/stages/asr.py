@@ -1,16 +1,24 @@
-"""ASR stage: ``Utterance`` in, ``Transcript`` out (or nothing, when it was not speech)."""
+"""ASR stage: ``Utterance`` in, ``Transcript`` out (or nothing, when it was not speech).
+
+On live input the transcript has a deadline, ``latency.transcript_ms`` after the end of speech:
+the engine skips a second pass that would end later, and a transcription still running then is
+abandoned. A turn left with no usable words (the loud audio's short-window result rejected with
+no time to redo it, or no result at all) is reported ``Unheard``: the controller asks the user to
+say it again, rather than leaving them in silence."""
 
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 
 from assistant.config import DeadlineConfig
 from assistant.contracts import Transcriber
+from assistant.errors import StageTimeoutError
 from assistant.messages import Message, SpeechStarted, Transcript, Utterance
 from assistant.stages.base import Queue, call_in_thread, run_inbox
 from assistant.turn.kinds import Mark
-from assistant.turn.reports import Marked, NoSpeech, TurnChannel
+from assistant.turn.reports import Marked, NoSpeech, TurnChannel, Unheard
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -21,13 +29,21 @@ class AsrStage:
     name = "asr"
 
     def __init__(
-        self, engine: Transcriber, channel: TurnChannel, deadlines: DeadlineConfig | None = None
+        self,
+        engine: Transcriber,
+        channel: TurnChannel,
+        deadlines: DeadlineConfig | None = None,
+        transcript_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.channel = channel
         self.deadlines = deadlines or DeadlineConfig()
+        self.transcript_ms = transcript_ms
+        """``latency.transcript_ms``: live input's transcript deadline after the end of speech; 0: none."""
         self.transcribed = 0
         self.no_speech = 0
+        self.unheard = 0
+        """Turns with no usable transcript in time (the user was asked to repeat)."""
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
         async def handle(item: Message) -> None:
@@ -46,14 +62,27 @@ class AsrStage:
         report(Marked(turn_id, Mark.SPEECH_END, utt.speech_end_ms))
         if not utt.speculative:
             report(Marked(turn_id, Mark.ENDPOINT, utt.endpoint_ms))
-        result = await call_in_thread(
-            partial(self.engine.transcribe, utt.pcm),
-            stage=self.name,
-            deadline_s=self.deadlines.asr_s,
-            stop=self.channel.turns.stop_event(turn_id),
-        )
+        hard_s, wanted = self.deadlines.asr_s, self._wanted_by(utt.speech_end_ms)
+        try:
+            result = await call_in_thread(
+                partial(self.engine.transcribe, utt.pcm, wanted),
+                stage=self.name,
+                deadline_s=hard_s if wanted is None else min(hard_s, max(0.0, wanted - time.monotonic())),
+                stop=self.channel.turns.stop_event(turn_id),
+            )
+        except StageTimeoutError:
+            if wanted is None or self.channel.turns.is_cancelled(turn_id):
+                raise
+            self.unheard += 1
+            report(Unheard(turn_id, "late"))
+            _LOGGER.info("turn %d: no transcript %d ms after the end of speech", turn_id, self.transcript_ms)
+            return
         self.transcribed += 1
         if self.channel.turns.is_cancelled(turn_id):
+            return
+        if not result.text and result.hurried:
+            self.unheard += 1
+            report(Unheard(turn_id, result.fallback_reason))
             return
         if not result.text:
             self.no_speech += 1
@@ -66,3 +95,11 @@ class AsrStage:
         if text is None:  # not for the assistant (no wake phrase)
             return
         await outbox.put(Transcript(turn_id, text))
+
+    def _wanted_by(self, speech_end_ms: float) -> float | None:
+        """When (``time.monotonic()``) the transcript is due, on live input; None otherwise."""
+        clock = self.channel.clock
+        if not self.transcript_ms or not clock.realtime:
+            return None
+        left_ms = speech_end_ms + self.transcript_ms - clock.position_ms()
+        return time.monotonic() + left_ms / 1000

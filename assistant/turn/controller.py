@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from assistant.clock import StreamClock
 from assistant.config import Config
@@ -75,6 +75,7 @@ from assistant.turn.reports import (
     SpeculationVoid,
     SpeechBegan,
     StopAsked,
+    Unheard,
     VoiceSuspected,
 )
 
@@ -150,12 +151,14 @@ class TurnController:
         """Turns in which ASR found no speech."""
         self._failed_held: dict[int, tuple[AssistantError, str]] = {}
         """Speculated turns that failed: apologised for if their endpoint comes."""
+        self._unheard_held: set[int] = set()
+        """Speculated turns with no usable transcript in time: reprompted if their endpoint comes."""
         self._intended: dict[int, Event] = {}
         """Intent events of speculated turns, published if their endpoint comes."""
         self._announced: dict[str, tuple[bytes, int]] = {}
         """Texts spoken by ``announce``, as synthesized (int16 pcm, sample rate): the last few."""
         self._listen_once = False
-        self._notices: set[asyncio.Task[None]] = set()
+        self._notices: set[asyncio.Task[object]] = set()
 
     # -- the channel -------------------------------------------------------------------------
 
@@ -220,6 +223,7 @@ class TurnController:
                 self._commit(turn_id, speech_end_ms, endpoint_ms)
             case SpeculationVoid(turn_id):
                 self._failed_held.pop(turn_id, None)
+                self._unheard_held.discard(turn_id)
                 self._intended.pop(turn_id, None)
                 self.budget.closed(turn_id)
                 self._heard.pop(turn_id, None)
@@ -228,6 +232,11 @@ class TurnController:
             case NoSpeech(turn_id):
                 self.tracker.discard(turn_id)
                 self._no_speech(turn_id)
+            case Unheard(turn_id, _reason):
+                if self.turns.is_held(turn_id):
+                    self._unheard_held.add(turn_id)
+                elif not self.turns.is_cancelled(turn_id):
+                    self._reprompt(turn_id)
             case Intended(turn_id, intent, slots, text):
                 self._intent(
                     turn_id,
@@ -301,14 +310,16 @@ class TurnController:
         self.budget.reconfigure(config.latency)
 
     async def prepare(self) -> None:
-        """Before listening: synthesize the acknowledgements."""
-        if (
-            self.tts is not None
-            and self.output is not None
-            and self.config.latency.ack
-            and self.clock.realtime
-        ):
+        """Before listening: synthesize the acknowledgements and the reprompt."""
+        if self.tts is None or self.output is None or not self.clock.realtime:
+            return
+        if self.config.latency.ack:
             await self.budget.prepare(self.tts)
+        reprompt = self.config.output.reprompt.strip()
+        if reprompt and self.config.latency.transcript_ms:
+            work = asyncio.to_thread(synthesize_all, self.tts, reprompt)
+            pcm = await asyncio.wait_for(work, self.config.deadlines.tts_s)
+            self._announced[reprompt] = (pcm, self.tts.sample_rate)
 
     # -- inside ------------------------------------------------------------------------------
 
@@ -372,6 +383,10 @@ class TurnController:
         rec = self.tracker.record(turn_id)
         rec.mark(Mark.SPEECH_END, speech_end_ms)
         rec.mark(Mark.ENDPOINT, endpoint_ms)
+        if turn_id in self._unheard_held:
+            self._unheard_held.discard(turn_id)
+            self._reprompt(turn_id)
+            return
         self.turns.release(turn_id)
         heard = self._heard.pop(turn_id, None)
         if heard is not None:
@@ -435,6 +450,18 @@ class TurnController:
         if spoken:
             self._apologise(turn_id)
 
+    def _reprompt(self, turn_id: int) -> None:
+        """No usable words in time: the turn ends ``reprompted`` and the user hears
+        ``output.reprompt`` (synthesized at start-up) instead of silence."""
+        self._begin(turn_id, TurnKind.VOICE)  # a turn of the user's all the same: older replies stop
+        self.tracker.action(turn_id, Action.REPROMPT)
+        text = self.config.output.reprompt.strip()
+        if text and self.output is not None and self.tts is not None:
+            self.tracker.record(turn_id).mark(Mark.FIRST_AUDIO, self.clock.position_ms())
+            self._notice(self._say(turn_id, text), f"reprompt-{turn_id}")
+        self.turns.cancel(turn_id)
+        self.tracker.finish(turn_id, Outcome.REPROMPTED)
+
     def _intent(self, turn_id: int, intent: str | None, event: Event) -> None:
         """The intents stage matched (or not) the turn's words: on its record now; published
         once the turn is committed (at once if it is)."""
@@ -475,7 +502,11 @@ class TurnController:
     def _apologise(self, turn_id: int) -> None:
         if self.output is None or self.tts is None or not self.config.output.apology.strip():
             return
-        task = asyncio.get_running_loop().create_task(self._say_sorry(turn_id), name=f"apology-{turn_id}")
+        self._notice(self._say_sorry(turn_id), f"apology-{turn_id}")
+
+    def _notice(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Play a notice in a task of its own, which ``settle`` waits for."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
@@ -486,13 +517,16 @@ class TurnController:
 
     async def _say_sorry(self, turn_id: int) -> None:
         """Speak the apology (``announce`` keeps it once synthesized); a failure is only logged."""
-        try:
-            spoken = await self.announce(self.config.output.apology.strip())
-        except Exception as err:  # the TTS itself may be what failed
-            _LOGGER.warning("turn %d: the apology could not be synthesized: %r", turn_id, err)
-            return
-        if spoken:
+        if await self._say(turn_id, self.config.output.apology.strip()):
             self.tracker.actions[Action.APOLOGY_PLAYED] += 1
+
+    async def _say(self, turn_id: int, text: str) -> bool:
+        """``announce(text)`` for a turn that has ended; a failure is only logged."""
+        try:
+            return await self.announce(text)
+        except Exception as err:  # the TTS itself may be what failed
+            _LOGGER.warning("turn %d: %r could not be spoken: %r", turn_id, text, err)
+            return False
 
     def _marked(self, turn_id: int, mark: str) -> None:
         self.budget.marked(turn_id, mark)

@@ -42,6 +42,8 @@ class Outcome(StrEnum):
     EMPTY_REPLY = "empty_reply"
     CANCELLED = "cancelled"
     ERROR = "error"
+    REPROMPTED = "reprompted"
+    """No usable words in time: the user was asked to say it again (``output.reprompt``)."""
 
 
 class Action(StrEnum):
@@ -54,3 +56,4 @@ class Action(StrEnum):
     BARGE_IN = "barge_in"
     STAGE_TIMEOUT = "stage_timeout"
     APOLOGY_PLAYED = "apology_played"
+    REPROMPT = "reprompt"

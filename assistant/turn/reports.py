@@ -72,6 +72,15 @@ class NoSpeech(TurnReport):
 
 
 @dataclass(frozen=True, slots=True)
+class Unheard(TurnReport):
+    """ASR: no usable transcript by ``latency.transcript_ms`` (the words were unusable, or the
+    transcription overran): the user is asked to say it again."""
+
+    reason: str
+    """``late`` (the transcription was abandoned) or the short window's rejection reason."""
+
+
+@dataclass(frozen=True, slots=True)
 class Generated(TurnReport):
     """LLM: a piece of answer text (never reasoning)."""
 
