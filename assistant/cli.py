@@ -42,6 +42,11 @@ def _config(args: argparse.Namespace) -> Config:
         config = replace(config, input=replace(config.input, realtime=False))
     if getattr(args, "push_to_talk", False):
         config = replace(config, listen=replace(config.listen, mode="push"))
+    if getattr(args, "wake", None):
+        if getattr(args, "push_to_talk", False):
+            raise ConfigError("--wake and --push-to-talk choose two listen modes: give one")
+        listen = replace(config.listen, mode="wake", wake_engine="micro", wake_model=args.wake)
+        config = replace(config, listen=listen)
     return config
 
 
@@ -439,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--push-to-talk",
         action="store_true",
         help="listen only when asked (listen.mode = push): MQTT listen, or Space/Enter in a terminal",
+    )
+    run.add_argument(
+        "--wake",
+        metavar="MODEL",
+        help="answer only after this wake word (listen.mode = wake, wake_engine = micro): okay_nabu,"
+        " hey_jarvis, hey_mycroft, alexa, or a microWakeWord model's .json",
     )
     run.add_argument(
         "--mqtt", metavar="URL", help="MQTT broker: mqtt://[user:pass@]host[:port] or mqtts://..."

@@ -374,12 +374,23 @@ class ListenConfig:
     """When the assistant listens, and what interrupts it."""
 
     mode: str = "always"
-    """``always``: every utterance is a turn; ``wake``: an utterance must begin with a wake phrase
-    (then follow-ups without it for ``follow_up_s``); ``push``: the microphone opens for one turn
-    on ``listen`` (MQTT, or Space or Enter in a terminal; Esc or q cancels)."""
+    """``always``: every utterance is a turn; ``wake``: only after a wake word (then follow-ups
+    without it for ``follow_up_s``); ``push``: the microphone opens for one turn on ``listen``
+    (MQTT, or Space or Enter in a terminal; Esc or q cancels)."""
+    wake_engine: str = "auto"
+    """``wake`` mode: ``micro``: a wake word model (``wake_model``, the ``pymicro-wakeword``
+    package) listens to every frame and nothing is transcribed until it hears its word;
+    ``phrase``: every utterance is transcribed and must begin with one of ``wake_phrases``;
+    ``auto``: ``micro`` where the package loads, else ``phrase`` (logged, with what to install)."""
+    wake_model: str = "okay_nabu"
+    """``micro``: a shipped model (``okay_nabu``, ``hey_jarvis``, ``hey_mycroft``, ``alexa``) or the
+    path of a microWakeWord model's ``.json`` (its ``.tflite`` beside it)."""
+    wake_earcon: bool = False
+    """``micro``: play a short tone when the wake word is heard."""
     wake_phrases: tuple[str, ...] = ("hey assistant", "ok assistant")
+    """``phrase``: what an utterance must begin with."""
     follow_up_s: float = 8.0
-    """``wake`` mode: seconds after a reply during which no wake phrase is needed."""
+    """``wake`` mode: seconds after a reply during which no wake word is needed."""
     barge_in: bool = True
     """Speech during a reply stops playback and cancels the reply."""
     echo_margin_db: float = 6.0
@@ -387,10 +398,16 @@ class ListenConfig:
 
     def __post_init__(self) -> None:
         _check_choice("listen.mode", self.mode, ("always", "wake", "push"))
+        _check_choice("listen.wake_engine", self.wake_engine, ("auto", "micro", "phrase"))
+        if not self.wake_model.strip():
+            raise ConfigError("listen.wake_model is empty: name a shipped model (okay_nabu) or a .json path")
         _check_range("listen.follow_up_s", self.follow_up_s, 0.0, 600.0)
         _check_range("listen.echo_margin_db", self.echo_margin_db, 0.0, 40.0)
-        if self.mode == "wake" and not any(p.strip() for p in self.wake_phrases):
-            raise ConfigError("listen.wake_phrases is empty: wake mode needs at least one phrase")
+        phrases = any(p.strip() for p in self.wake_phrases)
+        if self.mode == "wake" and self.wake_engine != "micro" and not phrases:
+            raise ConfigError(
+                "listen.wake_phrases is empty: wake mode with the phrase engine needs at least one phrase"
+            )
 
 
 @dataclass(frozen=True)

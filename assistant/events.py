@@ -39,6 +39,20 @@ class StateChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class WakeDetected(Event):
+    """The wake word model heard its word (``listen.wake_engine = "micro"``); what follows is a turn."""
+
+    wake_word: str
+    """The word as the model names it (``Okay Nabu``)."""
+    model: str
+    """The model (``okay_nabu``, or a file's stem)."""
+    at_ms: float
+    """Where in the input it was heard (input timeline, ms)."""
+    probability: float
+    """The model's smoothed probability (0-1)."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnEvent(Event):
     turn_id: int
     request_id: str | None

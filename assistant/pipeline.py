@@ -1,10 +1,11 @@
 """Wiring: the stages in their order, the bounded queues between them, and the commands.
 
-    source -> vad -> asr -> intents -> llm -> chunker -> tts -> output(sink)
+    source -> wake -> vad -> asr -> intents -> llm -> chunker -> tts -> output(sink)
 
 The order is data (``VOICE_STAGES``, ``TEXT_STAGES``); a stage whose engine or sink is absent is
-left out (``intents`` where ``intents.enabled`` is off). Commands matched by the intents stage are
-answered without the LLM; their timers are kept by a helper task (``timers``).
+left out (``intents`` where ``intents.enabled`` is off, ``wake`` without a wake word model).
+Commands matched by the intents stage are answered without the LLM; their timers are kept by a
+helper task (``timers``).
 ``EndOfStream`` from the source runs down the chain and ends each stage in turn.
 Every stage reports to one ``TurnController`` (turn lifecycle, latency, state, events); the
 pipeline builds the chain and offers the commands (``ask``, ``say``, ``cancel``, ``set_muted``,
@@ -44,18 +45,20 @@ from assistant.stages.llm import LlmStage
 from assistant.stages.output import OutputStage
 from assistant.stages.tts import TtsStage
 from assistant.stages.vad import VadStage
+from assistant.stages.wake import WakeStage
 from assistant.text.chunking import split_for_speech
 from assistant.turn.controller import TurnController
 from assistant.turn.kinds import TurnKind
 from assistant.turn.latency import LatencyTracker, TurnRecord
+from assistant.wake import running
 
 _LOGGER = logging.getLogger(__name__)
 
-VOICE_STAGES = ("vad", "asr", "intents", "llm", "chunker", "tts", "output")
+VOICE_STAGES = ("wake", "vad", "asr", "intents", "llm", "chunker", "tts", "output")
 """The stages of the voice path, in order."""
 TEXT_STAGES = ("intents", "llm", "chunker", "tts", "output")
 """The stages of a typed question (``assistant ask``)."""
-AUDIO_QUEUES = ("vad", "tts")
+AUDIO_QUEUES = ("wake", "vad", "tts")
 """Stages whose inbox carries audio (bounded by ``queues.audio``, the others by ``queues.text``)."""
 
 Task = tuple[str, Coroutine[Any, Any, None]]
@@ -83,6 +86,7 @@ class Pipeline:
     ) -> None:
         """``on_turn``: each finished turn's record; ``on_token``: (turn id, answer text) as it is
         generated; ``barge_in``: a new turn cancels turns in flight (default: for paced input)."""
+        config = running(config, engines.wake is not None)
         self.config = config
         self.engines = engines
         self.sink = sink
@@ -107,6 +111,7 @@ class Pipeline:
         self._stages: dict[str, Stage] = {}
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
+        self._wake: WakeStage | None = None
         self._output: OutputStage | None = None
         self.reconfigured: list[Callable[[Config], None]] = []
         """Called with the config once ``reconfigure`` has applied it; they must not raise (the
@@ -170,6 +175,7 @@ class Pipeline:
         sentence files read again); where they cannot be (a sentence file gone), this raises
         ``ConfigError`` before anything has changed. Then ``reconfigured``'s callbacks hear the
         config (the MQTT bridge: the devices' topics)."""
+        config = running(config, self.engines.wake is not None)
         rebuilt: tuple[Matcher, Handlers] | None = None
         if self.timers is not None:  # intents.enabled (at start: it needs a restart)
             try:
@@ -195,6 +201,8 @@ class Pipeline:
                 stage.transcript_ms = config.latency.transcript_ms
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
+        if self._wake is not None:
+            self._wake.reconfigure(config.listen)
         if rebuilt is not None and self.timers is not None:
             if self.handlers is not None:
                 rebuilt[1].adopt(self.handlers)
@@ -246,6 +254,11 @@ class Pipeline:
     def _build(self, name: str) -> Stage | None:
         """The stage called ``name``, or None where its engine or sink is absent."""
         config, engines, channel = self.config, self.engines, self.controller
+        if name == "wake":
+            if engines.wake is None:
+                return None
+            self._wake = WakeStage(engines.wake, config.listen, channel, channel)
+            return self._wake
         if name == "vad":
             vad = self._vad = VadStage(config.vad, channel)
             vad.muted = channel.muted

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from assistant.config import Config
 from assistant.contracts import ChatEngine, Synthesizer, Transcriber
+from assistant.wake import WakeDetector
 
 
 @dataclass
@@ -21,10 +22,18 @@ class Engines:
     asr: Transcriber | None = None
     llm: ChatEngine | None = None
     tts: Synthesizer | None = None
+    wake: WakeDetector | None = None
+    """The wake word detector (``listen.mode = "wake"`` with the ``micro`` engine)."""
 
 
 def load_engines(
-    config: Config, model_dir: Path, *, asr: bool = True, llm: bool = True, tts: bool = True
+    config: Config,
+    model_dir: Path,
+    *,
+    asr: bool = True,
+    llm: bool = True,
+    tts: bool = True,
+    wake: bool = True,
 ) -> Engines:
     """Resolve, check and load the models named by the config (before any audio is read)."""
     from assistant import models
@@ -33,6 +42,10 @@ def load_engines(
     quiet_numpy_threads()
     engines = Engines()
     share = CoreShare()
+    if wake and asr:  # a wake word matters only where speech is heard
+        from assistant.engines.micro_wake import load_wake_detector
+
+        engines.wake = load_wake_detector(config.listen)
     if asr and config.asr.engine == "wyoming":
         from assistant.engines.wyoming_remote import WyomingTranscriber
 

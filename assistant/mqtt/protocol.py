@@ -243,6 +243,9 @@ def event_messages(event: Event, topics: Topics, config: MqttConfig) -> list[Out
 
     if isinstance(event, ev.StateChanged):
         return msg("state", {"state": event.state, "muted": event.muted}, retain=True)
+    if isinstance(event, ev.WakeDetected):
+        body = {"wake_word": event.wake_word, "model": event.model, "at_ms": round(event.at_ms, 1)}
+        return msg("wake", body | {"probability": round(event.probability, 3)})
     if isinstance(event, ev.TranscriptReady):
         body = {"id": event.request_id, "turn": event.turn_id, "text": event.text, "source": event.source}
         return msg("transcript", body)
