@@ -351,6 +351,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         pyplot()  # before a run of minutes, not after it
     config = _config(args)
     model_dir = _model_dir(config, args)
+    if args.wake_bench:
+        from assistant.bench.wake import format_wake, run_wake_bench
+
+        wake = run_wake_bench(model_dir, limit=args.limit, log=_log_line)
+        print(format_wake(wake))
+        if args.json:
+            Path(args.json).write_text(json.dumps(wake, indent=1) + "\n", encoding="utf-8")
+        return 0
     if args.soak:
         from assistant.bench.soak import format_soak, run_soak
 
@@ -485,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
         " barge-ins): RSS, fds, threads, tasks after warm-up and at the end; exit 1 if one grew or failed",
     )  # fmt: skip
     bench.add_argument("--mqtt", metavar="URL", help="--soak: ask and cancel over this broker (mqtt://...)")
+    bench.add_argument(
+        "--wake", action="store_true", dest="wake_bench", help="instead: the wake word model's misses,"
+        " false wakes per hour and CPU against always-on listening (--limit N: N questions per voice)",
+    )  # fmt: skip
 
     doctor = sub.add_parser(
         "doctor",

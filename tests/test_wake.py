@@ -363,13 +363,18 @@ async def _run(engines: Any, config: Config, stream: bytes) -> tuple[list[TurnRe
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("voice", [v.name for v in VOICES])
+@pytest.mark.parametrize("voice", ["piper", *(v.name for v in VOICES)])
 async def test_the_question_after_the_wake_word_is_one_turn_and_nothing_before_is_transcribed(
-    engines: Any, spoken: dict[tuple[str, str], bytes], tmp_path: Path, voice: str
+    engines: Any, spoken: dict[tuple[str, str], bytes], speak: Any, tmp_path: Path, voice: str
 ) -> None:
+    def say(text: str) -> bytes:
+        if voice != "piper":
+            return spoken[(text, voice)]
+        pcm: bytes = speak(text).tobytes()
+        return silence(300) + pcm + silence(300)
+
     stream = b"".join(
-        [spoken[(OTHERS[0], voice)], silence(1500), spoken[(OTHERS[2], voice)], silence(1500)]
-        + [spoken[(WAKE, voice)], silence(1000)]
+        [say(OTHERS[0]), silence(1500), say(OTHERS[2]), silence(1500), say(WAKE), silence(1000)]
     )
     records, events, asr = await _run(engines, _config(tmp_path, realtime=False), stream)
     assert asr.calls >= 1 and len(records) == 1, [r.transcript for r in records]
@@ -402,3 +407,17 @@ async def test_a_follow_up_needs_no_wake_word_until_the_window_closes(
     assert heard == ["what time is it", "turn on the kitchen lights"], heard
     assert sum(isinstance(e, WakeDetected) for e in events) == 1
     assert asr.calls <= 4  # two turns (each perhaps speculated once); the last sentence never reached ASR
+
+
+@pytest.mark.models
+def test_the_wake_bench_in_brief(model_dir: Path, tmp_path: Path) -> None:
+    from assistant.bench.wake import VOICES as BENCH_VOICES
+    from assistant.bench.wake import format_wake, run_wake_bench
+
+    result = run_wake_bench(model_dir, voices=BENCH_VOICES[1:3], limit=1, cache_dir=tmp_path)
+    assert result["misses"]["clean"] == {"takes": 2, "misses": 0, "extra": 0, "rate": 0.0}
+    assert result["false"]["speech clean"]["wakes"] == 0
+    cpu = result["cpu"]
+    assert 0 < cpu["detector_s_per_hour"] < cpu["always_on_s_per_hour_of_speech"]
+    table = format_wake(result)
+    assert "espeak-en-us" in table and "per hour" in table
