@@ -232,6 +232,17 @@ def test_wake_is_published_on_mqtt() -> None:
     )
 
 
+def test_wake_is_a_hermes_hotword() -> None:
+    from assistant.config import MqttConfig
+    from assistant.mqtt.hermes import Hermes
+
+    [msg] = Hermes(MqttConfig(hermes=True)).on_event(WakeDetected("Okay Nabu", "okay_nabu", 10.0, 0.9))
+    assert msg.topic == "hermes/hotword/okay_nabu/detected"
+    body = json.loads(msg.payload)
+    assert body["modelId"] == "okay_nabu" and body["siteId"] == "default"
+    assert Hermes(MqttConfig(hermes=True)).on_event(WakeDetected("X", "a+b", 10.0, 0.9)) == []
+
+
 # -- the real model --------------------------------------------------------------------------
 
 

@@ -15,8 +15,10 @@ transcript heard; ``hermes/dialogueManager/sessionStarted`` / ``sessionEnded``;
 "siteId", "sessionId", "id", "customData"}`` when a transcript matched a local intent (each slot
 ``{"entity", "slotName", "rawValue", "value": {"kind", "value"}, "confidence"}``), and
 ``hermes/nlu/intentNotRecognized`` ``{"input", "siteId", "sessionId", "id", "customData"}`` when it
-did not. These tell; they ask nothing: the intent has been handled here, and a reply on
-``endSession`` is simply spoken. ``sessionId`` is the open ``action`` session, else ``turn-<id>``.
+did not; ``hermes/hotword/<model>/detected`` ``{"modelId", "modelVersion", "modelType",
+"currentSensitivity", "siteId", "sessionId"}`` when the wake word model heard its word. These
+tell; they ask nothing: the intent has been handled here, and a reply on ``endSession`` is simply
+spoken. ``sessionId`` is the open ``action`` session, else ``turn-<id>``.
 Every command goes through the same checks, rate limit and queue as the bridge's own.
 """
 
@@ -30,7 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from assistant.config import MqttConfig
-from assistant.events import Event, IntentNotRecognized, IntentRecognized, TranscriptReady, TurnFinished
+from assistant.events import (
+    Event,
+    IntentNotRecognized,
+    IntentRecognized,
+    TranscriptReady,
+    TurnFinished,
+    WakeDetected,
+)
 from assistant.mqtt.protocol import Command, CommandError, Outgoing, decode_json, publishable
 
 TTS_SAY = "hermes/tts/say"
@@ -42,6 +51,7 @@ SESSION_STARTED = "hermes/dialogueManager/sessionStarted"
 SESSION_ENDED = "hermes/dialogueManager/sessionEnded"
 INTENT = "hermes/intent/"
 INTENT_NOT_RECOGNIZED = "hermes/nlu/intentNotRecognized"
+HOTWORD = "hermes/hotword/{}/detected"
 PENDING = 256
 
 
@@ -147,6 +157,19 @@ class Hermes:
 
     def on_event(self, event: Event) -> list[Outgoing]:
         """Hermes messages for one pipeline event."""
+        if isinstance(event, WakeDetected):
+            topic = HOTWORD.format(event.model)
+            if "/" in event.model or not publishable(topic):
+                return []
+            body = {
+                "modelId": event.model,
+                "modelVersion": "",
+                "modelType": "universal",
+                "currentSensitivity": round(event.probability, 3),
+                "siteId": self.site,
+                "sessionId": None,
+            }
+            return [self._out(topic, body)]
         if isinstance(event, TranscriptReady) and event.source == "voice":
             body = {
                 "text": event.text,
