@@ -89,6 +89,9 @@ class VadConfig:
     fine_end: bool = True
     """Place the end of speech inside the last voiced frames by a 10 ms energy envelope, and count
     the silences above from there (webrtcvad's last voiced frame ends tens of ms late)."""
+    floor_gate: bool = True
+    """A frame webrtcvad calls speech must stand 6 dB above the noise floor of the last 1.5 s: a
+    steady noise that starts out of silence is not taken for speech for seconds on end."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))

@@ -274,3 +274,34 @@ async def test_endless_speech_is_cut_at_max_length_and_rearms_after_silence(
     assert len(cut.pcm) <= (300 + 5000 + 30) * 32  # pre-roll + max, to the frame
     assert after.speech_start_ms > 500 + 20_000
     assert stage.truncated == 1
+
+
+@needs_tools
+@pytest.mark.parametrize("gate", [True, False])
+async def test_a_steady_noise_that_starts_out_of_silence_is_not_speech_for_long(
+    speech: dict[str, np.ndarray], gate: bool
+) -> None:
+    """A fan switched on after a question: 1 s of silence, then pink noise for 9 s, with a second
+    question 6 s into it at 15 dB SNR. webrtcvad, having heard speech, calls the noise speech from
+    its start to the second question's end; with the floor gate the noise is its own floor within
+    1.5 s, and the question stands above it."""
+    from assistant.bench.corpus import pink_noise, rms
+
+    def peak(clip: np.ndarray) -> np.ndarray:  # as the bench's corpus: peaks at -6 dBFS
+        x = clip.astype(np.float32)
+        return x * (0.5 / np.max(np.abs(x)))
+
+    first, second = peak(speech["light"]), peak(speech["capital"])
+    noise = pink_noise(16 * 9000, seed=5) * rms(second[np.abs(second) > 0.01]) / 10 ** (15 / 20)
+    noise[16 * 6000 : 16 * 6000 + second.size] += second
+    pcm = np.concatenate([first, np.zeros(16000, np.float32), noise])
+    config = VadConfig(floor_gate=gate, speculate_after_ms=0)
+    found = utterances((await run_stage(np.clip(pcm * 32768, -32768, 32767), config))[0])
+    onset = first.size / 16 + 1000
+    assert found[0].speech_end_ms < onset  # the first question, ended by the silence
+    last = found[-1]
+    if gate:  # the noise's own turn, if any, ends within its first 1.5 s (plus a frame or two)
+        assert all(u.speech_end_ms < onset + 1500 + 100 for u in found[1:-1])
+        assert onset + 5900 < last.speech_start_ms < onset + 6300  # the second question, from its start
+    else:
+        assert last.speech_start_ms < onset + 100  # webrtcvad took the noise for speech throughout

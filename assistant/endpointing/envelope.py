@@ -10,11 +10,15 @@ block and ``FLOOR_MARGIN_DB`` above the noise floor heard before the speech bega
 The segmenter counts end-of-turn silence from that point, and the turn's latency budget starts
 there. Audio that is not loud enough to judge (digital silence, or a level the floor swamps)
 leaves the VAD's end as it is.
+
+``FloorGate`` keeps webrtcvad from calling a steady noise speech: a frame must stand above the
+noise floor of the last 1.5 s.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -82,3 +86,32 @@ class Envelope:
             if speech[index - first] >= threshold:
                 return max(earliest, min(vad_end, self.start + (index + 1) * BLOCK_SAMPLES))
         return vad_end
+
+
+FLOOR_WINDOW_MS = 1500
+"""The noise floor is the quietest frame of this much of the latest audio."""
+FLOOR_GATE_DB = 6.0
+"""A frame webrtcvad calls speech counts only this far above the noise floor."""
+
+
+class FloorGate:
+    """Steady noise is not speech, whatever webrtcvad says.
+
+    webrtcvad takes a noise that starts out of silence (a fan, a hum switched on, a noisy room
+    after a quiet one) for speech, and goes on doing so for seconds: its noise model learns only
+    from frames it calls non-speech. The gate follows the noise floor, the quietest frame of the
+    last ``FLOOR_WINDOW_MS``, and lets a voiced verdict stand only for a frame ``FLOOR_GATE_DB``
+    above it. Speech has quieter moments within any 1.5 s, so the floor stays under it; a steady
+    noise becomes its own floor within the window. In silence the floor is far down and every
+    verdict stands, as without the gate."""
+
+    def __init__(self, frame_ms: int) -> None:
+        self._levels: deque[float] = deque(maxlen=max(1, FLOOR_WINDOW_MS // frame_ms))
+
+    def loud(self, frame_pcm: bytes) -> bool:
+        """Record one frame; True if it is far enough above the noise floor to be speech."""
+        samples = np.frombuffer(frame_pcm, dtype="<i2").astype(np.float64) / 32768.0
+        power = float(np.mean(np.square(samples))) if samples.size else 0.0
+        level = 10.0 * math.log10(max(power, 10.0 ** (SILENT_DB / 10.0)))
+        self._levels.append(level)
+        return level >= min(self._levels) + FLOOR_GATE_DB

@@ -2,9 +2,11 @@
 
 On live input the transcript has a deadline, ``latency.transcript_ms`` after the end of speech:
 the engine skips a second pass that would end later, and a transcription still running then is
-abandoned. A turn left with no usable words (the loud audio's short-window result rejected with
-no time to redo it, or no result at all) is reported ``Unheard``: the controller asks the user to
-say it again, rather than leaving them in silence."""
+abandoned. A turn left with no usable words (words heard but rejected, with no time to redo them
+on the full window, or no result at all) is reported ``Unheard``: the controller asks the user to
+say it again, rather than leaving them in silence. Where the short window heard nothing at all
+(``empty``: a noise, most often) the turn is no speech, as the full window would most often find.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ class AsrStage:
         self.transcribed += 1
         if self.channel.turns.is_cancelled(turn_id):
             return
-        if not result.text and result.hurried:
+        if not result.text and result.hurried and result.fallback_reason != "empty":
             self.unheard += 1
             report(Unheard(turn_id, result.fallback_reason))
             return

@@ -14,6 +14,11 @@ every mode. The stage therefore classifies a high-passed copy of the audio (``Hi
 linear-phase FIR, 8 ms delay, about -45 dB at 50 Hz and -36 dB at 60 Hz); utterances carry the
 original audio. Hum harmonics above the cut-off (a 100/150 Hz buzz) are not removed.
 
+Steady noise (``vad.floor_gate``): webrtcvad takes a noise that starts out of silence for speech,
+for seconds; a voiced verdict stands only for a frame 6 dB above the noise floor of the last 1.5 s
+(``envelope.FloorGate``, on the high-passed copy). While the speaker plays, the echo gate judges
+instead (the reply's own echo would raise the floor under the user's voice).
+
 Warm-up: webrtcvad's noise model starts empty, so it calls the first two or three frames of any
 noise speech. The first ``warmup_ms`` (90 ms) of input are classified (to train it) but taken as
 non-speech; their audio still serves as pre-roll, so speech at the very start is kept.
@@ -50,6 +55,7 @@ import numpy as np
 
 from assistant.config import VadConfig
 from assistant.endpointing.echo import EchoGate
+from assistant.endpointing.envelope import FloorGate
 from assistant.endpointing.segmenter import (
     Dropped,
     Ended,
@@ -158,6 +164,7 @@ class VadStage:
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
         self._segmenter = Segmenter(config)
+        self._floor = FloorGate(config.frame_ms) if config.floor_gate else None
         self.echo_gate: EchoGate | None = None
         """Set while a speaker can play: voiced frames that are only the assistant's echo are ignored."""
         self._strict_vad: Any = webrtcvad.Vad(3)
@@ -224,6 +231,8 @@ class VadStage:
             sounded = voiced
             at_ns = last_ns - (len(frames) - 1 - index) * frame_ns
             playing = self.echo_gate is not None and self.echo_gate.playing(frame, at_ns)
+            above_floor = self._floor is None or self._floor.loud(vad_frame)
+            voiced &= above_floor or playing  # while the speaker plays, the echo gate judges
             if playing and voiced:
                 assert self.echo_gate is not None
                 strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
@@ -277,6 +286,8 @@ class VadStage:
         config = self._pending_config
         if config is None or self._segmenter.in_speech:
             return
+        if config.floor_gate != self.config.floor_gate:
+            self._floor = FloorGate(config.frame_ms) if config.floor_gate else None
         self.config, self._pending_config = config, None
         self._vad = self._webrtcvad.Vad(config.aggressiveness)
         position = self._segmenter.frames_done
