@@ -315,6 +315,27 @@ def test_run_wake_without_the_package_says_what_to_install(tmp_path: Path) -> No
     assert "pip install 'assistant[wake]'" in err and "Traceback" not in err, err
 
 
+async def test_doctor_says_whether_the_wake_word_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.doctor import check_wake
+    from assistant.doctor.base import Setup
+
+    pytest.importorskip("pymicro_wakeword")
+
+    def setup(**listen: Any) -> Setup:
+        return Setup(config=replace(Config(), listen=ListenConfig(**listen)))
+
+    assert await check_wake(setup()) == []  # not in wake mode: nothing to check
+    [ok] = await check_wake(setup(mode="wake"))
+    assert ok.level == "ok" and "'Okay Nabu' (okay_nabu) loads" in ok.message
+    [bad] = await check_wake(setup(mode="wake", wake_model="/nowhere/mine.json"))
+    assert bad.level == "fail" and "[model_missing]" in bad.message
+    monkeypatch.setitem(sys.modules, "pymicro_wakeword", None)
+    [warn] = await check_wake(setup(mode="wake"))
+    assert warn.level == "warn" and "'hey assistant'" in warn.message and "assistant[wake]" in warn.fix
+    [fail] = await check_wake(setup(mode="wake", wake_engine="micro"))
+    assert fail.level == "fail"
+
+
 def test_wake_option_sets_the_mode_engine_and_model() -> None:
     from assistant.cli import _config, build_parser
 

@@ -6,6 +6,7 @@ the model folder). A finding's ``level`` is ``ok``, ``warn`` or ``fail``; ``doct
 something needed is broken (a ``fail``), and with ``--strict`` on a ``warn`` too (``exit_code``). The checks:
 
 - ``models`` (``files.py``): every model the config needs is present and hashes right;
+- ``wake`` (``wake.py``): in wake mode, the wake word model loads (or what the daemon falls back to);
 - ``input``/``output``/``permissions`` (``audio.py``): a 0.5 s capture from the microphone with its
   level, the speaker opened, ALSA device access where PortAudio opens devices itself;
 - ``dirs`` (``files.py``): the folders the daemon writes take a new file;
@@ -29,9 +30,11 @@ from assistant.doctor.audio import check_input, check_output, check_permissions
 from assistant.doctor.base import LEVELS, Check, ConfigRow, Finding, Setup
 from assistant.doctor.broker import accepts_anonymous, check_broker, check_exposure, check_mqtt, is_loopback
 from assistant.doctor.files import check_dirs, check_models
+from assistant.doctor.wake import check_wake
 
 CHECKS: dict[str, Check] = {
     "models": check_models,
+    "wake": check_wake,
     "input": check_input,
     "output": check_output,
     "permissions": check_permissions,
@@ -141,6 +144,7 @@ __all__ = [
     "check_mqtt",
     "check_output",
     "check_permissions",
+    "check_wake",
     "effective_config",
     "exit_code",
     "format_config",

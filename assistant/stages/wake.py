@@ -4,7 +4,7 @@ With ``listen.mode = "wake"`` and the ``micro`` engine, a wake word detector (``
 hears every microphone frame. Until it hears its word, the VAD gets silence of the same length
 (its timeline goes on, no turn starts, and nothing is transcribed). The stage holds the last
 ``HOLD_MS`` of audio back while asleep, so that when the word is heard it can hand the VAD the
-audio from where the word ended (``wake.word_gap``: the quietest moment shortly before the
+audio from where the word ended (``wake.word_gap``: the last quiet moment shortly before the
 detection) and the question's first syllable is kept whether or not the user paused after the
 word. From then on audio passes as it comes: the gate stays open
 
