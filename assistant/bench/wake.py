@@ -6,6 +6,9 @@ where nobody said it, and what listening for it costs against transcribing every
   (the detector runs on, as it would on a microphone): clean, and with steady pink noise over the
   whole stream at 15 dB and at 5 dB below the speech. A take is missed when no detection falls
   inside it (or within 300 ms after it).
+- **The question after it**: from where the wake stage would start the question
+  (``wake.word_gap``) to the take's end, transcribed by Whisper, against the same question said
+  alone in the same voice (word error rate, and takes heard word for word).
 - **False wakes**: sentences without the wake word (the corpus's questions, and plain English
   prose: the sentences of Python's own help topics) in the same voices, at least an hour of speech,
   clean and with pink noise at 10 dB SNR; a few near misses ("Okay, now...", "Okay, no...") apart;
@@ -124,19 +127,30 @@ def music(seconds: int, seed: int = 7) -> bytes:
 
 def _misses(
     detector: Any, items: Sequence[CorpusItem], snr_db: float | None
-) -> tuple[int, int, float, float]:
-    """(misses, extra detections, audio seconds, CPU seconds) over one stream of ``items``, with
-    steady pink noise at ``snr_db`` over all of it (a room's noise does not stop between words)."""
+) -> tuple[int, int, float, float, list[bytes | None]]:
+    """(misses, extra detections, audio seconds, CPU seconds, per take the audio the VAD would get
+    after the wake word: from ``word_gap``'s cut to the take's end, None where missed) over one
+    stream of ``items``, with steady pink noise at ``snr_db`` over all of it (a room's noise does
+    not stop between words)."""
+    from assistant.wake import GAP_SEARCH_MS, word_gap
+
     stream, positions = make_stream(items, gap_ms=1000.0)
     if snr_db is not None:
         stream = _noisy_stream(stream, snr_db)
     found, cpu = detect(detector, stream)
     misses = extra = 0
+    after: list[bytes | None] = []
     for pos in positions:
         inside = [at for at in found if pos.start_ms * 16 <= at <= (pos.end_ms + 300) * 16]
         misses += not inside
         extra += max(0, len(inside) - 1)
-    return misses, extra, len(stream) / 2 / SAMPLE_RATE, cpu
+        if not inside:
+            after.append(None)
+            continue
+        search = max(0, inside[0] - SAMPLE_RATE * GAP_SEARCH_MS[0] // 1000)
+        cut = search + word_gap(stream[2 * search : 2 * inside[0]])
+        after.append(bytes(9600) + stream[2 * cut : 2 * round(pos.end_ms * 16)])
+    return misses, extra, len(stream) / 2 / SAMPLE_RATE, cpu, after
 
 
 def run_wake_bench(
@@ -150,12 +164,16 @@ def run_wake_bench(
 ) -> dict[str, Any]:
     """Misses, false wakes per hour and CPU per hour of listening (see the module docstring).
     ``limit``: only so many questions and prose sentences per voice (a quick look)."""
+    from assistant import models
+    from assistant.config import AsrConfig
     from assistant.engines.micro_wake import MicroWakeEngine
+    from assistant.engines.whisper import WhisperEngine
 
     detector = MicroWakeEngine("okay_nabu")
+    asr = WhisperEngine(models.resolve(AsrConfig().model, "asr", model_dir), AsrConfig())
     questions = list(QUESTIONS + COMMANDS)[:limit]
     wake_questions = [WAKE + q[0].lower() + q[1:] for q in questions]
-    result: dict[str, Any] = {"model": detector.name, "cutoff": detector.cutoff, "voices": {}}
+    result: dict[str, Any] = {"model": detector.name, "cutoff": detector.cutoff, "voices": {}, "heard": {}}
     cpu_s = audio_s = 0.0
     log(f"wake bench: {len(wake_questions)} questions after the wake word, {len(voices)} voices")
     for voice in voices:
@@ -165,12 +183,22 @@ def run_wake_bench(
         row: dict[str, Any] = {}
         for snr in (None, *SNRS):
             label = "clean" if snr is None else f"snr{snr:g}"
-            misses, extra, seconds, cpu = _misses(detector, clean, snr)
+            misses, extra, seconds, cpu, after = _misses(detector, clean, snr)
             row[label] = {"takes": len(clean), "misses": misses, "extra": extra}
             cpu_s, audio_s = cpu_s + cpu, audio_s + seconds
+            if snr is None:
+                alone = build_corpus(
+                    model_dir, questions=questions, voices=[voice], snr_db=None, cache_dir=cache_dir
+                )
+                result["heard"][voice.name] = _heard(asr, questions, after, alone)
         result["voices"][voice.name] = row
-        log(f"  {voice.name}: " + ", ".join(f"{k} {v['misses']}/{v['takes']} missed" for k, v in row.items()))
+        heard = result["heard"][voice.name]
+        log(
+            f"  {voice.name}: " + ", ".join(f"{k} {v['misses']}/{v['takes']} missed" for k, v in row.items())
+            + f"; WER after the wake word {heard['wer_after_wake']:.1%}, alone {heard['wer_alone']:.1%}"
+        )  # fmt: skip
     result["misses"] = _totals(result["voices"])
+    result["heard"]["all"] = _heard_totals(result["heard"])
 
     sentences = prose(limit if limit is None else limit * 3)
     counts = {"speech clean": [0, 0.0], f"speech snr{FALSE_SNR:g}": [0, 0.0], "music": [0, 0.0]}
@@ -207,7 +235,7 @@ def run_wake_bench(
     near_found = sum(bool(detect(detector, item.pcm)[0]) for item in near)
     result["false"]["near misses"] = {"takes": len(near), "woke": near_found}
     speech = b"".join(sample)
-    result["cpu"] = _cpu(model_dir, speech, cpu_s / audio_s, asr_minutes if limit is None else 0.5, log)
+    result["cpu"] = _cpu(asr, speech, cpu_s / audio_s, asr_minutes if limit is None else 0.5, log)
     return result
 
 
@@ -229,6 +257,41 @@ def _noisy_stream(pcm: bytes, snr_db: float, block_s: int = 30) -> bytes:
     return b"".join(out)
 
 
+def _heard(
+    asr: Any, questions: Sequence[str], after: Sequence[bytes | None], alone: Sequence[CorpusItem]
+) -> dict[str, Any]:
+    """Whisper on what follows the wake word (where it was heard) against the same question said
+    alone in the same voice: word errors, and the takes heard word for word."""
+    from assistant.bench.wer import normalize, wer_counts
+
+    pairs_after, pairs_alone = [], []
+    for question, audio, item in zip(questions, after, alone, strict=True):
+        if audio is None:
+            continue
+        pairs_after.append((question, asr.transcribe(audio).text))
+        pairs_alone.append((question, asr.transcribe(item.pcm).text))
+    after_counts, alone_counts = wer_counts(pairs_after), wer_counts(pairs_alone)
+    return {
+        "takes": len(pairs_after),
+        "exact_after_wake": sum(normalize(q) == normalize(h) for q, h in pairs_after),
+        "exact_alone": sum(normalize(q) == normalize(h) for q, h in pairs_alone),
+        "errors_after_wake": after_counts.errors,
+        "errors_alone": alone_counts.errors,
+        "words": after_counts.ref_words,
+        "wer_after_wake": round(after_counts.wer, 4),
+        "wer_alone": round(alone_counts.wer, 4),
+    }
+
+
+def _heard_totals(heard: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    keys = ("takes", "exact_after_wake", "exact_alone", "errors_after_wake", "errors_alone", "words")
+    total = {key: sum(row[key] for row in heard.values()) for key in keys}
+    words = max(1, total["words"])
+    total["wer_after_wake"] = round(total["errors_after_wake"] / words, 4)
+    total["wer_alone"] = round(total["errors_alone"] / words, 4)
+    return total
+
+
 def _totals(voices: dict[str, dict[str, dict[str, int]]]) -> dict[str, Any]:
     totals: dict[str, Any] = {}
     for row in voices.values():
@@ -242,12 +305,10 @@ def _totals(voices: dict[str, dict[str, dict[str, int]]]) -> dict[str, Any]:
 
 
 def _cpu(
-    model_dir: Path, speech: bytes, detector_per_s: float, minutes: float, log: Callable[[str], None]
+    asr: Any, speech: bytes, detector_per_s: float, minutes: float, log: Callable[[str], None]
 ) -> dict[str, float]:
     """CPU seconds per hour: the detector, against the VAD and Whisper on every utterance."""
-    from assistant import models
     from assistant.config import Config
-    from assistant.engines.whisper import WhisperEngine
     from assistant.messages import AudioIn, Utterance
     from assistant.stages.vad import VadStage
     from assistant.turn.reports import ReportLog
@@ -261,7 +322,6 @@ def _cpu(
     for i in range(0, len(sample), size):
         utterances += [m for m in vad.feed(AudioIn(sample[i : i + size], i / 32)) if isinstance(m, Utterance)]
     vad_s = time.process_time() - started
-    asr = WhisperEngine(models.resolve(config.asr.model, "asr", model_dir), config.asr)
     started = time.process_time()
     for utterance in utterances:
         asr.transcribe(utterance.pcm)
@@ -288,6 +348,13 @@ def format_wake(result: dict[str, Any]) -> str:
         lines.append(f"  {voice:24}{cells}")
     totals = result["misses"]
     lines.append(f"  {'all':24}" + "".join(f"{totals[label]['rate'] * 100:>13.1f}%" for label in labels))
+    lines.append("the question after the wake word, as Whisper heard it (detected clean takes):")
+    lines.append(f"  {'voice':24}{'takes':>6}{'word for word':>15}{'WER':>8}{'said alone: WER':>17}")
+    for voice, heard in result["heard"].items():
+        after, alone = heard["wer_after_wake"] * 100, heard["wer_alone"] * 100
+        lines.append(
+            f"  {voice:24}{heard['takes']:>6}{heard['exact_after_wake']:>15}{after:>7.1f}%{alone:>16.1f}%"
+        )
     lines.append("false wakes:")
     for label, cell in result["false"].items():
         if "per_hour" in cell:
