@@ -33,7 +33,7 @@ from assistant.stages.wake import LISTEN_AFTER_WAKE_S, WakeStage
 from assistant.turn.activation import Activation
 from assistant.turn.latency import TurnRecord
 from assistant.turn.reports import ReportLog
-from assistant.wake import Detection, WakeDetector, running, word_gap
+from assistant.wake import Detection, WakeDetector, earcon, running, word_gap
 
 from .fakes import FakeChat, FakeSynth
 
@@ -383,11 +383,13 @@ def _config(tmp_path: Path, *, realtime: bool, follow_up_s: float = 8.0) -> Conf
     )
 
 
-async def _run(engines: Any, config: Config, stream: bytes) -> tuple[list[TurnRecord], list[Event], Counting]:
+async def _run(
+    engines: Any, config: Config, stream: bytes, sink: MemorySink | None = None
+) -> tuple[list[TurnRecord], list[Event], Counting]:
     asr = Counting(engines.asr)
     records: list[TurnRecord] = []
     pipeline = Pipeline(
-        config, Engines(asr, FakeChat(), FakeSynth(), micro()), MemorySink(), on_turn=records.append
+        config, Engines(asr, FakeChat(), FakeSynth(), micro()), sink or MemorySink(), on_turn=records.append
     )
     watch = pipeline.events.subscribe(10_000)
     await Daemon(pipeline).run(PcmSource(stream, config.input))
@@ -418,6 +420,18 @@ async def test_the_question_after_the_wake_word_is_one_turn_and_nothing_before_i
     )
     # the ASR ran on the question only (and its speculation): never on the two sentences before it
     assert asr.calls <= 2
+
+
+@pytest.mark.models
+async def test_the_earcon_plays_before_the_answer(
+    engines: Any, spoken: dict[tuple[str, str], bytes], tmp_path: Path
+) -> None:
+    base = _config(tmp_path, realtime=False)
+    config = replace(base, listen=replace(base.listen, wake_earcon=True))
+    sink = MemorySink()
+    records, _, _ = await _run(engines, config, spoken[(WAKE, "en-us")] + silence(1000), sink)
+    assert len(records) == 1 and len(sink.turns) == 2
+    assert sink.turns[0] == earcon(FakeSynth.sample_rate)  # the tone, at the voice's rate, then the answer
 
 
 @pytest.mark.models
