@@ -388,6 +388,9 @@ class ListenConfig:
     wake_model: str = "okay_nabu"
     """``micro``: a shipped model (``okay_nabu``, ``hey_jarvis``, ``hey_mycroft``, ``alexa``) or the
     path of a microWakeWord model's ``.json`` (its ``.tflite`` beside it)."""
+    wake_threshold: float = 0.0
+    """``micro``: the model's smoothed probability (0-1) above which its word is heard; 0: the
+    model's own (0.85 for okay_nabu). Lower misses less and wakes falsely more."""
     wake_earcon: bool = False
     """``micro``: play a short tone when the wake word is heard."""
     wake_phrases: tuple[str, ...] = ("hey assistant", "ok assistant")
@@ -402,6 +405,7 @@ class ListenConfig:
     def __post_init__(self) -> None:
         _check_choice("listen.mode", self.mode, ("always", "wake", "push"))
         _check_choice("listen.wake_engine", self.wake_engine, ("auto", "micro", "phrase"))
+        _check_range("listen.wake_threshold", self.wake_threshold, 0.0, 0.99)
         if not self.wake_model.strip():
             raise ConfigError("listen.wake_model is empty: name a shipped model (okay_nabu) or a .json path")
         _check_range("listen.follow_up_s", self.follow_up_s, 0.0, 600.0)

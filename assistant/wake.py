@@ -50,6 +50,10 @@ class WakeDetector(ABC):
     """The model's name (``okay_nabu``, or the file's stem)."""
     wake_word: str = ""
     """The wake word as written (``Okay Nabu``)."""
+    default_threshold: float = 0.5
+    """The model's own threshold."""
+    threshold: float = 0.5
+    """The probability above which the word is heard (``listen.wake_threshold``, else the model's)."""
 
     @abstractmethod
     def process(self, pcm: bytes) -> list[Detection]:

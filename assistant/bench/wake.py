@@ -72,6 +72,8 @@ FALSE_SNR = 10.0
 """Noise level of the noisy false-wake pass, dB SNR."""
 MUSIC_S = 600
 """Seconds of music-like audio."""
+THRESHOLDS = (0.7, 0.5)
+"""``listen.wake_threshold`` values measured besides the model's own."""
 
 
 def prose(limit: int | None = None) -> list[str]:
@@ -93,15 +95,28 @@ def hash_key(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-def detect(detector: Any, pcm: bytes, piece_ms: int = 20) -> tuple[list[int], float]:
-    """Feed ``pcm`` in microphone-sized pieces; (detection sample positions, CPU seconds)."""
+def detect(detector: Any, pcm: bytes, piece_ms: int = 20) -> tuple[list[int], float, list[tuple[int, float]]]:
+    """Feed ``pcm`` in microphone-sized pieces; (detection sample positions, CPU seconds, every
+    model step's (sample, smoothed probability))."""
     detector.reset()
+    detector.trace = []
     size = 2 * SAMPLE_RATE * piece_ms // 1000
     found: list[int] = []
     started = time.process_time()
     for i in range(0, len(pcm), size):
         found += [d.at_sample for d in detector.process(pcm[i : i + size])]
-    return found, time.process_time() - started
+    cpu = time.process_time() - started
+    trace, detector.trace = detector.trace, None
+    return found, cpu, trace
+
+
+def fired(trace: Sequence[tuple[int, float]], threshold: float, refractory: int) -> list[int]:
+    """Where a detector with ``threshold`` would have fired on ``trace`` (as ``MicroWakeEngine``)."""
+    found: list[int] = []
+    for at, probability in trace:
+        if probability > threshold and (not found or at >= found[-1] + refractory):
+            found.append(at)
+    return found
 
 
 def music(seconds: int, seed: int = 7) -> bytes:
@@ -127,7 +142,7 @@ def music(seconds: int, seed: int = 7) -> bytes:
 
 def _misses(
     detector: Any, items: Sequence[CorpusItem], snr_db: float | None
-) -> tuple[int, int, float, float, list[bytes | None]]:
+) -> tuple[int, int, float, float, list[bytes | None], dict[float, int]]:
     """(misses, extra detections, audio seconds, CPU seconds, per take the audio the VAD would get
     after the wake word: from ``word_gap``'s cut to the take's end, None where missed) over one
     stream of ``items``, with steady pink noise at ``snr_db`` over all of it (a room's noise does
@@ -137,10 +152,15 @@ def _misses(
     stream, positions = make_stream(items, gap_ms=1000.0)
     if snr_db is not None:
         stream = _noisy_stream(stream, snr_db)
-    found, cpu = detect(detector, stream)
+    found, cpu, trace = detect(detector, stream)
+    lower = {t: fired(trace, t, detector.refractory_samples) for t in THRESHOLDS}
+    misses_at = dict.fromkeys(THRESHOLDS, 0)
     misses = extra = 0
     after: list[bytes | None] = []
     for pos in positions:
+        span = (pos.start_ms * 16, (pos.end_ms + 300) * 16)
+        for threshold, hits in lower.items():
+            misses_at[threshold] += not any(span[0] <= at <= span[1] for at in hits)
         inside = [at for at in found if pos.start_ms * 16 <= at <= (pos.end_ms + 300) * 16]
         misses += not inside
         extra += max(0, len(inside) - 1)
@@ -150,7 +170,7 @@ def _misses(
         search = max(0, inside[0] - SAMPLE_RATE * GAP_SEARCH_MS[0] // 1000)
         cut = search + word_gap(stream[2 * search : 2 * inside[0]])
         after.append(bytes(9600) + stream[2 * cut : 2 * round(pos.end_ms * 16)])
-    return misses, extra, len(stream) / 2 / SAMPLE_RATE, cpu, after
+    return misses, extra, len(stream) / 2 / SAMPLE_RATE, cpu, after, misses_at
 
 
 def run_wake_bench(
@@ -173,7 +193,12 @@ def run_wake_bench(
     asr = WhisperEngine(models.resolve(AsrConfig().model, "asr", model_dir), AsrConfig())
     questions = list(QUESTIONS + COMMANDS)[:limit]
     wake_questions = [WAKE + q[0].lower() + q[1:] for q in questions]
-    result: dict[str, Any] = {"model": detector.name, "cutoff": detector.cutoff, "voices": {}, "heard": {}}
+    result: dict[str, Any] = {
+        "model": detector.name,
+        "threshold": detector.threshold,
+        "voices": {},
+        "heard": {},
+    }
     cpu_s = audio_s = 0.0
     log(f"wake bench: {len(wake_questions)} questions after the wake word, {len(voices)} voices")
     for voice in voices:
@@ -183,8 +208,9 @@ def run_wake_bench(
         row: dict[str, Any] = {}
         for snr in (None, *SNRS):
             label = "clean" if snr is None else f"snr{snr:g}"
-            misses, extra, seconds, cpu, after = _misses(detector, clean, snr)
+            misses, extra, seconds, cpu, after, misses_at = _misses(detector, clean, snr)
             row[label] = {"takes": len(clean), "misses": misses, "extra": extra}
+            row[label] |= {f"misses_{t:g}": n for t, n in misses_at.items()}
             cpu_s, audio_s = cpu_s + cpu, audio_s + seconds
             if snr is None:
                 alone = build_corpus(
@@ -203,6 +229,7 @@ def run_wake_bench(
     sentences = prose(limit if limit is None else limit * 3)
     counts = {"speech clean": [0, 0.0], f"speech snr{FALSE_SNR:g}": [0, 0.0], "music": [0, 0.0]}
     sample: list[bytes] = []  # the speech the always-on CPU is measured on
+    lower = {(label, t): 0 for label in counts for t in THRESHOLDS}
     for index, voice in enumerate(voices):
         mine = [s for i, s in enumerate(sentences) if i % 3 == index % 3] + list(QUESTIONS + COMMANDS)[:limit]
         items = build_corpus(model_dir, questions=mine, voices=[voice], snr_db=None, cache_dir=cache_dir)
@@ -213,14 +240,18 @@ def run_wake_bench(
             ("speech clean", stream),
             (f"speech snr{FALSE_SNR:g}", _noisy_stream(stream, FALSE_SNR)),
         ):
-            found, cpu = detect(detector, audio)
+            found, cpu, trace = detect(detector, audio)
             counts[label][0] += len(found)
             counts[label][1] += len(audio) / 2 / SAMPLE_RATE
+            for threshold in THRESHOLDS:
+                lower[(label, threshold)] += len(fired(trace, threshold, detector.refractory_samples))
             cpu_s, audio_s = cpu_s + cpu, audio_s + len(audio) / 2 / SAMPLE_RATE
         log(f"  {voice.name}: {len(mine)} sentences without the wake word, {len(stream) / 32_000:.0f} s")
     tones = music(MUSIC_S if limit is None else 30)
-    found, cpu = detect(detector, tones)
+    found, cpu, trace = detect(detector, tones)
     counts["music"] = [len(found), len(tones) / 2 / SAMPLE_RATE]
+    for threshold in THRESHOLDS:
+        lower[("music", threshold)] = len(fired(trace, threshold, detector.refractory_samples))
     cpu_s, audio_s = cpu_s + cpu, audio_s + len(tones) / 2 / SAMPLE_RATE
     result["false"] = {}
     for label, (wakes, seconds) in counts.items():
@@ -229,11 +260,14 @@ def run_wake_bench(
             "hours": round(hours, 3),
             "wakes": wakes,
             "per_hour": round(wakes / hours, 2),
-        }
+        } | {f"wakes_{t:g}": lower[(label, t)] for t in THRESHOLDS}
         log(f"  false wakes, {label}: {wakes} in {hours * 60:.0f} min")
     near = build_corpus(model_dir, questions=NEAR, voices=voices, snr_db=None, cache_dir=cache_dir)
-    near_found = sum(bool(detect(detector, item.pcm)[0]) for item in near)
-    result["false"]["near misses"] = {"takes": len(near), "woke": near_found}
+    traces = [detect(detector, item.pcm)[2] for item in near]
+    result["false"]["near misses"] = {"takes": len(near)} | {
+        f"woke_{t:g}": sum(bool(fired(trace, t, detector.refractory_samples)) for trace in traces)
+        for t in (detector.threshold, *THRESHOLDS)
+    }
     speech = b"".join(sample)
     result["cpu"] = _cpu(asr, speech, cpu_s / audio_s, asr_minutes if limit is None else 0.5, log)
     return result
@@ -296,7 +330,7 @@ def _totals(voices: dict[str, dict[str, dict[str, int]]]) -> dict[str, Any]:
     totals: dict[str, Any] = {}
     for row in voices.values():
         for label, cell in row.items():
-            total = totals.setdefault(label, {"takes": 0, "misses": 0, "extra": 0})
+            total = totals.setdefault(label, dict.fromkeys(cell, 0))
             for key in total:
                 total[key] += cell[key]
     for total in totals.values():
@@ -341,7 +375,7 @@ def _cpu(
 def format_wake(result: dict[str, Any]) -> str:
     """The figures as a plain table."""
     labels = list(result["misses"])
-    lines = [f"wake word {result['model']} (cutoff {result['cutoff']:.2f}): misses per voice"]
+    lines = [f"wake word {result['model']} (threshold {result['threshold']:.2f}): misses per voice"]
     lines.append(f"  {'voice':24}" + "".join(f"{label:>14}" for label in labels))
     for voice, row in result["voices"].items():
         cells = "".join(f"{row[label]['misses']:>6}/{row[label]['takes']:<7}" for label in labels)
@@ -362,7 +396,19 @@ def format_wake(result: dict[str, Any]) -> str:
                 f"  {label:24}{cell['wakes']:>4} in {cell['hours']:.2f} h = {cell['per_hour']:.2f} per hour"
             )
         else:
-            lines.append(f"  {label:24}{cell['woke']:>4} of {cell['takes']} takes woke it")
+            woke = cell[f"woke_{result['threshold']:g}"]
+            lines.append(f"  {label:24}{woke:>4} of {cell['takes']} takes woke it")
+    lines.append("by threshold: misses (all voices) and false wakes")
+    false, near = result["false"], result["false"]["near misses"]
+    lines.append(f"  {'threshold':>9}" + "".join(f"{label:>10}" for label in labels) + "".join(
+        f"{label:>16}" for label in false if label != "near misses") + f"{'near misses':>13}")  # fmt: skip
+    for threshold in (result["threshold"], *THRESHOLDS):
+        key = "" if threshold == result["threshold"] else f"_{threshold:g}"
+        cells = "".join(f"{totals[label]['misses' + key]:>10}" for label in labels)
+        cells += "".join(
+            f"{cell['wakes' + key]:>16}" for label, cell in false.items() if label != "near misses"
+        )
+        lines.append(f"  {threshold:>9.2f}{cells}{near[f'woke_{threshold:g}']:>13}")
     cpu = result["cpu"]
     lines.append("CPU seconds per hour:")
     lines.append(f"  wake word detector, any audio        {cpu['detector_s_per_hour']:>8.1f}")

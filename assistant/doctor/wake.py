@@ -35,6 +35,6 @@ async def check_wake(setup: Setup) -> list[Finding]:
             "wake",
             "ok",
             f"wake word {detector.wake_word!r} ({detector.name}) loads; it fires at probability"
-            f" {detector.cutoff:.2f}",
+            f" {detector.threshold:.2f}",
         )
     ]

@@ -46,10 +46,11 @@ def _runtime() -> Any:
 class MicroWakeEngine(WakeDetector):
     """One loaded microWakeWord model, streaming."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, threshold: float = 0.0) -> None:
         """``model``: a shipped model's name, or the path of a model's ``.json`` (or ``.tflite``
-        with its ``.json`` beside it). Raises ``WakeUnavailable`` where the runtime cannot load,
-        ``ModelMissingError``/``ModelCorruptError`` for a model file that is absent or unusable."""
+        with its ``.json`` beside it); ``threshold``: 0 for the model's own. Raises
+        ``WakeUnavailable`` where the runtime cannot load, ``ModelMissingError``/
+        ``ModelCorruptError`` for a model file that is absent or unusable."""
         runtime = _runtime()
         config_path = self._config_path(model, runtime)
         try:
@@ -66,8 +67,10 @@ class MicroWakeEngine(WakeDetector):
         self._features: Any = runtime.MicroWakeWordFeatures()
         self.name = Path(config_path).stem
         self.wake_word = str(self._model.wake_word)
-        self.cutoff = float(self._model.probability_cutoff)
-        """The model's own threshold on the smoothed probability."""
+        self.default_threshold = float(self._model.probability_cutoff)
+        self.threshold = threshold or self.default_threshold
+        self.trace: list[tuple[int, float]] | None = None
+        """Set to a list to have every model step's (sample, smoothed probability) recorded."""
         self.refractory_samples = int(REFRACTORY_S * SAMPLE_RATE)
         self._steps = 0
         self._quiet_until = 0
@@ -119,7 +122,9 @@ class MicroWakeEngine(WakeDetector):
                 continue  # the model runs on every ``stride``-th feature (3: 30 ms); between, 0.0
             self.probability = float(mean)
             at = self.samples
-            if mean > self.cutoff and at >= self._quiet_until:
+            if self.trace is not None:
+                self.trace.append((at, self.probability))
+            if mean > self.threshold and at >= self._quiet_until:
                 self._quiet_until = at + self.refractory_samples
                 found.append(Detection(at, self.probability))
         return found
@@ -147,7 +152,7 @@ def load_wake_detector(config: ListenConfig) -> WakeDetector | None:
     if config.mode != "wake" or config.wake_engine == "phrase":
         return None
     try:
-        detector = MicroWakeEngine(config.wake_model)
+        detector = MicroWakeEngine(config.wake_model, config.wake_threshold)
     except WakeUnavailable as err:
         if config.wake_engine == "micro":
             raise ConfigError(
@@ -162,5 +167,5 @@ def load_wake_detector(config: ListenConfig) -> WakeDetector | None:
             INSTALL_HINT,
         )
         return None
-    _LOGGER.info("wake word: %s (%s), threshold %.2f", detector.wake_word, detector.name, detector.cutoff)
+    _LOGGER.info("wake word: %s (%s), threshold %.2f", detector.wake_word, detector.name, detector.threshold)
     return detector

@@ -117,10 +117,11 @@ class WakeStage:
         await run_inbox(inbox, outbox, self.channel, handle, on_end, stage=self.name)
 
     def reconfigure(self, config: ListenConfig) -> None:
-        """New ``[listen]`` keys (the model itself needs a restart)."""
+        """New ``[listen]`` keys, the threshold among them (the model itself needs a restart)."""
         if config.wake_model != self.config.wake_model:
             _LOGGER.warning("listen.wake_model changed: restart to load %s", config.wake_model)
         self.config = replace(config, wake_model=self.config.wake_model)
+        self.detector.threshold = config.wake_threshold or self.detector.default_threshold
 
     @property
     def listening(self) -> bool:
