@@ -232,11 +232,12 @@ async def test_no_usable_words_in_time_gets_a_reprompt_within_the_budget(
 ) -> None:
     """ASR overruns ``latency.transcript_ms`` (2 s for an utterance), or has nothing usable and no
     time for its second pass: the user hears the reprompt within the budget, not silence, and the
-    late transcript, when it comes, answers nothing."""
+    late transcript, when it comes, answers nothing. (The transcription starts at the pause; the
+    reprompt waits for the endpoint.)"""
     first, second = halves
     loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
     pcm = np.concatenate([silence(300), first[: loud[-1] + 1], second, silence(3000)])
-    config = _config(speculate_after_ms=0, end_silence_ms=300)
+    config = _config(speculate_after_ms=120, end_silence_ms=600)
     engine = SlowTranscriber(["Capital of France?"], 2.0) if asr == "late" else HurriedTranscriber([])
     chat = FakeChat("Paris is the capital.")
     pipeline, sink, records = await _run(config, pcm, engine, chat)
@@ -248,3 +249,17 @@ async def test_no_usable_words_in_time_gets_a_reprompt_within_the_budget(
         assert heard_after >= config.latency.transcript_ms, rec.marks
     assert sink.turns == [pipeline.controller._announced[config.output.reprompt][0]]
     assert chat.calls == [] and pipeline.tracker.actions["ack_played"] == 0
+
+
+async def test_a_transcription_that_starts_at_the_endpoint_has_time_of_its_own(
+    halves: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """No speculation: the utterance reaches ASR 600 ms after the end of speech, past
+    ``transcript_ms``; a 300 ms transcription is no overrun, and the question is answered."""
+    first, second = halves
+    loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
+    pcm = np.concatenate([silence(300), first[: loud[-1] + 1], second, silence(2500)])
+    config = _config(speculate_after_ms=0, end_silence_ms=600)
+    _, _, records = await _run(config, pcm, SlowTranscriber(["Capital of France?"], 0.3), FakeChat("Paris."))
+    (rec,) = records
+    assert rec.outcome == "answered" and "reprompt" not in rec.actions, rec

@@ -311,9 +311,10 @@ class Soak:
 
     async def sample(self, turn: int) -> dict[str, Any]:
         """No turn in flight, and the assistant idle for ``IDLE_PAUSE_S`` (its heaps trimmed, as
-        they are between a user's questions): ``rss_mb`` is its memory at rest. ``threads``: outside asyncio's default executor (``pool``: its workers,
-        started on demand); ``prompt_tokens``, ``kv_tokens``: the largest LLM prompt and context since
-        the last sample; ``records``: finished turns the tracker keeps; ``models``: ``MODEL_CLASSES``."""
+        they are between a user's questions): ``rss_mb`` is its memory at rest. ``threads``: outside
+        asyncio's default executor (``pool``: its workers, started on demand); ``prompt_tokens``,
+        ``kv_tokens``: the largest LLM prompt and context since the last sample; ``records``:
+        finished turns the tracker keeps; ``models``: ``MODEL_CLASSES``."""
         tracker = self.pipeline.tracker
         if not await until(lambda: not tracker.open_turns(), 30):
             self.problems.append(f"turns still open at turn {turn}: {tracker.open_turns()}")

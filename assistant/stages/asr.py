@@ -1,7 +1,8 @@
 """ASR stage: ``Utterance`` in, ``Transcript`` out (or nothing, when it was not speech).
 
-On live input the transcript has a deadline, ``latency.transcript_ms`` after the end of speech:
-the engine skips a second pass that would end later, and a transcription still running then is
+On live input the transcript has a deadline, ``latency.transcript_ms`` after the end of speech
+(or after the transcription starts, if that is later: an utterance sent at its endpoint): the
+engine skips a second pass that would end later, and a transcription still running then is
 abandoned. A turn left with no usable words (words heard but rejected, with no time to redo them
 on the full window, or no result at all) is reported ``Unheard``: the controller asks the user to
 say it again, rather than leaving them in silence. Where the short window heard nothing at all
@@ -103,5 +104,7 @@ class AsrStage:
         clock = self.channel.clock
         if not self.transcript_ms or not clock.realtime:
             return None
-        left_ms = speech_end_ms + self.transcript_ms - clock.position_ms()
+        # a transcription that starts late (an utterance with no speculation, sent at its endpoint)
+        # still gets transcript_ms of its own: only a real overrun is abandoned
+        left_ms = max(speech_end_ms + self.transcript_ms - clock.position_ms(), self.transcript_ms)
         return time.monotonic() + left_ms / 1000
