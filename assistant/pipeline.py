@@ -1,9 +1,10 @@
 """Wiring: the stages in their order, the bounded queues between them, and the commands.
 
-    source -> wake -> vad -> asr -> intents -> llm -> chunker -> tts -> output(sink)
+    source -> wake -> vad -> wake_trim -> asr -> intents -> llm -> chunker -> tts -> output(sink)
 
 The order is data (``VOICE_STAGES``, ``TEXT_STAGES``); a stage whose engine or sink is absent is
-left out (``intents`` where ``intents.enabled`` is off, ``wake`` without a wake word model).
+left out (``intents`` where ``intents.enabled`` is off, ``wake`` and ``wake_trim`` without a wake
+word model).
 Commands matched by the intents stage are answered without the LLM; their timers are kept by a
 helper task (``timers``).
 ``EndOfStream`` from the source runs down the chain and ends each stage in turn.
@@ -45,7 +46,7 @@ from assistant.stages.llm import LlmStage
 from assistant.stages.output import OutputStage
 from assistant.stages.tts import TtsStage
 from assistant.stages.vad import VadStage
-from assistant.stages.wake import WakeStage
+from assistant.stages.wake import WakeStage, WakeTrimStage
 from assistant.text.chunking import split_for_speech
 from assistant.turn.controller import TurnController
 from assistant.turn.kinds import TurnKind
@@ -54,7 +55,7 @@ from assistant.wake import running
 
 _LOGGER = logging.getLogger(__name__)
 
-VOICE_STAGES = ("wake", "vad", "asr", "intents", "llm", "chunker", "tts", "output")
+VOICE_STAGES = ("wake", "vad", "wake_trim", "asr", "intents", "llm", "chunker", "tts", "output")
 """The stages of the voice path, in order."""
 TEXT_STAGES = ("intents", "llm", "chunker", "tts", "output")
 """The stages of a typed question (``assistant ask``)."""
@@ -259,6 +260,8 @@ class Pipeline:
                 return None
             self._wake = WakeStage(engines.wake, config.listen, channel, channel)
             return self._wake
+        if name == "wake_trim":
+            return None if self._wake is None else WakeTrimStage(self._wake, channel)
         if name == "vad":
             vad = self._vad = VadStage(config.vad, channel)
             vad.muted = channel.muted

@@ -26,7 +26,7 @@ from assistant.contracts import AsrResult, Transcriber
 from assistant.daemon import Daemon
 from assistant.errors import ConfigError, ModelCorruptError, ModelMissingError
 from assistant.events import Event, EventBus, State, StateChanged, WakeDetected
-from assistant.messages import AudioIn
+from assistant.messages import AudioIn, Utterance
 from assistant.mqtt.protocol import Topics, event_messages
 from assistant.pipeline import Engines, Pipeline
 from assistant.stages.wake import LISTEN_AFTER_WAKE_S, WakeStage
@@ -40,6 +40,7 @@ from .fakes import FakeChat, FakeSynth
 RATE = 16_000
 PIECE = 320  # 20 ms pieces, as a microphone gives them
 WAKE = "Okay nabu, what time is it?"
+WAKE_LIGHTS = "Okay nabu, turn on the kitchen lights."
 VOICES = (
     Voice("en-us", "espeak", "en-us", 150, 50),
     Voice("en-gb", "espeak", "en-gb", 150, 50),
@@ -68,7 +69,7 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], by
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     items = build_corpus(
         Path("/nonexistent"),  # no piper voice: espeak-ng only
-        questions=(WAKE, *OTHERS),
+        questions=(WAKE, WAKE_LIGHTS, *OTHERS),
         voices=VOICES,
         snr_db=None,
         cache_dir=tmp_path_factory.mktemp("corpus"),
@@ -437,6 +438,39 @@ async def test_the_question_after_the_wake_word_is_one_turn_and_nothing_before_i
     )
     # the ASR ran on the question only (and its speculation): never on the two sentences before it
     assert asr.calls <= 2
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("voice", ["en-us", "en-gb"])
+async def test_a_wake_word_said_while_the_gate_is_open_is_not_transcribed(
+    engines: Any, spoken: dict[tuple[str, str], bytes], tmp_path: Path, voice: str
+) -> None:
+    """The second wake word comes within LISTEN_AFTER_WAKE_S of the first: it reaches the VAD."""
+    stream = spoken[(WAKE, voice)] + silence(1000) + spoken[(WAKE_LIGHTS, voice)] + silence(1000)
+    records, events, _ = await _run(engines, _config(tmp_path, realtime=False), stream)
+    heard = [r.transcript.lower().strip(" .?") for r in records]
+    assert heard == ["what time is it", "turn on the kitchen lights"], heard
+    assert sum(isinstance(e, WakeDetected) for e in events) == 2
+
+
+def test_trim_silences_the_utterance_up_to_the_end_of_the_wake_word() -> None:
+    word = (np.sin(np.arange(8000) / 3) * 9000).astype("<i2").tobytes()
+    question = (np.sin(np.arange(16000) / 5) * 9000).astype("<i2").tobytes()
+    audio = silence(300) + word + silence(100) + question
+    stage, _, host = gate([(300 + 500 + 200) * 16])
+    host.state = State.SPEAKING  # a reply plays: the gate is open, the word goes to the VAD
+    assert b"".join(out.pcm for item in pieces(audio) for out in stage.feed(item)) == audio
+    utterance = Utterance(
+        turn_id=1, pcm=audio, speech_start_ms=300.0, speech_end_ms=2400.0, endpoint_ms=2700.0
+    )
+    trimmed = np.frombuffer(stage.trim(utterance).pcm, dtype="<i2")
+    first = int(np.flatnonzero(trimmed)[0])
+    assert 800 * 16 <= first <= 900 * 16 + 1 and stage.trimmed == 1
+    assert trimmed[first:].tobytes() == audio[2 * first :]
+    other = Utterance(
+        turn_id=2, pcm=silence(300) + word, speech_start_ms=0.0, speech_end_ms=1.0, endpoint_ms=1.0
+    )
+    assert stage.trim(other) is other  # not what followed the wake word
 
 
 @pytest.mark.models

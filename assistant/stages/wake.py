@@ -14,6 +14,10 @@ word. From then on audio passes as it comes: the gate stays open
 - for ``listen.follow_up_s`` after that (a follow-up question needs no wake word),
 
 then closes again (the VAD waits ``HOLD_MS`` once, as the stage starts holding audio back). A
+wake word said while the gate is open reaches the VAD (Whisper tiny.en writes "okay nabu" as
+"Okay, now move" and the like, which no phrase matching removes): ``WakeTrimStage``, after the
+VAD, silences what precedes the end of the word in the utterance that holds it, found there by
+the first ``MARK_MS`` of sound after the word. A
 detection publishes ``WakeDetected`` (MQTT ``wake``), and ``StateChanged(listening)`` when the
 assistant was idle; with ``listen.wake_earcon`` a short tone plays (it is heard by the
 microphone too: off by default). While muted the detector hears silence.
@@ -31,10 +35,12 @@ from collections import deque
 from dataclasses import replace
 from typing import Protocol
 
+import numpy as np
+
 from assistant.config import ListenConfig
 from assistant.contracts import Synthesizer
 from assistant.events import EventBus, State, StateChanged, WakeDetected
-from assistant.messages import SAMPLE_RATE, AudioIn, Message
+from assistant.messages import SAMPLE_RATE, AudioIn, Message, Utterance
 from assistant.stages.base import Queue, run_inbox
 from assistant.turn.reports import TurnChannel
 from assistant.wake import GAP_SEARCH_MS, Detection, WakeDetector, earcon, word_gap
@@ -46,6 +52,10 @@ HOLD_MS = 400
 (``wake.GAP_SEARCH_MS``)."""
 LISTEN_AFTER_WAKE_S = 5.0
 """Seconds after the wake word during which the question may begin."""
+RECENT_MS = 1000
+"""Audio kept to look back into: for the end of a wake word, and for what follows it."""
+MARK_MS = 300
+"""Length of the audio after a wake word by which ``trim`` finds it in an utterance."""
 
 
 class Notices(Protocol):
@@ -90,6 +100,14 @@ class WakeStage:
         self._hold = SAMPLE_RATE * HOLD_MS // 1000
         self._pos = 0
         """Samples seen so far (the detector has heard every one of them)."""
+        self._origin_ms: float | None = None
+        self._recent = bytearray()
+        """The last ``RECENT_MS`` of audio."""
+        self._pending: list[int] = []
+        """Where recent wake words ended (samples), until ``MARK_MS`` of sound has followed."""
+        self._marks: deque[bytes] = deque(maxlen=4)
+        """The first ``MARK_MS`` of sound after each recent wake word: ``trim`` finds it in an
+        utterance and silences what came before it."""
         self._open_until = 0
         """The gate stays open until this sample (at least)."""
         self._busy = False
@@ -98,6 +116,8 @@ class WakeStage:
         """Wake words heard."""
         self.woken = 0
         """Detections that opened a closed gate."""
+        self.trimmed = 0
+        """Utterances whose start (a wake word said while the gate was open) was silenced."""
         detector.reset()
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
@@ -133,7 +153,11 @@ class WakeStage:
         stage holds audio back)."""
         muted = self.host.muted
         detections = self.detector.process(bytes(len(item.pcm)) if muted else item.pcm)
+        self._origin_ms = item.start_ms if self._origin_ms is None else self._origin_ms
         self._pos += len(item.pcm) // 2
+        self._recent += item.pcm
+        del self._recent[: max(0, len(self._recent) - 2 * SAMPLE_RATE * RECENT_MS // 1000)]
+        self._take_marks()
         busy = self.host.state not in (State.IDLE, State.WAITING_FOR_DEVICE)
         if self._busy and not busy:  # a turn has ended: follow-ups need no wake word for a while
             self._open_until = max(self._open_until, self._pos + int(self.config.follow_up_s * SAMPLE_RATE))
@@ -159,11 +183,13 @@ class WakeStage:
         self.detections += 1
         self.woken += not was_open
         self._open_until = max(self._open_until, detection.at_sample + int(LISTEN_AFTER_WAKE_S * SAMPLE_RATE))
-        held_from = self._pos - self._held_samples
-        search = max(held_from, detection.at_sample - SAMPLE_RATE * GAP_SEARCH_MS[0] // 1000)
-        audio = self._held_audio(search, detection.at_sample)
-        cut = search + word_gap(audio)
-        at_ms = self._held[0].start_ms + (detection.at_sample - held_from) * 1000 / SAMPLE_RATE
+        at = detection.at_sample
+        recent_from = self._pos - len(self._recent) // 2
+        search = max(recent_from, at - SAMPLE_RATE * GAP_SEARCH_MS[0] // 1000)
+        cut = search + word_gap(bytes(self._recent[2 * (search - recent_from) : 2 * (at - recent_from)]))
+        self._pending.append(cut)
+        self._take_marks()
+        at_ms = (self._origin_ms or 0.0) + at * 1000 / SAMPLE_RATE
         _LOGGER.info(
             "wake word %r heard at %.0f ms (p=%.2f); the question starts at %.0f ms",
             self.detector.wake_word, at_ms, detection.probability, at_ms - (detection.at_sample - cut) / 16,
@@ -183,10 +209,31 @@ class WakeStage:
             task.add_done_callback(self._earcons.discard)
         return cut
 
-    def _held_audio(self, first: int, end: int) -> bytes:
-        """The held audio between two sample positions."""
-        held_from = self._pos - self._held_samples
-        return b"".join(item.pcm for item in self._held)[2 * (first - held_from) : 2 * (end - held_from)]
+    def _take_marks(self) -> None:
+        """Keep the first ``MARK_MS`` of sound after each pending wake word, once it has come."""
+        recent_from = self._pos - len(self._recent) // 2
+        size = SAMPLE_RATE * MARK_MS // 1000
+        for cut in list(self._pending):
+            after = np.frombuffer(self._recent, dtype="<i2")[max(0, cut - recent_from) :]
+            sounding = np.flatnonzero(after)
+            if cut < recent_from:
+                self._pending.remove(cut)  # nothing but silence followed it for a second
+            elif sounding.size and after.size - sounding[0] >= size:
+                self._marks.append(after[sounding[0] : sounding[0] + size].tobytes())
+                self._pending.remove(cut)
+
+    def trim(self, utterance: Utterance) -> Utterance:
+        """``utterance`` with whatever came before the end of a wake word in it silenced (the
+        user said the word while the microphone was open: in a follow-up, over a reply)."""
+        pcm = utterance.pcm
+        for mark in reversed(self._marks):
+            at = pcm.find(mark)
+            while at > 0 and at % 2:  # a whole sample's boundary only
+                at = pcm.find(mark, at + 1)
+            if at > 0:
+                self.trimmed += 1
+                return replace(utterance, pcm=bytes(at) + pcm[at:])
+        return utterance
 
     def _release(self, cut: int | None, *, open_: bool = False) -> list[AudioIn]:
         """Hand on everything held: as it is from ``cut`` on (None: all of it when ``open_``,
@@ -204,3 +251,20 @@ class WakeStage:
         self._held.clear()
         self._held_samples = 0
         return out
+
+
+class WakeTrimStage:
+    """After the VAD: silences the wake word at the start of an utterance heard while the gate was
+    open (``WakeStage.trim``), so that ASR hears only the question."""
+
+    name = "wake_trim"
+
+    def __init__(self, gate: WakeStage, channel: TurnChannel) -> None:
+        self.gate = gate
+        self.channel = channel
+
+    async def run(self, inbox: Queue, outbox: Queue) -> None:
+        async def handle(item: Message) -> None:
+            await outbox.put(self.gate.trim(item) if isinstance(item, Utterance) else item)
+
+        await run_inbox(inbox, outbox, self.channel, handle, stage=self.name)
