@@ -2,7 +2,8 @@
 
 By default: ``trim_when_idle`` gives the heaps' free pages back once the assistant has been idle
 for a second (a task beside the pipeline, see ``Pipeline.helpers``); ``ASSISTANT_ALLOCATOR=glibc``
-turns that off.
+turns that off. A trim takes 2-10 ms and gives back 30-150 MB after a few turns; ``assistant bench
+--soak 1000 --mqtt``: RSS at rest 566.7 MB after warm-up, 563.6 MB at the end.
 
 Opt-in: ``ASSISTANT_ALLOCATOR=lean``. By default glibc raises its mmap threshold as large blocks
 are freed (up to 32 MB), so the models' short-lived large buffers end up on heaps that only grow,
