@@ -244,7 +244,8 @@ def _level(amplitude: int) -> bytes:
 @pytest.mark.parametrize("fine", [True, False])
 def test_the_fine_end_lies_where_the_sound_stops_not_where_the_vad_lets_go(fine: bool) -> None:
     """10 quiet frames, 12 loud ones, then 3 quiet ones that the VAD still calls speech (its
-    overhang): speech ends at 660 ms, not at 750, and the silences count from there."""
+    overhang): speech ends at 660 ms, not at 750, and the end-of-turn silence counts from there
+    (the pause, for ASR's sake, from the VAD's end)."""
     seg = Segmenter(replace(SPECULATING, fine_end=fine))
     quiet, loud = _level(40), _level(8000)
     frames = [(quiet, False)] * 10 + [(loud, True)] * 12 + [(quiet, True)] * 3 + [(quiet, False)] * 40
@@ -252,7 +253,7 @@ def test_the_fine_end_lies_where_the_sound_stops_not_where_the_vad_lets_go(fine:
     (paused_at, paused), (ended_at, ended) = [(i, e) for i, e in events if isinstance(e, Paused | Ended)]
     end = 660.0 if fine else 750.0
     assert paused.speech_end_ms == end and isinstance(ended, Ended) and ended.speech_end_ms == end
-    assert (paused_at + 1) * 30.0 == end + 150  # the pause: 150 ms after the end of speech
+    assert (paused_at + 1) * 30.0 == 750 + 150  # the pause: 150 ms after the VAD's end
     assert ended.endpoint_ms == end + 600
     assert len(ended.pcm) == 2 * 16 * (750 + 200)  # from 0 (the pre-roll) to the VAD's end + 200 ms
 

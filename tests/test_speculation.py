@@ -237,7 +237,8 @@ async def test_no_usable_words_in_time_gets_a_reprompt_within_the_budget(
     first, second = halves
     loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
     pcm = np.concatenate([silence(300), first[: loud[-1] + 1], second, silence(3000)])
-    config = _config(speculate_after_ms=120, end_silence_ms=600)
+    latency = LatencyConfig(acks=("One moment.",), transcript_ms=550)  # well inside the budget
+    config = _config(latency, speculate_after_ms=120, end_silence_ms=600)
     engine = SlowTranscriber(["Capital of France?"], 2.0) if asr == "late" else HurriedTranscriber([])
     chat = FakeChat("Paris is the capital.")
     pipeline, sink, records = await _run(config, pcm, engine, chat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -253,11 +254,13 @@ def test_decode_length_is_bounded_by_the_duration(
     assert bounds == [max_new_tokens(len(one_second) / 32, short_engine.config)] and bounds[0] < 20
 
 
-def test_the_full_window_never_retries_at_higher_temperatures(
-    full_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("live", [True, False])
+def test_the_full_window_never_retries_at_higher_temperatures_on_the_live_path(
+    full_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch, live: bool
 ) -> None:
     """faster-whisper's temperature fallback decodes again at 0.2, 0.4... when a result looks
-    poor: seconds on the live path. The engine asks for one decode at temperature 0."""
+    poor: seconds on the live path (a deadline given), where the engine asks for one decode at
+    temperature 0. Elsewhere (a file, a Wyoming client) the fallback stays."""
     seen: dict[str, object] = {}
     real = full_engine._model.transcribe
 
@@ -266,8 +269,9 @@ def test_the_full_window_never_retries_at_higher_temperatures(
         return real(audio, **options)
 
     monkeypatch.setattr(full_engine._model, "transcribe", spy)
-    full_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)))
-    assert seen["temperature"] == 0.0
+    deadline = time.monotonic() + 60 if live else None
+    full_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)), deadline)
+    assert seen["temperature"] == (0.0 if live else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
 
 
 @pytest.mark.parametrize(("deadline_s", "full_runs"), [(None, 1), (10.0, 1), (0.0, 0)])
@@ -282,7 +286,7 @@ def test_the_full_window_runs_only_if_it_can_end_by_the_deadline(
     full: list[float] = []
     monkeypatch.setattr(short_engine, "_transcribe_short", lambda audio, ms: rejected)
     monkeypatch.setattr(
-        short_engine, "_transcribe_full", lambda audio, ms: full.append(ms) or AsrResult("Thank you.")
+        short_engine, "_transcribe_full", lambda audio, ms, live: full.append(ms) or AsrResult("Thank you.")
     )
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
     result = short_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)), deadline)

@@ -31,9 +31,10 @@ States and rules:
   ``quick_end_silence_ms`` (adaptive endpointing).
 - *the fine end*: with ``fine_end`` on, the end of speech is placed inside the last voiced frames
   by a 10 ms energy envelope (``envelope.Envelope``): webrtcvad calls a word's decay speech, so
-  its last voiced frame ends some tens of ms after the speaker stopped. Every silence above
-  (``speculate_after_ms``, ``quick_end_silence_ms``, ``end_silence_ms``) is counted from that
-  finer end, and ``speech_end_ms`` reports it; the audio still runs to the VAD's end plus the tail.
+  its last voiced frame ends some tens of ms after the speaker stopped. The end-of-turn silences
+  (``quick_end_silence_ms``, ``end_silence_ms``) are counted from that finer end, and
+  ``speech_end_ms`` reports it; the pause (``speculate_after_ms``) still counts from the VAD's
+  end, so ASR hears the same audio, and the audio runs to the VAD's end plus the tail.
 - *sure end*: ``end_now()`` (called when the speculative transcript is a recognised command)
   ends a paused turn at once.
 - *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
@@ -271,12 +272,9 @@ class Segmenter:
             end_frames = self._quick_frames if self._quick else self._end_frames
             if self._silence_reaches(end_frames):
                 return self._end(truncated=False)
-            if (
-                self._pause_frames
-                and not self._paused
-                and self._silence_reaches(self._pause_frames)
-                and self._enough_speech()
-            ):
+            # the pause counts from the VAD's end: ASR then hears what follows the last sound (a
+            # weak final "s" that the fine end may place itself before)
+            if self._silent_frames == self._pause_frames and self._enough_speech():
                 self._paused = True
                 events.append(self._pause())
         if _ms(frame_end - self._speech_start) >= self.config.max_utterance_ms:

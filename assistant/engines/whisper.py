@@ -43,6 +43,8 @@ FRAME_MS = 10.0
 """One mel frame (hop of 160 samples at 16 kHz), in ms."""
 MIN_WINDOW_MS = 1000.0
 """The short window is never shorter than this, in ms."""
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's temperature fallback, for transcription off the live path."""
 FULL_WINDOW_GUESS_S = 0.5
 """How long the full window is taken to need before it has run once, in s."""
 MAX_DECODE_TOKENS = 440
@@ -293,7 +295,8 @@ class WhisperEngine(Transcriber):
     def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
         """Transcribe 16 kHz mono int16 audio; blocks (call it from a worker thread). A rejected
         short-window result is redone on the full window only if that (as long as it took last
-        time) ends before ``deadline``; otherwise it is returned as it is, ``hurried``."""
+        time) ends before ``deadline``; otherwise it is returned as it is, ``hurried``. With a
+        deadline (the live path) the full window decodes once, without temperature fallback."""
         try:
             audio = pcm16_to_float(pcm)
             audio_ms = len(audio) / 16.0
@@ -319,12 +322,12 @@ class WhisperEngine(Transcriber):
                         result.text or result.dropped,
                     )
                     started = time.monotonic()
-                    full = self._transcribe_full(audio, audio_ms)
+                    full = self._transcribe_full(audio, audio_ms, live=deadline is not None)
                     self.full_s = max(self.full_s * 0.7, time.monotonic() - started)
                     return AsrResult(
                         full.text, full.dropped, audio_ms, FULL_WINDOW_MS, True, result.fallback_reason
                     )
-                return self._transcribe_full(audio, audio_ms)
+                return self._transcribe_full(audio, audio_ms, live=deadline is not None)
         except AssistantError:
             raise
         except Exception as err:  # CTranslate2's RuntimeError, or faster-whisper's own
@@ -385,8 +388,10 @@ class WhisperEngine(Transcriber):
             looped=text != raw.strip(),
         )
 
-    def _transcribe_full(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
-        """faster-whisper's own 30 s window path (decode bounded by the duration; loops collapsed)."""
+    def _transcribe_full(self, audio: npt.NDArray[np.float32], audio_ms: float, *, live: bool) -> AsrResult:
+        """faster-whisper's own 30 s window path (decode bounded by the duration; loops collapsed).
+        ``live`` (a deadline was given): one decode at temperature 0, never faster-whisper's
+        temperature fallback (further decodes at 0.2, 0.4...: seconds); otherwise its default."""
         kept: list[str] = []
         dropped: list[str] = []
         segments, _info = self._model.transcribe(
@@ -394,7 +399,7 @@ class WhisperEngine(Transcriber):
             language=self.config.language or None,
             beam_size=self.config.beam_size,
             condition_on_previous_text=False,
-            temperature=0.0,  # no retries at higher temperatures: on the live path they cost seconds
+            temperature=0.0 if live else TEMPERATURES,
             without_timestamps=True,
             vad_filter=False,
             max_new_tokens=max_new_tokens(min(audio_ms, FULL_WINDOW_MS), self.config),
