@@ -254,11 +254,15 @@ def test_audio_at_another_rate_and_in_stereo_is_converted() -> None:
     assert 9000 < np.abs(audio[1000:-1000]).max() < 10_500
 
 
-async def test_a_stalled_asr_server_is_abandoned_and_the_acknowledgement_plays_in_time(
-    model_dir: Path,
+@pytest.mark.parametrize("transcript_ms", [750, 0])
+async def test_a_stalled_asr_server_is_abandoned_and_the_user_hears_something_in_time(
+    model_dir: Path, transcript_ms: int
 ) -> None:
-    """The ASR server stalls: the budget's acknowledgement (synthesized at start by the local
-    voice) is heard within the budget, then the turn fails at the ASR deadline as ``stage_timeout``."""
+    """The ASR server stalls. By default the transcription is abandoned at
+    ``latency.transcript_ms`` and the user hears the reprompt (the turn ends ``reprompted``);
+    with no transcript deadline, the budget's acknowledgement (synthesized at start by the local
+    voice) is heard within the budget, then the turn fails at the ASR deadline as
+    ``stage_timeout``."""
     release = threading.Event()
     with scripted(stall(release)) as (url, _):
         config = Config()
@@ -266,17 +270,21 @@ async def test_a_stalled_asr_server_is_abandoned_and_the_acknowledgement_plays_i
             config,
             asr=replace(config.asr, engine="wyoming", url=url),
             deadlines=replace(config.deadlines, asr_s=1.5),
+            latency=replace(config.latency, transcript_ms=transcript_ms),
         )
         engines = load_engines(config, model_dir, llm=False)
         try:
             record, sink = await answer(config, engines)
         finally:
             release.set()
-    assert record.outcome == "error" and record.error == "stage_timeout"
-    assert "ack_played" in record.actions and "stage_timeout" in record.actions
+    if transcript_ms:
+        assert record.outcome == "reprompted" and "reprompt" in record.actions, record
+    else:
+        assert record.outcome == "error" and record.error == "stage_timeout"
+        assert "ack_played" in record.actions and "stage_timeout" in record.actions
     heard_ms = record.marks["first_audio"] - record.marks["speech_end"]
     assert heard_ms <= config.latency.budget_ms, record.marks
-    assert len(sink.turns) >= 1  # the acknowledgement (and the apology)
+    assert len(sink.turns) >= 1  # the acknowledgement (and the apology), or the reprompt
 
 
 def test_engine_and_url_keys_are_checked() -> None:
