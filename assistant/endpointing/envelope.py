@@ -38,13 +38,13 @@ SILENT_DB = -90.0
 """Level given to a block of digital silence."""
 
 
-def block_levels(pcm: bytes) -> list[float]:
-    """RMS level in dBFS of each whole 10 ms block of 16 kHz int16 audio."""
+def block_levels(pcm: bytes, block_samples: int = BLOCK_SAMPLES) -> list[float]:
+    """RMS level in dBFS of each whole block (10 ms by default) of 16 kHz int16 audio."""
     samples = np.frombuffer(pcm, dtype="<i2")
-    whole = samples.size - samples.size % BLOCK_SAMPLES
+    whole = samples.size - samples.size % block_samples if block_samples else 0
     if whole == 0:
         return []
-    blocks = samples[:whole].astype(np.float64).reshape(-1, BLOCK_SAMPLES) / 32768.0
+    blocks = samples[:whole].astype(np.float64).reshape(-1, block_samples) / 32768.0
     power = np.mean(np.square(blocks), axis=1)
     levels = 10.0 * np.log10(np.maximum(power, 10.0 ** (SILENT_DB / 10.0)))
     return [float(v) for v in levels]
@@ -110,8 +110,6 @@ class FloorGate:
 
     def loud(self, frame_pcm: bytes) -> bool:
         """Record one frame; True if it is far enough above the noise floor to be speech."""
-        samples = np.frombuffer(frame_pcm, dtype="<i2").astype(np.float64) / 32768.0
-        power = float(np.mean(np.square(samples))) if samples.size else 0.0
-        level = 10.0 * math.log10(max(power, 10.0 ** (SILENT_DB / 10.0)))
+        level = (block_levels(frame_pcm, len(frame_pcm) // 2) or [SILENT_DB])[0]
         self._levels.append(level)
         return level >= min(self._levels) + FLOOR_GATE_DB
