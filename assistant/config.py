@@ -277,6 +277,11 @@ class TtsConfig:
     with every new sentence shape and never shrinks (about 400 MB more after a few hundred
     sentences, 150 MB of it after warm-up in a 1,000-turn soak). Off keeps a long-running daemon's
     memory flat; on suits a short run on a machine with memory to spare."""
+    piece_chars: int = 90
+    """The voice synthesizes at most about this many characters at once: longer text is cut at a
+    clause break (``, ; :``), else at a space. Synthesis holds memory in proportion to the audio
+    it makes at once (about 2 MB per character here: a 160-character sentence took 310 MB for the
+    moment it was spoken), and a shorter first piece is heard sooner. 0: whole sentences."""
     engine: str = "piper"
     """``piper``: the voice in this process; ``wyoming``: a Wyoming TTS server at ``tts.url``
     (wyoming-piper, or another assistant), which then needs no local voice."""
@@ -288,6 +293,8 @@ class TtsConfig:
     def __post_init__(self) -> None:
         _check_range("tts.length_scale", self.length_scale, 0.3, 3.0)
         _check_range("tts.threads", self.threads, 0, 64)
+        if self.piece_chars:
+            _check_range("tts.piece_chars", self.piece_chars, 20, 2000)
         _check_choice("tts.engine", self.engine, ("piper", "wyoming"))
         if self.engine == "wyoming":
             tcp_address("tts.url", self.url)
@@ -355,6 +362,15 @@ class LatencyConfig:
     transcription still running then is abandoned: with no usable words, the user hears
     ``output.reprompt`` (action ``reprompt``) rather than silence. 0: no such limit. (At 550 ms the
     full window, about 500 ms here, never fitted, and the bench's WER went from 9.6 to 13.9 %.)"""
+    hold_ms: int = 2500
+    """The answer's deadline: when it has not started playing this long after the end of speech
+    (the LLM slow to begin, or the voice slow to speak its first chunk), the user hears one of
+    ``holds`` (after the acknowledgement, if one was played), action ``first_token_late`` (the
+    LLM had not begun its answer) or ``first_audio_late`` (the first chunk was still being
+    synthesized); once per turn. ``[deadlines]`` still ends a stalled engine's turn
+    (``stage_timeout``). 0: no holding phrase."""
+    holds: tuple[str, ...] = ("One moment.",)
+    """Holding phrases, synthesized at start-up and used in turn."""
     asr_ms: int = 150
     """Per-stage budgets (ms): a turn whose stage takes longer is counted as over budget."""
     llm_first_token_ms: int = 250
@@ -366,6 +382,12 @@ class LatencyConfig:
         _check_range("latency.budget_ms", self.budget_ms, 100, 10_000)
         _check_range("latency.ack_margin_ms", self.ack_margin_ms, 0, self.budget_ms)
         _check_range("latency.transcript_ms", self.transcript_ms, 0, 60_000)
+        if self.hold_ms:
+            _check_range("latency.hold_ms", self.hold_ms, self.budget_ms, 60_000)
+            if not any(text.strip() for text in self.holds):
+                raise ConfigError(
+                    "latency.holds is empty: give at least one phrase, or set latency.hold_ms = 0"
+                )
         for key in ("asr_ms", "llm_first_token_ms", "tts_first_audio_ms"):
             _check_range(f"latency.{key}", getattr(self, key), 1, 60_000)
         _check_range("latency.stats_window", self.stats_window, 1, 100_000)

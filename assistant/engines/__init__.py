@@ -76,8 +76,14 @@ def load_engines(
         engines.tts = WyomingSynthesizer(config.tts)
     elif tts:
         from assistant.engines.piper import PiperEngine
+        from assistant.service import allocator
 
-        engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts, share=share)
+        engines.tts = PiperEngine(
+            models.resolve(config.tts.voice, "tts", model_dir),
+            config.tts,
+            share=share,
+            after=allocator.trim if allocator.trims() else None,
+        )
     return engines
 
 
