@@ -344,7 +344,7 @@ class Pipeline:
         timers, the heaps' trim when idle."""
         budget, output = self.controller.budget, self._output
         tasks: list[Task] = []
-        if budget.acks and output is not None and self.clock.realtime:
+        if (budget.acks or budget.holds) and output is not None and self.clock.realtime:
             tasks.append(("budget", budget.run(output)))
         if self.timers is not None:
             tasks.append(("timers", self.timers.run(self.controller.announce)))

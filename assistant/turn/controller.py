@@ -310,11 +310,10 @@ class TurnController:
         self.budget.reconfigure(config.latency)
 
     async def prepare(self) -> None:
-        """Before listening: synthesize the acknowledgements and the reprompt."""
+        """Before listening: synthesize the acknowledgements, the holding phrases and the reprompt."""
         if self.tts is None or self.output is None or not self.clock.realtime:
             return
-        if self.config.latency.ack:
-            await self.budget.prepare(self.tts)
+        await self.budget.prepare(self.tts)
         reprompt = self.config.output.reprompt.strip()
         if reprompt and self.config.latency.transcript_ms:
             work = asyncio.to_thread(synthesize_all, self.tts, reprompt)
