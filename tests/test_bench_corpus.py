@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,13 @@ from assistant.bench.design import (
     assign,
 )
 from assistant.bench.runner import format_table, run_bench, with_devices
+from assistant.bench.stream import BED_FADE_MS
 from assistant.config import load_config
 from assistant.errors import AudioError
 from assistant.intents.matcher import HANDLED, Matcher
-from assistant.messages import SAMPLE_RATE
+from assistant.messages import SAMPLE_RATE, AudioIn
+from assistant.stages.vad import VadStage
+from assistant.turn.reports import EndpointFinal, ReportLog
 
 
 def _tone(ms: float, freq: float = 220.0, amplitude: float = 0.3) -> np.ndarray:
@@ -229,7 +233,7 @@ def test_a_gap_shorter_than_the_bed_takes_the_beds_end() -> None:
     x = _floats(stream)
     at_b = round(positions[1].start_ms * 16)
     tail = _floats(b.bed_before)[-8000:]
-    assert np.max(np.abs(x[at_b - 8000 : at_b] - tail * noises.fade(8000, 4000))) < 2 / 32768
+    assert np.max(np.abs(x[at_b - 8000 : at_b] - tail * noises.fade(8000, 8000))) < 2 / 32768
 
 
 # ---------------------------------------------------------------- a tiny real corpus
@@ -274,6 +278,31 @@ def test_a_tiny_designed_corpus_measures_speech_pauses_and_noise(tiny: list[Corp
             start, end = round(item.speech_start_ms * 16), round(item.speech_end_ms * 16)
             assert rms(x[:start]) > 0.001  # noise in the lead too, as in a room
             assert 20 * np.log10(rms(x[start:end]) / rms(x[:start])) > item.snr_db - 3
+
+
+def _turn_ends(stream: bytes) -> list[float]:
+    """Where the VAD (as the pipeline configures it, without speculation) ends each turn, ms."""
+    vad_config = replace(load_config("default").vad, speculate_after_ms=0)
+    log = ReportLog()
+    vad = VadStage(vad_config, log)
+    vad.feed(AudioIn(stream + bytes(32000), 0.0))
+    vad.finish()
+    return [r.speech_end_ms for r in log.of(EndpointFinal)]
+
+
+def test_noise_beds_start_no_turn_of_their_own_where_abrupt_noise_does(tiny: list[CorpusItem]) -> None:
+    def outside(fade_ms: float) -> tuple[list[float], int]:
+        stream, positions = make_stream(tiny, gap_ms=4000.0, fade_ms=fade_ms)
+        ends = _turn_ends(stream)
+        heard = sum(any(p.speech_start_ms <= e <= p.speech_end_ms + 2000 for e in ends) for p in positions)
+        return [
+            e for e in ends if not any(p.speech_start_ms <= e <= p.speech_end_ms + 2000 for p in positions)
+        ], heard
+
+    noise_turns, heard = outside(BED_FADE_MS)
+    assert noise_turns == [] and heard == len(tiny)
+    abrupt, _ = outside(0.0)  # the bed starting at full level: as when noise starts with the item
+    assert abrupt
 
 
 def test_the_bench_reports_spans_from_both_ends_on_real_models(

@@ -76,13 +76,14 @@ def test_a_turn_committed_inside_the_pause_cut_the_utterance_in_two() -> None:
 def test_match_gives_each_item_its_answer_and_its_cuts() -> None:
     cut = _record(1, {"speech_end": 1290.0, "endpoint": 1590.0}, "Set a timer for")
     second = _record(2, {"speech_end": 3080.0, "endpoint": 3380.0}, "ten minutes")
-    noise_turn = _record(3, {"speech_end": 6000.0, "endpoint": 6300.0}, "", outcome="empty_reply")
+    noise_turn = _record(3, {"speech_end": 6000.0, "endpoint": 6300.0}, "hmm", outcome="answered")
     plain = _record(4, {"speech_end": 9090.0, "endpoint": 9390.0}, "what is two plus three")
-    found = truth.match([cut, second, noise_turn, plain], [PAUSED, PLAIN], gap_ms=4000.0)
+    found = truth.match([cut, second, noise_turn, plain], [PAUSED, PLAIN])
     assert found[0].cuts == [cut] and found[0].answer is second
     assert found[1].cuts == [] and found[1].answer is plain
-    # an item no answered turn belongs to has no answer
-    assert truth.match([noise_turn], [PAUSED, PLAIN], gap_ms=4000.0)[0].answer is None
+    # a turn started by noise in the gap answers nothing, even when it was answered
+    assert found[0].answer is not noise_turn and found[1].answer is not noise_turn
+    assert [f.answer for f in truth.match([noise_turn], [PAUSED, PLAIN])] == [None, None]
 
 
 def _result(item: str, noise: str, first_vad: float, first_true: float, **kw: object) -> ItemResult:

@@ -266,7 +266,7 @@ def run_bench(
         )
         for item in items
     ]  # fmt: skip
-    for pos, result, found in zip(positions, results, truth.match(records, positions, gap_ms), strict=True):
+    for pos, result, found in zip(positions, results, truth.match(records, positions), strict=True):
         if found.cuts:
             result.cut, result.cut_transcript = True, found.cuts[0].transcript
         rec = found.answer

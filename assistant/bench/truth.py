@@ -66,16 +66,22 @@ class Matched:
     """Turns committed inside the item's pause."""
 
 
-def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition], gap_ms: float) -> list[Matched]:
-    """Per item, its answer and its cuts: a turn belongs to the item whose stretch (from its first
-    sample to its end plus ``gap_ms``) holds the turn's ``speech_end``."""
+ANSWER_WINDOW_MS = 2000.0
+"""A turn answers an item when its ``speech_end`` lies between the item's first sound and this
+long after the item's true end (the VAD's end lags by ~0.1-0.3 s, more in babble)."""
+
+
+def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) -> list[Matched]:
+    """Per item, its answer and its cuts: a turn belongs to the item whose speech (from its first
+    sound to ``ANSWER_WINDOW_MS`` after its true end) holds the turn's ``speech_end``. A turn
+    started by noise alone, in a gap, belongs to no item."""
     out = [Matched() for _ in positions]
     for rec in records:
         end = rec.marks.get("speech_end")
         if end is None:
             continue
         for pos, found in zip(positions, out, strict=True):
-            if not pos.start_ms <= end <= pos.end_ms + gap_ms:
+            if not pos.speech_start_ms <= end <= pos.speech_end_ms + ANSWER_WINDOW_MS:
                 continue
             if cut_in_two(rec, pos):
                 found.cuts.append(rec)
