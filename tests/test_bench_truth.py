@@ -121,3 +121,12 @@ def test_stats_are_percentiles_of_the_values() -> None:
     assert truth.stats([]) == {"n": 0}
     got = truth.stats([float(v) for v in range(101)])
     assert got == {"n": 101, "p5": 5.0, "p50": 50.0, "p95": 95.0, "max": 100.0}
+
+
+def test_turns_started_by_noise_are_counted_per_noise() -> None:
+    early = _record(1, {"speech_start": 6000.0, "speech_end": 9080.0})  # began 1.6 s before the speech
+    on_time = _record(2, {"speech_start": 7300.0, "speech_end": 9080.0})  # within the VAD's preroll
+    in_gap = _record(3, {"speech_start": 5200.0, "speech_end": 5900.0})  # ended before any speech
+    in_pause = _record(4, {"speech_start": 310.0, "speech_end": 1290.0, "endpoint": 1590.0})  # a cut: speech
+    got = truth.noise_turns([early, on_time, in_gap, in_pause], [PAUSED, PLAIN], ["clean", "babble"])
+    assert got == {"turns": 2, "by_noise": {"babble": 1, "gap": 1}}

@@ -47,6 +47,7 @@ from assistant.bench.design import (
     Voice,
     assign,
 )
+from assistant.bench.noise import PARAMETERS as NOISE_PARAMETERS
 from assistant.bench.noise import noise, pink_noise, rms, snr_gain
 from assistant.bench.stream import BED_FADE_MS, StreamPosition, make_stream
 from assistant.errors import AudioError
@@ -79,10 +80,12 @@ CORPUS_VERSION = 5
 """Bump when the way items are made changes, so old caches are not reused."""
 VARIANTS = 3
 """Takes of each utterance in the bench corpus: the default bench hears the first, ``--all`` all."""
-BED_BEFORE_MS = 3000.0
-"""Noise bed carried for the gap before a noisy item."""
-BED_AFTER_MS = 1000.0
-"""Noise bed carried for the gap after a noisy item (faded out over it)."""
+BED_BEFORE_MS = 4500.0
+"""Noise bed carried for the gap before a noisy item (the bench's gaps are 4 s: the beds of two
+noisy items in a row overlap over all of it)."""
+BED_AFTER_MS = 4500.0
+"""Noise bed carried for the gap after a noisy item."""
+_BEDS = (BED_BEFORE_MS, BED_AFTER_MS, NOISE_PARAMETERS)
 MIN_PAUSE_SHARE = 0.5
 """A paused take whose longest silence is shorter than this share of the pause asked is refused
 (espeak-ng counts the fading end of a word into its break: 400 ms asked may measure 290)."""
@@ -307,7 +310,9 @@ def build_corpus(
     Order: question, then voice, then clean before noisy; ``variant`` counts an item's place among
     its question's takes (the first voice, clean, is 0).
     """
-    key = _cache_key(list(questions), [asdict(v) for v in voices], snr_db, lead_ms, trail_ms, tts_voice)
+    key = _cache_key(
+        list(questions), [asdict(v) for v in voices], snr_db, lead_ms, trail_ms, tts_voice, _BEDS
+    )
     path = (cache_dir or default_cache_dir(model_dir)) / key
     cached = _load(path)
     if cached is not None:
@@ -345,7 +350,7 @@ def bench_corpus(
     takes of the other utterances. Cached like ``build_corpus``."""
     plan = assign(utterances, [v.name for v in voices], list(rates), conditions, variants)
     key = _cache_key([asdict(u) for u in utterances], [asdict(v) for v in voices], dict(rates),
-                     [asdict(a) for a in plan], lead_ms, trail_ms, tts_voice)  # fmt: skip
+                     [asdict(a) for a in plan], lead_ms, trail_ms, tts_voice, _BEDS)  # fmt: skip
     path = (cache_dir or default_cache_dir(model_dir)) / key
     cached = _load(path)
     if cached is not None:

@@ -21,11 +21,16 @@ from assistant.messages import SAMPLE_RATE
 
 NOISE_KINDS = ("pink", "babble", "hum")
 """The kinds of noise the corpus mixes in (besides none: ``clean``)."""
-BABBLE_TALKERS = 5
-"""Utterances summed into babble."""
+BABBLE_TALKERS = 24
+"""Utterances summed into babble: a crowd (a canteen, a party next door). With 5 or 6 voices the
+VAD took the babble for a talker before 6 of the corpus's 15 babble items (in the bench's stream);
+with 24, before 1."""
 HUM_HARMONICS = 8
 FAN_CUTOFF_HZ = 400.0
 """The fan's noise is low-passed here (a smooth roll-off, 24 dB per octave above)."""
+
+PARAMETERS = (BABBLE_TALKERS, HUM_HARMONICS, FAN_CUTOFF_HZ)
+"""What shapes the noises besides their seeds (part of the corpus's cache key)."""
 
 Samples = npt.NDArray[np.float32]
 

@@ -3,7 +3,9 @@
 Both run in the same process, on the same loaded models, one after the other:
 
 - *pipeline*: every item in one input stream, paced in real time, through the streaming
-  pipeline with the chosen config (speculation, short-window ASR, acknowledgements...);
+  pipeline with the chosen config (speculation, short-window ASR, acknowledgements...). The
+  stream plays the noisy items first, in stretches of one noise that run on through the gaps
+  (``stream.in_stretches``), and the clean ones last;
 - *baseline*: per item, what a plain sequential assistant does: wait for the endpoint
   (``end_silence_ms`` of silence, no speculation), transcribe on Whisper's full 30 s window,
   generate the whole reply, synthesize it all, then play. Its e2e is the sum of those times.
@@ -236,6 +238,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the bench on ``corpus`` (default: the bench corpus built from ``model_dir``)."""
     from assistant.bench.corpus import bench_corpus, make_stream
+    from assistant.bench.stream import in_stretches
     from assistant.bench.wer import wer_counts
     from assistant.engines.whisper import WhisperEngine
     from assistant.models.store import resolve
@@ -244,7 +247,8 @@ def run_bench(
     log("loading models and the corpus")
     engines = load_engines(config, model_dir)
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
-    items = pick_items(corpus if corpus is not None else bench_corpus(model_dir), every_variant)[:limit]
+    picked = pick_items(corpus if corpus is not None else bench_corpus(model_dir), every_variant)[:limit]
+    items = in_stretches(picked)
     stream, positions = make_stream(items, gap_ms=gap_ms)
     log("the LLM alone, before the pipeline")
     system = {"role": "system", "content": config.llm.system_prompt}
@@ -313,6 +317,7 @@ def run_bench(
         "first_audio_over_budget": whole["first_audio_over_budget"],
         "first_audio_over_budget_true": whole["first_audio_over_budget_true"],
         "paused": truth.paused_report(results),
+        "noise_turns": truth.noise_turns(records, positions, [item.noise for item in items]),
         "wer": {
             "short_window": round(100 * short.wer, 2),
             "full_window": round(100 * full.wer, 2),

@@ -42,6 +42,7 @@ def format_table(result: dict[str, Any]) -> str:
     tps, wer, fallbacks = result["llm_tokens_per_s"], result["wer"], result["asr_fallbacks"]
     share = 100 * tps["pipeline"] / tps["alone"] if tps["alone"] else 0.0
     paused = result.get("paused", {"items": 0, "cut": 0, "cut_items": []})
+    noise = result.get("noise_turns", {"turns": 0, "by_noise": {}})
     lines += [
         "",
         f"median e2e: baseline / pipeline = {result['e2e_median_ratio']:.2f}x"
@@ -50,6 +51,12 @@ def format_table(result: dict[str, Any]) -> str:
         f" ({result.get('first_audio_over_budget_true', 0)} from the true end)",
         f"paused utterances cut in two: {paused['cut']} of {paused['items']}"
         + "".join(f"; {c['item']} heard {c['first_part_heard']!r}" for c in paused["cut_items"]),
+        f"turns started by noise alone: {noise['turns']}"
+        + (
+            f" ({', '.join(f'{k} {v}' for k, v in sorted(noise['by_noise'].items()))})"
+            if noise["turns"]
+            else ""
+        ),
         f"WER: short window {wer['short_window']:.1f}%  full window {wer['full_window']:.1f}%",
         f"actions: {result['actions'] or 'none'}",
         f"acknowledgements: {result['acks']['played']} played, {result['acks']['needed']} needed"

@@ -91,6 +91,32 @@ def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) ->
     return out
 
 
+EARLY_MS = 400.0
+"""A turn that starts this long before its item's speech (the VAD's 300 ms preroll and a frame or
+three) was started by the noise before it."""
+
+
+def noise_turns(
+    records: Iterable[TurnRecord], positions: Sequence[StreamPosition], noises: Sequence[str]
+) -> dict[str, Any]:
+    """Turns started by noise alone: those whose speech ends in no item's speech (``match``'s
+    window), and those that began more than ``EARLY_MS`` before their item's speech; per the
+    noise of the item they ran into (``noises``, one per position), ``gap`` for the others."""
+    by: dict[str, int] = {}
+    for rec in records:
+        start, end = rec.marks.get("speech_start"), rec.marks.get("speech_end")
+        if start is None or end is None:
+            continue
+        where = "gap"
+        for pos, kind in zip(positions, noises, strict=True):
+            if pos.speech_start_ms <= end <= pos.speech_end_ms + ANSWER_WINDOW_MS:
+                where = kind if start < pos.speech_start_ms - EARLY_MS else ""
+                break
+        if where:
+            by[where] = by.get(where, 0) + 1
+    return {"turns": sum(by.values()), "by_noise": by}
+
+
 def stats(values: Sequence[float]) -> dict[str, float]:
     """n, p5, p50, p95, max (ms); just n when empty."""
     if not values:
