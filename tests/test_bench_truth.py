@@ -84,6 +84,10 @@ def test_match_gives_each_item_its_answer_and_its_cuts() -> None:
     # a turn started by noise in the gap answers nothing, even when it was answered
     assert found[0].answer is not noise_turn and found[1].answer is not noise_turn
     assert [f.answer for f in truth.match([noise_turn], [PAUSED, PLAIN])] == [None, None]
+    assert [f.outcome for f in found] == ["answered", "answered"]
+    # an item whose turn was cancelled before its answer began says so
+    barged = _record(5, {"speech_end": 9090.0, "endpoint": 9390.0}, "what is", outcome="cancelled")
+    assert [f.outcome for f in truth.match([barged], [PAUSED, PLAIN])] == ["unheard", "cancelled"]
 
 
 def _result(item: str, noise: str, first_vad: float, first_true: float, **kw: object) -> ItemResult:

@@ -51,7 +51,7 @@ from assistant.turn.latency import TurnRecord, span_stats
 
 __all__ = ["ItemResult", "TimedChat", "format_table", "plot", "pyplot", "run_bench"]
 
-ALONE_CONVERSATIONS = 24
+ALONE_CONVERSATIONS = 16
 """Conversations the LLM answers alone before the pipeline, and replays after it: enough for a
 steady tokens/s, few enough to keep the bench short on a large corpus."""
 
@@ -158,6 +158,9 @@ class ItemResult:
     """A paused utterance whose first part was taken for the whole (a turn committed in the pause)."""
     cut_transcript: str = ""
     """What that turn heard."""
+    outcome: str = "unheard"
+    """The answered turn's outcome, or, when none answered, that of the item's turn (``cancelled``:
+    the next turn barged in before the answer began), or ``unheard`` (no turn)."""
 
 
 def pick_items(items: list[Any], every_variant: bool) -> list[Any]:
@@ -271,6 +274,7 @@ def run_bench(
         for item in items
     ]  # fmt: skip
     for pos, result, found in zip(positions, results, truth.match(records, positions), strict=True):
+        result.outcome = found.outcome
         if found.cuts:
             result.cut, result.cut_transcript = True, found.cuts[0].transcript
         rec = found.answer
@@ -308,6 +312,7 @@ def run_bench(
         "items": len(items),
         "answered": len(answered),
         "missed": [r.item_id for r in results if r.spans is None],
+        "missed_outcomes": {r.item_id: r.outcome for r in results if r.spans is None},
         "pipeline": pipe_stats,
         "pipeline_true": true_stats,
         "lag": truth.stats([r.spans_true["lag"] for r in answered if r.spans_true and "lag" in r.spans_true]),

@@ -19,9 +19,14 @@ def _cells(stats: dict[str, float] | None) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The human summary printed by ``assistant bench``."""
     pipe, true, base = result["pipeline"], result.get("pipeline_true", {}), result["baseline"]
+    outcomes = result.get("missed_outcomes", {})
     lines = [
         f"{result['answered']}/{result['items']} items answered"
-        + (f"; missed: {', '.join(result['missed'])}" if result["missed"] else ""),
+        + (
+            "; missed: " + ", ".join(f"{i} ({outcomes.get(i, '?')})" for i in result["missed"])
+            if result["missed"]
+            else ""
+        ),
         "",
         f"{'':18} {'from speech_end':>20}   {'from the true end':>20}   {'baseline':>20}",
         f"{'span (ms)':18} {'p50':>6} {'p95':>6} {'max':>6}   {'p50':>6} {'p95':>6} {'max':>6}"

@@ -64,6 +64,15 @@ class Matched:
     """The answered turn whose speech ended at or after the item's last part started."""
     cuts: list[TurnRecord] = field(default_factory=list)
     """Turns committed inside the item's pause."""
+    others: list[TurnRecord] = field(default_factory=list)
+    """Its other turns: not answered (cancelled by a barge-in, reprompted...), or answered again."""
+
+    @property
+    def outcome(self) -> str:
+        """The answer's outcome, else that of the item's first other turn, else ``unheard``."""
+        if self.answer is not None:
+            return self.answer.outcome
+        return self.others[0].outcome if self.others else "unheard"
 
 
 ANSWER_WINDOW_MS = 2000.0
@@ -87,6 +96,8 @@ def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) ->
                 found.cuts.append(rec)
             elif found.answer is None and rec.outcome == "answered":
                 found.answer = rec
+            else:
+                found.others.append(rec)
             break
     return out
 
