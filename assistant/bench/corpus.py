@@ -4,9 +4,9 @@ speaking rates, clean and in three kinds of noise, some with a pause in the midd
 Each take is trimmed to its speech, normalised to the same peak, given exact lead and trail
 silence, and (unless clean) mixed with noise (``noise``: pink, babble, hum) at an SNR measured
 over the speech. The true bounds of the speech, and of the pause in a paused utterance, are
-measured from the clean samples. A noisy item also carries a *bed*: the same noise, continuous
-with the item's own, for the stream's gaps before and after it (``make_stream`` fades it in, so
-that the noise does not start a turn by itself, as a sudden noise does). Items are 16 kHz mono
+measured from the clean samples. A noisy item also carries *beds*: the same noise, continuous
+with the item's own, for the stream's gaps before and after it (``stream``: the noise runs on
+through the gaps, so that it does not start a turn by itself, as a rising noise does). Items are 16 kHz mono
 int16.
 
 ``bench_corpus`` makes the bench's corpus from a balanced design (``design``: not the cross
