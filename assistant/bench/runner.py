@@ -229,6 +229,24 @@ def llm_alone_tokens_per_s(engine: Any, conversations: list[list[dict[str, str]]
     return timed.tokens_per_s()
 
 
+def bench_stream(
+    model_dir: Path,
+    every_variant: bool = False,
+    limit: int | None = None,
+    gap_ms: float = 4000.0,
+    corpus: list[Any] | None = None,
+) -> tuple[list[Any], bytes, list[Any]]:
+    """The bench's items in the order it plays them, its input stream (16 kHz int16) and where
+    each item lies in it (``bench --write-stream`` writes the stream out)."""
+    from assistant.bench.corpus import bench_corpus, make_stream
+    from assistant.bench.stream import in_stretches
+
+    picked = pick_items(corpus if corpus is not None else bench_corpus(model_dir), every_variant)[:limit]
+    items = in_stretches(picked)
+    stream, positions = make_stream(items, gap_ms=gap_ms)
+    return items, stream, positions
+
+
 def run_bench(
     config: Config,
     model_dir: Path,
@@ -240,8 +258,6 @@ def run_bench(
     corpus: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Run the bench on ``corpus`` (default: the bench corpus built from ``model_dir``)."""
-    from assistant.bench.corpus import bench_corpus, make_stream
-    from assistant.bench.stream import in_stretches
     from assistant.bench.wer import wer_counts
     from assistant.engines.whisper import WhisperEngine
     from assistant.models.store import resolve
@@ -250,9 +266,7 @@ def run_bench(
     log("loading models and the corpus")
     engines = load_engines(config, model_dir)
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
-    picked = pick_items(corpus if corpus is not None else bench_corpus(model_dir), every_variant)[:limit]
-    items = in_stretches(picked)
-    stream, positions = make_stream(items, gap_ms=gap_ms)
+    items, stream, positions = bench_stream(model_dir, every_variant, limit, gap_ms, corpus)
     log("the LLM alone, before the pipeline")
     system = {"role": "system", "content": config.llm.system_prompt}
     before = llm_alone_tokens_per_s(
