@@ -315,9 +315,10 @@ class VadStage:
             return
         if config.floor_gate != self.config.floor_gate:
             self._floor = FloorGate(config.frame_ms) if config.floor_gate else None
-        switched_on = config.turn_model and not self.config.turn_model
+        asked_now = config.turn_model and config.speculate_after_ms
+        asked_before = self.config.turn_model and self.config.speculate_after_ms
         self.config, self._pending_config = config, None
-        if switched_on:
+        if asked_now and not asked_before:
             self._warn_turn_model()
         self._vad = self._webrtcvad.Vad(config.aggressiveness)
         position = self._segmenter.frames_done
@@ -350,7 +351,8 @@ class VadStage:
             self._translate(self._segmenter.turn_verdict(complete))
 
     def _warn_turn_model(self) -> None:
-        if self.config.turn_model and self.turn_model is None:
+        # the model is asked at pauses: without speculation it would never be
+        if self.config.turn_model and self.config.speculate_after_ms and self.turn_model is None:
             _LOGGER.warning(
                 "vad.turn_model is on but %s: the end of turn is judged by the transcript alone",
                 self._turn_model_problem,
