@@ -308,3 +308,19 @@ def test_a_threshold_change_applies_live(turn_engine) -> None:  # type: ignore[n
     vad, _ = stage(turn_engine)
     vad.reconfigure(replace(VadConfig(), turn_threshold=0.9, turn_model=False))
     assert vad.config.turn_threshold == 0.9 and not vad.config.turn_model
+
+
+@pytest.mark.parametrize(("turn_model", "pulled"), [(True, True), (False, False)])
+def test_models_pull_fetches_the_turn_model_while_it_is_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, turn_model: bool, pulled: bool
+) -> None:
+    from assistant import cli
+
+    shipped = models.load_manifest(MANIFEST)
+    names: list[str] = []
+    monkeypatch.setattr(models, "load_manifest", lambda path=None: shipped)
+    monkeypatch.setattr(models, "pull", lambda spec, model_dir, log=None: names.append(spec.name) or "ok")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(f"[vad]\nturn_model = {str(turn_model).lower()}\n")
+    assert cli.main(["--model-dir", str(tmp_path), "--pipeline", str(pipeline), "models", "pull"]) == 0
+    assert (TURN_MODEL in names) is pulled and "whisper-tiny.en" in names
