@@ -100,6 +100,9 @@ class VadConfig:
     on with the transcript alone."""
     turn_threshold: float = 0.5
     """The turn model's probability at or above which the utterance counts as complete."""
+    agreed_end_silence_ms: int = 200
+    """End-of-turn silence when the turn model and the transcript both say the utterance is
+    complete; never longer than ``quick_end_silence_ms``."""
     hold_silence_ms: int = 1200
     """End-of-turn silence while the utterance looks unfinished (the turn model says incomplete,
     or the transcript ends on "the", "of", "for"...); never shorter than ``end_silence_ms``."""
@@ -117,6 +120,7 @@ class VadConfig:
         _check_range("vad.quick_end_silence_ms", quick, self.frame_ms, self.end_silence_ms)
         _check_range("vad.turn_threshold", self.turn_threshold, 0.0, 1.0)
         _check_range("vad.hold_silence_ms", self.hold_silence_ms, 100, 10_000)
+        _check_range("vad.agreed_end_silence_ms", self.agreed_end_silence_ms, self.frame_ms, 5000)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ def endpoint_after(*judges: tuple[str, object], at_frame: int = 5) -> float | No
         ((("model", False), ("heard", "finished")), 600.0),  # a statement: the usual silence
         ((("model", True),), 600.0),  # complete, but the words are not in yet
         ((("model", True), ("heard", "unsure")), 300.0),  # complete, and the words allow it
+        ((("model", True), ("heard", "finished")), 210.0),  # both agree: the agreed end (200, whole frames)
+        ((("model", True), ("heard", "question")), 210.0),
         ((("model", True), ("heard", "open")), 1200.0),  # the words show the cut
     ],
 )
@@ -75,6 +77,23 @@ def test_the_judges_set_the_end_of_turn_silence(
     judges: tuple[tuple[str, object], ...], silence_ms: float
 ) -> None:
     assert endpoint_after(*judges) == silence_ms
+
+
+def test_when_both_judges_agree_the_agreed_end_applies() -> None:
+    seg = Segmenter(replace(JUDGED, fine_end=False, agreed_end_silence_ms=180))
+    for i in range(15):
+        seg.process(frame(i), True)
+    events = [e for i in range(15, 20) for e in seg.process(frame(i), False)]  # paused at 150 ms
+    assert seg.turn_verdict(True) == [] and seg.heard("question") == []
+    assert isinstance(seg.process(frame(20), False)[-1], Ended)  # 180 ms: sooner than 300
+    assert any(isinstance(e, Paused) for e in events)
+    alone = Segmenter(replace(JUDGED, fine_end=False, agreed_end_silence_ms=180))
+    for i in range(15):
+        alone.process(frame(i), True)
+    for i in range(15, 20):
+        alone.process(frame(i), False)
+    alone.heard("question")  # the words alone: the quick end, not the agreed one
+    assert not any(isinstance(e, Ended) for i in range(20, 24) for e in alone.process(frame(i), False))
 
 
 def test_a_late_verdict_that_allows_less_silence_ends_the_turn_at_once() -> None:
@@ -294,7 +313,10 @@ def test_config_checks_and_live_keys() -> None:
         VadConfig(turn_threshold=1.5)
     with pytest.raises(ConfigError, match="vad.hold_silence_ms"):
         VadConfig(hold_silence_ms=50)
-    assert {"vad.turn_model", "vad.turn_threshold", "vad.hold_silence_ms"} <= LIVE_KEYS
+    with pytest.raises(ConfigError, match="vad.agreed_end_silence_ms"):
+        VadConfig(agreed_end_silence_ms=10)
+    live = {"vad.turn_model", "vad.turn_threshold", "vad.hold_silence_ms", "vad.agreed_end_silence_ms"}
+    assert live <= LIVE_KEYS
 
 
 def test_the_manifest_carries_the_turn_model_from_the_pipecat_wheel() -> None:

@@ -45,8 +45,9 @@ States and rules:
 
   ==========================  ========================================================
   transcript open             ``hold_silence_ms`` (whatever the model says)
-  model complete              ``quick_end_silence_ms`` once the transcript is in and not
-                              open; ``end_silence_ms`` until it is
+  model complete              ``agreed_end_silence_ms`` when the transcript reads finished
+                              too, ``quick_end_silence_ms`` when it is unsure;
+                              ``end_silence_ms`` until it is in
   model incomplete            ``quick_end_silence_ms`` for a question, ``end_silence_ms``
                               for a finished statement, else ``hold_silence_ms``
   no model verdict            ``quick_end_silence_ms`` when the transcript reads finished,
@@ -169,6 +170,7 @@ class Segmenter:
         self._envelope = Envelope()
         self._pause_frames = frames(config.speculate_after_ms) if config.speculate_after_ms else 0
         self._quick_frames = frames(config.quick_end_silence_ms)
+        self._agreed_frames = frames(min(config.agreed_end_silence_ms, config.quick_end_silence_ms))
         self._hold_frames = frames(max(config.hold_silence_ms, config.end_silence_ms))
         self._paused = False
         self._heard: str | None = None
@@ -288,6 +290,8 @@ class Segmenter:
         if complete is None:
             return self._quick_frames if heard in ("finished", "question") else self._end_frames
         if complete:
+            if heard in ("finished", "question"):
+                return self._agreed_frames
             return self._end_frames if heard is None else self._quick_frames
         if heard == "question":
             return self._quick_frames
