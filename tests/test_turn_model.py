@@ -19,8 +19,8 @@ from assistant.engines import TURN_MODEL, load_turn_model
 from assistant.errors import ConfigError, ModelCorruptError
 from assistant.messages import AudioIn, Utterance
 from assistant.service.lifecycle import LIVE_KEYS
-from assistant.stages.vad import VadStage, transcript_kind
-from assistant.text.speakable import looks_open
+from assistant.stages.vad import VadStage
+from assistant.text.speakable import looks_open, transcript_kind
 from assistant.turn.reports import EndpointFinal, ReportLog
 
 MANIFEST = Path(__file__).resolve().parents[1] / "models" / "manifest.toml"

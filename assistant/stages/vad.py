@@ -80,7 +80,7 @@ from assistant.endpointing.segmenter import (
 from assistant.errors import StageError
 from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
 from assistant.stages.base import Queue, run_inbox
-from assistant.text.speakable import looks_complete, looks_open
+from assistant.text.speakable import transcript_kind
 from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, TurnChannel, VoiceSuspected
 
 _LOGGER = logging.getLogger(__name__)
@@ -426,11 +426,3 @@ class VadStage:
             truncated=isinstance(event, Ended) and event.truncated,
             speculative=speculative,
         )
-
-
-def transcript_kind(text: str) -> str:
-    """What a speculative transcript says of its turn: ``question``, ``finished``, ``open`` or
-    ``unsure`` (``segmenter.TRANSCRIPT_KINDS``)."""
-    if looks_complete(text):
-        return "question" if text.rstrip().endswith("?") else "finished"
-    return "open" if looks_open(text) else "unsure"

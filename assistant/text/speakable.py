@@ -168,3 +168,11 @@ def looks_open(transcript: str) -> bool:
     if not words:
         return False
     return text.endswith(("...", "…")) or words[-1] in _SURELY_OPEN
+
+
+def transcript_kind(text: str) -> str:
+    """What a speculative transcript says of its turn: ``question``, ``finished``, ``open`` or
+    ``unsure`` (``endpointing.segmenter.TRANSCRIPT_KINDS``)."""
+    if looks_complete(text):
+        return "question" if text.rstrip().endswith("?") else "finished"
+    return "open" if looks_open(text) else "unsure"
