@@ -406,6 +406,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     names = args.names
     if not names and args.models_command == "pull":
         names = [config.asr.model, config.llm.model, config.tts.voice]
+        if config.vad.turn_model:
+            from assistant.engines import TURN_MODEL
+
+            names.append(TURN_MODEL)
     unknown = [name for name in names if name not in manifest]
     if unknown:
         raise ConfigError(f"unknown model {unknown[0]!r}: choose one of {sorted(manifest)}")

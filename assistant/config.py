@@ -92,6 +92,20 @@ class VadConfig:
     floor_gate: bool = True
     """A frame webrtcvad calls speech must stand 6 dB above the noise floor of the last 1.5 s: a
     steady noise that starts out of silence is not taken for speech for seconds on end."""
+    turn_model: bool = True
+    """Ask the end-of-turn model (Smart Turn v3.2, manifest ``smart-turn-v3.2``) at each pause
+    whether the utterance is complete: complete ends it after ``quick_end_silence_ms``, incomplete
+    holds it for ``hold_silence_ms`` (a transcript that ends a question, or a recognised command,
+    still ends it sooner). Without the model file or onnxruntime, the endpointer says so and goes
+    on with the transcript alone."""
+    turn_threshold: float = 0.5
+    """The turn model's probability at or above which the utterance counts as complete."""
+    agreed_end_silence_ms: int = 200
+    """End-of-turn silence when the turn model and the transcript both say the utterance is
+    complete; never longer than ``quick_end_silence_ms``."""
+    hold_silence_ms: int = 1200
+    """End-of-turn silence while the utterance looks unfinished (the turn model says incomplete,
+    or the transcript ends on "the", "of", "for"...); never shorter than ``end_silence_ms``."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))
@@ -104,6 +118,9 @@ class VadConfig:
         _check_range("vad.speculate_after_ms", self.speculate_after_ms, 0, self.end_silence_ms)
         quick = self.quick_end_silence_ms
         _check_range("vad.quick_end_silence_ms", quick, self.frame_ms, self.end_silence_ms)
+        _check_range("vad.turn_threshold", self.turn_threshold, 0.0, 1.0)
+        _check_range("vad.hold_silence_ms", self.hold_silence_ms, 100, 10_000)
+        _check_range("vad.agreed_end_silence_ms", self.agreed_end_silence_ms, self.frame_ms, 5000)
 
 
 @dataclass(frozen=True)

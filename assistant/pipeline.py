@@ -263,7 +263,9 @@ class Pipeline:
         if name == "wake_trim":
             return None if self._wake is None else WakeTrimStage(self._wake, channel)
         if name == "vad":
-            vad = self._vad = VadStage(config.vad, channel)
+            vad = self._vad = VadStage(
+                config.vad, channel, turn_model=engines.turn, turn_model_problem=engines.turn_problem
+            )
             vad.muted = channel.muted
             if self.speaker is not None:
                 vad.echo_gate = EchoGate(self.speaker.playback_peak, margin_db=config.listen.echo_margin_db)

@@ -112,7 +112,7 @@ async def test_speculation_discarded_when_speech_resumes(halves: tuple[np.ndarra
     ("heard", "waits", "handled_by"),
     [
         ("What is the capital of France?", (300, 600), "llm"),  # looks complete: the quick end
-        ("what is the", (900, 1000), "llm"),  # open: the whole end-of-turn silence
+        ("what is the", (1200, 1300), "llm"),  # open: held for vad.hold_silence_ms
         ("What time is it?", (150, 300), "intent"),  # a recognised command: ended at once
     ],
 )
