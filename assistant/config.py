@@ -400,6 +400,10 @@ class ListenConfig:
     """``wake`` mode: seconds after a reply during which no wake word is needed."""
     barge_in: bool = True
     """Speech during a reply stops playback and cancels the reply."""
+    stop_word: bool = True
+    """While the speaker plays (a reply, a timer's alarm), a short utterance is checked for the
+    stop word ("stop", "cancel", "be quiet", "enough"...): it stops what plays and is no turn of
+    its own. In wake mode it needs no wake word."""
     echo_margin_db: float = 6.0
     """While speaking, the user must be this much louder than the assistant's own voice."""
 

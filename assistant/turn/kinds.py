@@ -57,3 +57,6 @@ class Action(StrEnum):
     STAGE_TIMEOUT = "stage_timeout"
     APOLOGY_PLAYED = "apology_played"
     REPROMPT = "reprompt"
+    STOP_WORD = "stop_word"
+    """The stop word was heard over playback: the reply or alarm stopped (counted once per
+    stop, on no turn's record: the stop word is no turn)."""
