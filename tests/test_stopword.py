@@ -185,7 +185,7 @@ class Rig(BargeRig):
         from assistant.pipeline import Engines
 
         self.chat = FakeChat("Hello to you too.")
-        super().__init__(pulse, Engines(engines.asr, self.chat, engines.tts), config)
+        super().__init__(pulse, Engines(engines.asr, self.chat, engines.tts, engines.wake), config)
         self.events = self.pipeline.events.subscribe(10_000)
 
     async def say_into_mic(self, samples: np.ndarray, path: Path) -> float:
@@ -288,3 +288,35 @@ async def test_stop_when_nothing_plays_is_an_ordinary_command(
     assert not [e for e in rig.heard() if isinstance(e, StopWord)]
     [record] = rig.records
     assert record.intent == "HassNevermind" and record.reply == ""  # the matcher's "stop": nothing to stop
+
+
+@pytest.mark.models
+async def test_in_wake_mode_an_alarm_stops_at_the_stop_word_and_other_words_are_not_answered(
+    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any
+) -> None:
+    """No wake word is said: while the alarm rings the microphone is open for the stop word only."""
+    pytest.importorskip("pymicro_wakeword")
+    from assistant.engines.micro_wake import MicroWakeEngine
+    from assistant.pipeline import Engines
+
+    config = _config(tmp_path, mode="wake", wake_engine="micro")
+    rig = Rig(pulse, Engines(engines.asr, engines.llm, engines.tts, MicroWakeEngine("okay_nabu")), config)
+    await rig.start()
+    timers = rig.pipeline.timers
+    assert timers is not None
+    timers.start(time.time(), 1.0)
+    await until(lambda: timers.ringing and rig.sink.playback_level() > 0, 30)
+    await asyncio.sleep(1.5)
+    await rig.say_into_mic(_speech(speak, "What time is it?"), tmp_path / "question.wav")
+    await asyncio.sleep(4.0)
+    assert timers.ringing and rig.pipeline.tracker.actions["stop_word"] == 0
+    await until(lambda: rig.sink.playback_level() > 0, 15)  # it rings again
+    await asyncio.sleep(1.0)
+    await rig.say_into_mic(_speech(speak, "Stop."), tmp_path / "stop.wav")
+    await until(lambda: rig.pipeline.tracker.actions["stop_word"] == 1, 15)
+    assert not timers.ringing
+    await asyncio.sleep(1.0)
+    await rig.stop()
+    assert rig.records == [] and rig.chat.calls == []  # nothing was answered: no wake word was said
+    states = [e.state for e in rig.heard() if isinstance(e, StateChanged)]
+    assert State.LISTENING not in states and State.THINKING not in states, states
