@@ -16,16 +16,17 @@ import pytest
 
 from assistant.config import Config, IntentsConfig, ListenConfig, MqttConfig
 from assistant.contracts import AsrResult, Transcriber
+from assistant.errors import StageError
 from assistant.events import Event, State, StateChanged, StopWord, TurnFinished
 from assistant.intents.stopword import is_stop, stop_phrases
 from assistant.messages import EndOfStream, Message, Transcript, Utterance
 from assistant.mqtt.protocol import Topics, event_messages
 from assistant.stages.asr import AsrStage
 from assistant.turn.kinds import Mark, TurnKind
-from assistant.turn.reports import Marked, Played, ReportLog, SpeechBegan, StopWordHeard
+from assistant.turn.reports import Failed, Marked, Played, ReportLog, SpeechBegan, StopWordHeard, Unheard
 
 from .conftest import SPEECH_RATE, silence, write_wav
-from .fakes import FakeChat, controller
+from .fakes import FakeChat, FakeSynth, controller
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture
 from .test_audio_pulse import loud, until
 from .test_bargein import Rig as BargeRig
@@ -157,7 +158,7 @@ def test_the_controller_stops_what_plays_and_the_stop_word_is_no_turn() -> None:
     assert events[-1] == stop or StateChanged(State.IDLE) in events
 
 
-def test_in_wake_mode_speech_heard_only_for_the_stop_word_is_never_answered() -> None:
+async def test_in_wake_mode_speech_heard_only_for_the_stop_word_is_never_answered() -> None:
     class Gate:
         awake = False
 
@@ -169,6 +170,19 @@ def test_in_wake_mode_speech_heard_only_for_the_stop_word_is_never_answered() ->
     assert ctl.admit(1, "what is the weather") is None  # an alarm rang, nobody said the wake word
     assert ctl.state == State.IDLE and ctl.tracker.open_turns() == []
     assert not [e for e in (watch.get_nowait() for _ in range(watch.qsize())) if isinstance(e, StateChanged)]
+    ctl.report(SpeechBegan(3))  # words nobody could make out in time: no "say that again?" either
+    ctl.report(Unheard(3, "late"))
+    sorry: list[int] = []
+
+    async def say_sorry(turn_id: int) -> None:
+        sorry.append(turn_id)
+
+    ctl.output, ctl.tts = object(), FakeSynth()  # type: ignore[assignment]
+    ctl._say_sorry = say_sorry  # type: ignore[method-assign]  # noqa: SLF001
+    ctl.report(SpeechBegan(4))  # nor an apology for a failure on them
+    ctl.report(Failed(4, StageError("asr", "x"), "asr"))
+    await asyncio.sleep(0)
+    assert ctl.tracker.actions["reprompt"] == 0 and sorry == [] and ctl.tracker.open_turns() == []
     Gate.awake = True
     ctl.report(SpeechBegan(2))
     assert ctl.admit(2, "what is the weather") == "what is the weather"

@@ -280,7 +280,10 @@ class TurnController:
                 self._no_speech(turn_id)
                 self._settle_state()
             case Unheard(turn_id, _reason):
-                if self.turns.is_held(turn_id):
+                if turn_id in self._stop_only:  # heard for the stop word only: no reprompt
+                    self.tracker.discard(turn_id)
+                    self._no_speech(turn_id)
+                elif self.turns.is_held(turn_id):
                     self._unheard_held.add(turn_id)
                 elif not self.turns.is_cancelled(turn_id):
                     self._reprompt(turn_id)
@@ -503,6 +506,7 @@ class TurnController:
         if isinstance(err, StageTimeoutError):
             self.tracker.action(turn_id, Action.STAGE_TIMEOUT)
         spoken = self.tracker.is_open(turn_id) and not self.turns.is_silent(turn_id) and stage != "output"
+        spoken &= turn_id not in self._stop_only  # heard for the stop word only: nobody asked
         self.events.publish(ErrorEvent(turn_id, self._request_id(turn_id), err.code, err.message))
         self.turns.cancel(turn_id)
         self.tracker.finish(turn_id, Outcome.ERROR, err.code)
