@@ -223,12 +223,19 @@ def _speech(speak: Any, text: str) -> np.ndarray:
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("barge_in", [False, True], ids=["no-barge-in", "barge-in"])
+@pytest.mark.parametrize(
+    ("barge_in", "echo"),
+    [(False, None), (True, None), (True, "50%")],
+    ids=["no-barge-in", "barge-in", "barge-in-echo-18dB"],
+)
 async def test_stop_over_a_playing_reply_stops_it_and_nothing_is_answered(
-    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any, barge_in: bool
+    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any, barge_in: bool, echo: str | None
 ) -> None:
     """With barge-in off only the stop word can stop the reply; with it on, the reply stops at
-    the first syllable (barge-in) and the stop word is still no turn of its own."""
+    the first syllable (barge-in) and the stop word is still no turn of its own. ``echo``: the
+    microphone also hears the speaker, at this volume."""
+    if echo is not None:
+        pulse.loopback("spk.monitor", "mic", volume=echo)
     rig = Rig(pulse, engines, _config(tmp_path, barge_in=barge_in))
     await rig.start()
     said = await rig.pipeline.say(LONG)
