@@ -264,6 +264,30 @@ async def test_stop_over_a_playing_reply_stops_it_and_nothing_is_answered(
 
 
 @pytest.mark.models
+async def test_without_barge_in_other_words_over_a_reply_do_not_stop_it(
+    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any
+) -> None:
+    """``barge_in = false``: "Hello." over the reply is a question for after it; the reply plays on
+    until "Stop.", which stops it and the answer waiting behind it."""
+    rig = Rig(pulse, engines, _config(tmp_path, barge_in=False))
+    await rig.start()
+    said = await rig.pipeline.say(LONG)
+    await until(lambda: rig.sink.playback_level() > 0, 60)
+    await asyncio.sleep(2.5)
+    await rig.say_into_mic(_speech(speak, "Hello."), tmp_path / "hello.wav")
+    await until(lambda: rig.chat.calls != [], 15)  # heard and answered (its answer waits its turn)
+    await asyncio.sleep(2.0)
+    assert rig.records == [] and rig.sink.playback_level() > 0  # the reply plays on
+    assert rig.pipeline.tracker.actions["stop_word"] == 0 and rig.sink.interrupts == 0
+    asked = await rig.say_into_mic(_speech(speak, "Stop."), tmp_path / "stop.wav")
+    await until(lambda: rig.pipeline.tracker.actions["stop_word"] == 1, 15)
+    await asyncio.sleep(2.0)
+    _, (spk, spk_t) = await rig.stop()
+    assert [(r.turn_id, r.outcome) for r in rig.records] == [(said, "cancelled"), (said + 1, "cancelled")]
+    assert spk_t[loud(spk, 300)[-1]] < asked + 1.5  # silent from the stop word on: nothing after it
+
+
+@pytest.mark.models
 async def test_an_alarm_rings_on_through_other_words_and_stops_at_the_stop_word(
     pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any
 ) -> None:

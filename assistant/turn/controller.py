@@ -387,7 +387,10 @@ class TurnController:
         return info.request_id if info else None
 
     def _begin(self, turn_id: int, kind: TurnKind, request_id: str | None = None) -> None:
-        if self.barge_in:
+        """A turn is the user's now: older turns in flight are cancelled, unless it is spoken and
+        ``listen.barge_in`` is off (the user's speech then never stops a reply: a question asked
+        over one is answered after it, and only the stop word stops it)."""
+        if self.barge_in and (kind is not TurnKind.VOICE or self.config.listen.barge_in):
             for older in self.tracker.open_turns():
                 if older < turn_id and not self.turns.is_cancelled(older):
                     self.cancel(older)
