@@ -438,7 +438,12 @@ class ListenConfig:
     follow_up_s: float = 8.0
     """``wake`` mode: seconds after a reply during which no wake word is needed."""
     barge_in: bool = True
-    """Speech during a reply stops playback and cancels the reply."""
+    """Speech during a reply stops playback and cancels the reply. Off, it does neither: a question
+    asked over a reply is answered after it, and only the stop word stops a reply."""
+    stop_word: bool = True
+    """While the speaker plays (a reply, a timer's alarm), a short utterance is checked for the
+    stop word ("stop", "cancel", "be quiet", "enough"...): it stops what plays and is no turn of
+    its own. In wake mode it needs no wake word."""
     echo_margin_db: float = 6.0
     """While speaking, the user must be this much louder than the assistant's own voice."""
 

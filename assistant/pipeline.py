@@ -108,6 +108,7 @@ class Pipeline:
         self.handlers: Handlers | None = None
         if config.intents.enabled:
             self.timers = TimerKeeper(timers_path(config.intents), alarm_limit_s=config.intents.alarm_limit_s)
+            self.controller.alarms = self.timers
             self.matcher, self.handlers = self._commands(config)
         self._stages: dict[str, Stage] = {}
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
@@ -200,6 +201,7 @@ class Pipeline:
                 stage.deadlines = config.deadlines
             if isinstance(stage, AsrStage):
                 stage.transcript_ms = config.latency.transcript_ms
+                stage.stop_word = config.listen.stop_word
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
         if self._wake is not None:
@@ -258,7 +260,7 @@ class Pipeline:
         if name == "wake":
             if engines.wake is None:
                 return None
-            self._wake = WakeStage(engines.wake, config.listen, channel, channel)
+            self._wake = channel.wake = WakeStage(engines.wake, config.listen, channel, channel)
             return self._wake
         if name == "wake_trim":
             return None if self._wake is None else WakeTrimStage(self._wake, channel)
@@ -274,7 +276,15 @@ class Pipeline:
         if name == "asr":
             if engines.asr is None:
                 raise ConfigError("the voice pipeline needs an ASR engine")
-            return AsrStage(engines.asr, channel, config.deadlines, config.latency.transcript_ms)
+            language = config.intents.language or config.asr.language
+            return AsrStage(
+                engines.asr,
+                channel,
+                config.deadlines,
+                config.latency.transcript_ms,
+                stop_word=config.listen.stop_word,
+                language=language,
+            )
         if name == "intents":
             if self.matcher is None or self.handlers is None:
                 return None

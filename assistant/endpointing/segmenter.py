@@ -58,6 +58,11 @@ States and rules:
   calls many cut-off sentences complete ("Set a timer for"), which only the words show. A
   verdict that asks for less silence than has already passed ends the turn at once. Each judge
   speaks for the current pause only: when speech resumes, both are forgotten.
+- *the wake word* (``wake_word(position)``, where a wake word model fired): speech before that
+  point is the word, or what is left of it, never a question. A turn is not speculated on until
+  ``min_speech_ms`` (at least a frame) of voiced audio has followed the point; a speculation made
+  before the point arrives (the detector fires up to a quarter second after the word) is made
+  void (``Resumed``); a turn that ends with no such speech after it is ``Dropped``.
 - *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
   non-speech has been seen. Endless speech-like input (TV, noise) thus gives one truncated
   utterance and then nothing until it pauses.
@@ -177,6 +182,12 @@ class Segmenter:
         """What the transcript of this pause says (``TRANSCRIPT_KINDS``), or None: nothing yet."""
         self._complete: bool | None = None
         """What the turn model says of this pause (None: nothing yet, or no model)."""
+        self.wake_end = -1
+        """Samples: where the latest wake word was heard (-1: none)."""
+        self._voiced_after = 0
+        """Voiced frames of the open turn that start at or after ``wake_end``."""
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=16)
+        """(start sample, voiced) of the last frames of the open turn."""
 
     def _frames(self, ms: int) -> int:
         """Whole frames covering at least ``ms`` (at least one)."""
@@ -228,6 +239,26 @@ class Segmenter:
             return []
         return self._start(index)
 
+    def wake_word(self, position: int) -> list[SegmenterEvent]:
+        """A wake word was heard at sample ``position``: what precedes it is the word. A
+        speculation on the open turn with no speech after it is void (``Resumed``)."""
+        self.wake_end = position
+        if self._state != _SPEECH:
+            return []
+        self._voiced_after = sum(voiced for start, voiced in self._recent if start >= position)
+        if self._paused and not self._question_heard():
+            self._paused = False
+            self._heard = self._complete = None
+            return [Resumed()]
+        return []
+
+    def _question_heard(self) -> bool:
+        """Enough speech after the latest wake word (or no wake word in the turn)."""
+        if self._speech_start >= self.wake_end:
+            return True
+        needed = max(self.config.min_speech_ms, self.config.frame_ms)
+        return self._voiced_after * self.config.frame_ms >= needed
+
     def finish(self) -> list[SegmenterEvent]:
         """End of input: end or drop an open turn (endpoint at the end of input); reset."""
         events = self._end(truncated=False) if self._state == _SPEECH else []
@@ -246,6 +277,10 @@ class Segmenter:
         self._speech_start = first_voiced * self.frame_samples
         self._speech_end = (index + 1) * self.frame_samples
         self._voiced_frames = sum(window[window.index(True) :])
+        first = index - len(window) + 1
+        self._recent.clear()
+        self._recent.extend(((first + i) * self.frame_samples, v) for i, v in enumerate(window))
+        self._voiced_after = sum(v for start, v in self._recent if start >= self.wake_end)
         self._silent_frames = self._lead = 0
         if self.config.fine_end:
             self._envelope.reset(bytes(self._buffer), self._buffer_start)
@@ -317,8 +352,11 @@ class Segmenter:
         if self.config.fine_end:
             self._envelope.push(frame_pcm)
         events: list[SegmenterEvent] = []
+        frame_start = frame_end - self.frame_samples
+        self._recent.append((frame_start, is_speech))
         if is_speech:
             self._voiced_frames += 1
+            self._voiced_after += frame_start >= self.wake_end
             self._silent_frames = self._lead = 0
             self._speech_end = frame_end
             if self._paused:
@@ -335,7 +373,7 @@ class Segmenter:
                 return self._end(truncated=False)
             # the pause counts from the VAD's end: ASR then hears what follows the last sound (a
             # weak final "s" that the fine end may place itself before)
-            if self._silent_frames == self._pause_frames and self._enough_speech():
+            if self._silent_frames == self._pause_frames and self._enough_speech() and self._question_heard():
                 self._paused = True
                 events.append(self._pause())
         if _ms(frame_end - self._speech_start) >= self.config.max_utterance_ms:
@@ -366,6 +404,8 @@ class Segmenter:
         if voiced_ms < self.config.min_speech_ms:
             reason = f"too little speech: {voiced_ms:g} ms < {self.config.min_speech_ms} ms"
             return [Dropped(reason=reason, voiced_ms=voiced_ms)]
+        if not self._question_heard():
+            return [Dropped(reason="only the wake word", voiced_ms=voiced_ms)]
         end = min(self._speech_end + self._tail_samples, self._frame_index * self.frame_samples)
         pcm = bytes(buffer[: 2 * (end - self._buffer_start)])
         return [

@@ -50,6 +50,14 @@ it reports ``VoiceSuspected(False)`` after ``SpeechBegan`` (which cancels the re
 ``SUSPECT_MAX_FRAMES`` in all), ``VoiceSuspected(False)`` resumes the reply where it paused. A false
 alarm costs a gap of a few frames, never the reply.
 
+The wake word (``WakeWordHeard``, from the wake stage, in stream order): speech before it is the
+word, so the segmenter speculates on no turn until speech has followed it, voids a speculation
+made on the word alone, and drops a turn that is only the word (``Segmenter.wake_word``).
+
+The stop word: each utterance says whether its speech began while the speaker played
+(``over_playback``: the echo gate's view of the frames of the start window), for ASR to check a
+short one for "stop".
+
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
 the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
 left at ``EndOfStream`` (under ``frame_ms``) is discarded.
@@ -78,10 +86,17 @@ from assistant.endpointing.segmenter import (
     Started,
 )
 from assistant.errors import StageError
-from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
+from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance, WakeWordHeard
 from assistant.stages.base import Queue, run_inbox
 from assistant.text.speakable import transcript_kind
-from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, TurnChannel, VoiceSuspected
+from assistant.turn.reports import (
+    EndpointFinal,
+    SpeculationVoid,
+    SpeechBegan,
+    SpeechDropped,
+    TurnChannel,
+    VoiceSuspected,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -196,6 +211,10 @@ class VadStage:
         self.verdicts: list[tuple[int, float]] = []
         """(turn id, probability) of the turn model's verdicts, the last 100."""
         self._warn_turn_model()
+        self._played_frame = -(10**9)
+        """The last frame classified while the speaker played."""
+        self._over_playback = False
+        """The open turn's speech began while the speaker played."""
         self.speculations = 0
         """Speculative utterances sent (at a pause in speech)."""
         self.discarded = 0
@@ -219,6 +238,10 @@ class VadStage:
         """Read ``AudioIn`` until ``EndOfStream``; then flush the segmenter and forward it."""
 
         async def handle(item: Message) -> None:
+            if isinstance(item, WakeWordHeard):
+                for message in self.wake_word(item.at_ms):
+                    await outbox.put(message)
+                return
             if not isinstance(item, AudioIn):
                 await outbox.put(item)
                 return
@@ -254,6 +277,8 @@ class VadStage:
             sounded = voiced
             at_ns = last_ns - (len(frames) - 1 - index) * frame_ns
             playing = self.echo_gate is not None and self.echo_gate.playing(frame, at_ns)
+            if playing:
+                self._played_frame = self.frames
             above_floor = self._floor is None or self._floor.loud(vad_frame)
             voiced &= above_floor or playing  # while the speaker plays, the echo gate judges
             if playing and voiced:
@@ -293,6 +318,12 @@ class VadStage:
             self._suspect = False
             self.channel.report(VoiceSuspected(False))
 
+    def wake_word(self, at_ms: float) -> list[Message]:
+        """A wake word was heard at ``at_ms`` (input timeline): speech before it is the word."""
+        origin = self._origin_ms if self._origin_ms is not None else at_ms
+        position = int(round((at_ms - origin) * SAMPLE_RATE / 1000))
+        return self._translate(self._segmenter.wake_word(position))
+
     def finish(self) -> list[Message]:
         """End of input: close an open turn; return the messages to send."""
         self._framer.reset()
@@ -321,9 +352,9 @@ class VadStage:
         if asked_now and not asked_before:
             self._warn_turn_model()
         self._vad = self._webrtcvad.Vad(config.aggressiveness)
-        position = self._segmenter.frames_done
+        position, wake_end = self._segmenter.frames_done, self._segmenter.wake_end
         self._segmenter = Segmenter(config)
-        self._segmenter.frames_done = position
+        self._segmenter.frames_done, self._segmenter.wake_end = position, wake_end
 
     def quick_end(self, turn_id: int, *, question: bool = False) -> None:
         """The speculative transcript of ``turn_id`` looks complete (``question``: it ends in
@@ -372,6 +403,8 @@ class VadStage:
         for event in events:
             if isinstance(event, Started):
                 self._turn_id = self._turns.new_id()
+                window = 2 * -(-self.config.start_ms // self.config.frame_ms)
+                self._over_playback = self.frames - 1 - self._played_frame <= window
                 self.channel.report(SpeechBegan(self._turn_id))
                 self._speech_start_ms = origin + event.start_ms
                 _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
@@ -383,7 +416,7 @@ class VadStage:
                 self._speculating = True
                 self.speculations += 1
                 self._turns.hold(turn_id)
-                messages.append(self._utterance(turn_id, event, origin, origin + event.speech_end_ms, True))
+                messages.append(self._utterance(turn_id, event, origin + event.speech_end_ms, True))
                 self._ask_turn_model(turn_id, event.pcm)
                 continue
             if isinstance(event, Resumed):
@@ -391,8 +424,8 @@ class VadStage:
                 self.discarded += 1
                 self._speculating = False
                 self._turns.cancel(turn_id)
-                self.channel.report(SpeculationVoid(turn_id))
                 self._turn_id = self._turns.new_id()
+                self.channel.report(SpeculationVoid(turn_id, self._turn_id))
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
                 continue
             self._turn_id = None
@@ -401,22 +434,19 @@ class VadStage:
                 self.dropped += 1
                 _LOGGER.info("turn %d dropped: %s", turn_id, event.reason)
                 self._turns.cancel(turn_id)
+                self.channel.report(SpeechDropped(turn_id))
             elif isinstance(event, Ended):
                 self.utterances += 1
                 self.truncated += event.truncated
                 if not speculated:
-                    messages.append(
-                        self._utterance(turn_id, event, origin, origin + event.endpoint_ms, False)
-                    )
+                    messages.append(self._utterance(turn_id, event, origin + event.endpoint_ms, False))
                 self.channel.report(
                     EndpointFinal(turn_id, origin + event.speech_end_ms, origin + event.endpoint_ms)
                 )
         return messages
 
-    @staticmethod
-    def _utterance(
-        turn_id: int, event: Ended | Paused, origin: float, at_ms: float, speculative: bool
-    ) -> Utterance:
+    def _utterance(self, turn_id: int, event: Ended | Paused, at_ms: float, speculative: bool) -> Utterance:
+        origin = self._origin_ms or 0.0
         return Utterance(
             turn_id=turn_id,
             pcm=event.pcm,
@@ -425,4 +455,5 @@ class VadStage:
             endpoint_ms=at_ms,
             truncated=isinstance(event, Ended) and event.truncated,
             speculative=speculative,
+            over_playback=self._over_playback,
         )
