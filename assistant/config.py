@@ -433,11 +433,17 @@ class AudioProcessingConfig:
     default, so the bench and recorded tests hear their audio unaltered); ``none``: never."""
     echo_cancellation: bool = True
     """Remove what the speaker plays (the far end, aligned by the playback clock) from the
-    microphone (WebRTC AEC3). Needs a live speaker; the energy echo gate stays behind it."""
-    noise_suppression: str = "moderate"
-    """``off``, ``low``, ``moderate``, ``high``, ``very_high`` (6, 12, 18, 21 dB)."""
-    gain_control: bool = True
-    """Automatic gain control (WebRTC AGC2, adaptive digital): quiet or distant speech raised."""
+    microphone (WebRTC AEC3) before the wake word, the VAD's speech verdicts and ASR. Needs a live
+    speaker. The energy echo gate stays as the second line and judges the microphone as captured,
+    so the canceller's residue, which jumps on a loaded machine, never makes the assistant
+    interrupt itself."""
+    noise_suppression: str = "off"
+    """``off``, ``low``, ``moderate``, ``high``, ``very_high`` (6, 12, 18, 21 dB). Off by default:
+    on the noisy corpus Whisper did worse after ``moderate`` and barely better after ``very_high``
+    (README: Echo cancellation)."""
+    gain_control: bool = False
+    """Automatic gain control (WebRTC AGC2, adaptive digital): quiet or distant speech raised.
+    Off by default: it raises the residual echo too, and Whisper and the VAD cope with level."""
     max_gain_db: float = 30.0
     """``gain_control``: the most the adaptive gain may raise the microphone, in dB."""
     reference_margin_ms: int = 30

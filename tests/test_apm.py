@@ -172,14 +172,18 @@ def test_file_input_passes_unaltered_by_default_and_is_processed_when_asked() ->
     piece = AudioIn(pcm, 0.0)  # a file's piece: no arrival time
     assert stage.feed(piece) == [piece]
     assert stage.processor is None, "nothing made for a file"
-    stage = AudioProcessingStage(AudioProcessingConfig(inputs="all"), ReportLog(), None)
+    stage = AudioProcessingStage(
+        AudioProcessingConfig(inputs="all", noise_suppression="low"), ReportLog(), None
+    )
     [out] = stage.feed(piece)
     assert out.start_ms == 0.0 and len(out.pcm) == len(pcm) and out.pcm != pcm
     assert stage.processor is not None and not stage.processor.features.echo, "no speaker, no AEC"
 
 
 def test_pieces_that_split_frames_keep_the_timeline_contiguous() -> None:
-    stage = AudioProcessingStage(AudioProcessingConfig(inputs="all"), ReportLog(), None)
+    stage = AudioProcessingStage(
+        AudioProcessingConfig(inputs="all", noise_suppression="low"), ReportLog(), None
+    )
     audio = speechlike(1.0).tobytes()
     size = 2 * SAMPLE_RATE * 25 // 1000  # 25 ms pieces: 2.5 frames each
     out: list[AudioIn] = []
@@ -208,7 +212,7 @@ def through_live_stage(far: np.ndarray, mic: np.ndarray, late_ms: int) -> np.nda
     files ``far`` 300 ms before it is heard, by when it is heard, its clock ``late_ms`` late."""
     speaker = Speaker()
     t0 = 3_000_000_000
-    config = AudioProcessingConfig(noise_suppression="off", gain_control=False)
+    config = AudioProcessingConfig(echo_cancellation=True, noise_suppression="off")
     stage = AudioProcessingStage(config, ReportLog(), speaker)
     rng = np.random.default_rng(1)
     out: list[bytes] = []
@@ -263,7 +267,8 @@ def test_without_pywebrtc_audio_one_warning_names_the_extra_and_audio_passes(
     monkeypatch.setattr(builtins, "__import__", no_webrtc)
     with pytest.raises(processing.ProcessingUnavailable):
         processing.webrtc()
-    stage = AudioProcessingStage(AudioProcessingConfig(), ReportLog(), Speaker())
+    everything = AudioProcessingConfig(noise_suppression="moderate", gain_control=True)
+    stage = AudioProcessingStage(everything, ReportLog(), Speaker())
     pieces = [AudioIn(speechlike(0.02, seed=k).tobytes(), k * 20.0, 1_000_000 * (k + 1)) for k in range(5)]
     with caplog.at_level(logging.WARNING):
         out = [p for piece in pieces for p in stage.feed(piece)]
@@ -298,8 +303,8 @@ def test_config_defaults_and_checks() -> None:
     assert (ap.inputs, ap.echo_cancellation, ap.noise_suppression, ap.gain_control) == (
         "live",
         True,
-        "moderate",
-        True,
+        "off",
+        False,
     )
     table = {
         "audio_processing": {"noise_suppression": "high", "gain_control": False, "reference_margin_ms": 60}
@@ -325,3 +330,64 @@ def test_config_defaults_and_checks() -> None:
 def test_sample_index_is_the_16_khz_slot_of_a_time() -> None:
     assert sample_index(1_000_000_000) == SAMPLE_RATE
     assert sample_index(62_500) == 1
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+
+async def test_doctor_shows_what_the_processing_does_and_warns_where_it_cannot_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from assistant.audio.sinks import NullSink
+    from assistant.audio.sources import IdleSource
+    from assistant.doctor import CHECKS, Setup
+    from assistant.doctor.processing import check_processing
+
+    assert CHECKS["processing"] is check_processing
+    everything = Config(
+        audio_processing=AudioProcessingConfig(noise_suppression="moderate", gain_control=True)
+    )
+    live = Setup(
+        config=everything,
+        input="mic",
+        output="speaker",
+        open_source=lambda _s: IdleSource(),
+        open_sink=lambda _s: NullSink(),
+    )
+    [ok] = await check_processing(live)
+    assert ok.level == "ok", ok
+    assert "echo cancellation" in ok.message and "noise suppression (moderate)" in ok.message
+    [file_input] = await check_processing(Setup(input="q.wav", output="out.wav"))
+    assert file_input.level == "ok" and "not a live microphone" in file_input.message
+    [off] = await check_processing(
+        Setup(config=Config(audio_processing=AudioProcessingConfig(inputs="none")))
+    )
+    assert off.level == "ok" and "off" in off.message
+
+    def missing() -> Any:
+        raise processing.ProcessingUnavailable("pywebrtc-audio cannot be imported (No module named x)")
+
+    monkeypatch.setattr(processing, "webrtc", missing)
+    [warn] = await check_processing(live)
+    assert warn.level == "warn" and "heard raw" in warn.message and "echo cancellation" in warn.message
+    assert "assistant[aec]" in warn.fix and "module-echo-cancel" in warn.fix
+
+
+def test_the_echo_gate_judges_the_microphone_as_captured_not_as_processed() -> None:
+    """The second line never trusts the canceller: the VAD's echo gate learns its coupling from
+    ``AudioIn.raw`` (the echo at full level here), not from the processed audio (a tenth of it)."""
+    from assistant.config import VadConfig
+    from assistant.endpointing.echo import EchoGate
+    from assistant.stages.vad import VadStage
+
+    vad = VadStage(VadConfig(), ReportLog())
+    vad.echo_gate = gate = EchoGate(lambda _start, _end: 0.2)
+    echo = speechlike(3.0, seed=5)
+    echo = (echo.astype(np.float32) * (0.2 * 32768 / rms(echo))).astype(np.int16)
+    processed = (echo // 10).astype(np.int16)
+    for at in range(0, echo.size - 319, 320):
+        span = slice(at, at + 320)
+        vad.feed(
+            AudioIn(processed[span].tobytes(), at / 16, 1_000_000_000 + at * NS, raw=echo[span].tobytes())
+        )
+    assert gate.coupling > 0.5, "learnt from the raw echo (about 1), not the processed one (0.1)"

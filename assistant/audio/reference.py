@@ -120,7 +120,7 @@ class CaptureClock:
     or repeats that much of it; AEC3 then finds the delay again).
     """
 
-    def __init__(self, window_ms: int = 20_000, step_ms: float = 3.0) -> None:
+    def __init__(self, window_ms: int = 60_000, step_ms: float = 10.0) -> None:
         self.window_ms = window_ms
         self.step_ns = int(step_ms * 1_000_000)
         self.origin_ns: int | None = None

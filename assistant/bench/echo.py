@@ -136,7 +136,7 @@ def measure_erle(
     echo = room_echo(far)
     floor = rng.standard_normal(len(far)).astype(np.float32) * 30.0  # about -60 dBFS
     mic = _to_int16(echo + floor)
-    aec = AudioProcessingConfig(inputs="all", noise_suppression="off", gain_control=False)
+    aec = AudioProcessingConfig(inputs="all", echo_cancellation=True, noise_suppression="off")
     with_ns = replace(aec, noise_suppression="moderate")
     result: dict[str, Any] = {"reply_s": round(len(reply) / SAMPLE_RATE, 1)}
     on = np.flatnonzero(np.abs(reply) > 300)

@@ -17,10 +17,13 @@ about 500 ms). If the speaker's own latency estimate (pacat's ``latency_ms``, Po
 time) is short by more than the lead, the echo comes before its reference and cannot be
 cancelled: raise ``reference_lead_ms``. Without a live speaker the APM runs without AEC.
 
+Each piece out keeps the samples as captured (``AudioIn.raw``): the VAD's energy echo gate, the
+second line, judges those, so a canceller or suppressor whose residue jumps (a wobbling playback
+clock, a re-convergence) never makes the assistant interrupt itself; the VAD's speech verdicts,
+the wake word and ASR hear the processed audio.
+
 The APM works on whole 10 ms frames: a piece that ends inside a frame keeps that part back for
-the next piece (the timeline stays contiguous: the next piece out starts where it began). The
-energy echo gate in the VAD stays as the second line: it learns the (now much lower) echo
-coupling from the processed audio.
+the next piece (the timeline stays contiguous: the next piece out starts where it began).
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ class AudioProcessingStage:
             out = data[:whole]
         self.processed_ms += len(near) / SAMPLE_RATE * 1000
         arrived = item.arrived_ns - int(len(self._rest) // 2 * NS_PER_SAMPLE) if item.arrived_ns else 0
-        return [AudioIn(out, start_ms, arrived)]
+        return [AudioIn(out, start_ms, arrived, raw=data[:whole])]
 
     def _far(self, item: AudioIn, start_ms: float, count: int) -> np.ndarray:
         """What was heard from ``reference_margin_ms`` after the capture of timeline position
