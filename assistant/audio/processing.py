@@ -4,7 +4,7 @@
 speaker played: ``reference.PlayedAudio``) from the near end (the microphone), then the noise
 suppressor and AGC2's adaptive digital gain run, on 10 ms frames of 16 kHz mono int16 (with
 echo cancellation a high-pass filter runs first, as in Chrome). ``Processor`` wraps one instance
-for one stream; it is not thread-safe (the stage calls it from the event loop: about 0.3 ms per
+for one stream; it is not thread-safe (the stage calls it from the event loop: about 0.7 ms of CPU per
 20 ms piece here).
 
 The library is imported lazily. Where it does not install (Termux has no wheel) ``load`` logs

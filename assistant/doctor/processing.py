@@ -49,7 +49,10 @@ async def check_processing(setup: Setup) -> list[Finding]:
         level = "warn" if applies else "ok"
         message = f"{err}: the microphone is heard raw (no {lost})"
         return [Finding("processing", level, message, f"{INSTALL_HINT}, {OS_ALTERNATIVE}" if applies else "")]
-    version = metadata.version("pywebrtc-audio")
+    try:
+        version = metadata.version("pywebrtc-audio")
+    except metadata.PackageNotFoundError:  # imported from a path, not installed
+        version = "(version unknown)"
     what = ", ".join(features(config, echo=live_out)) or "nothing"
     if not applies:
         where = f"--input {setup.input}" if setup.input else "no --input"

@@ -8,14 +8,18 @@ The processor is made at the first piece to be processed: where pywebrtc-audio d
 that is where the one warning is logged, and pieces then pass as they came.
 
 The far end (echo cancellation): the sink (``contracts.EchoReference``, a live speaker) files
-what it played under the time it was heard (``audio/reference.py``). A piece's first sample
-reached the daemon ``len/16 kHz`` before its ``arrived_ns``; the far end fed with it is what was
-heard from ``audio_processing.reference_lead_ms`` before that, as many samples. So the reference
-leads the echo by the lead minus the capture path's latency (PulseAudio's ``parec`` fragment and
-the server, tens of ms) plus the acoustic path; AEC3's delay estimator finds that remainder (0 to
-about 500 ms). If the speaker's own latency estimate (pacat's ``latency_ms``, PortAudio's DAC
-time) is short by more than the lead, the echo comes before its reference and cannot be
-cancelled: raise ``reference_lead_ms``. Without a live speaker the APM runs without AEC.
+what it played under the time it is heard (``audio/reference.py``). The microphone's timeline is
+put on the same clock by the pieces' arrival (``reference.CaptureClock``: the least delayed piece
+of the last minute; a piece's capture is taken as its arrival, so the capture path's latency
+counts as echo delay). Each run of whole frames is fed the far end from
+``audio_processing.reference_margin_ms`` after its capture on, as many samples: the echo comes
+that margin plus the capture latency plus the acoustic path after its reference, and AEC3's delay
+estimator finds that (measured at the stage: 20 to 150 ms fully, 250 ms only partly). If the
+speaker's own estimate of when audio is heard (pacat's schedule plus ``latency_ms``, PortAudio's
+DAC time) is late by more than that, the echo comes before its reference and is not cancelled
+(about 4 dB taken off instead of over 20). The margin must stay under what the sink queues ahead
+of its device (about 50 ms with pacat), or the newest far end is not filed yet when it is read.
+Without a live speaker the APM runs without AEC.
 
 Each piece out keeps the samples as captured (``AudioIn.raw``): the VAD's energy echo gate, the
 second line, judges those, so a canceller or suppressor whose residue jumps (a wobbling playback
