@@ -273,7 +273,9 @@ class Pipeline:
         if name == "wake_trim":
             return None if self._wake is None else WakeTrimStage(self._wake, channel)
         if name == "vad":
-            vad = self._vad = VadStage(config.vad, channel)
+            vad = self._vad = VadStage(
+                config.vad, channel, turn_model=engines.turn, turn_model_problem=engines.turn_problem
+            )
             vad.muted = channel.muted
             if self.speaker is not None:
                 vad.echo_gate = EchoGate(self.speaker.playback_peak, margin_db=config.listen.echo_margin_db)
@@ -354,7 +356,7 @@ class Pipeline:
         timers, the heaps' trim when idle."""
         budget, output = self.controller.budget, self._output
         tasks: list[Task] = []
-        if budget.acks and output is not None and self.clock.realtime:
+        if (budget.acks or budget.holds) and output is not None and self.clock.realtime:
             tasks.append(("budget", budget.run(output)))
         if self.timers is not None:
             tasks.append(("timers", self.timers.run(self.controller.announce)))

@@ -37,6 +37,27 @@ States and rules:
   end, so ASR hears the same audio, and the audio runs to the VAD's end plus the tail.
 - *sure end*: ``end_now()`` (called when the speculative transcript is a recognised command)
   ends a paused turn at once.
+- *the semantic end*: at a pause, two judges may say whether the turn is over: the speculative
+  transcript (``heard(kind)``: ``finished`` when it reads as a finished sentence, ``question``
+  when that sentence ends in ``?``, ``open`` when it ends on a word that leaves it open: "the",
+  "for", "of"..., else ``unsure``; ``quick_end()`` is ``heard("finished")``) and the turn model on
+  the audio (``turn_verdict(complete)``). The silence that ends the paused turn is then:
+
+  ==========================  ========================================================
+  transcript open             ``hold_silence_ms`` (whatever the model says)
+  model complete              ``agreed_end_silence_ms`` when the transcript reads finished
+                              too, ``quick_end_silence_ms`` when it is unsure;
+                              ``end_silence_ms`` until it is in
+  model incomplete            ``quick_end_silence_ms`` for a question, ``end_silence_ms``
+                              for a finished statement, else ``hold_silence_ms``
+  no model verdict            ``quick_end_silence_ms`` when the transcript reads finished,
+                              else ``end_silence_ms`` (the transcript heuristic alone)
+  ==========================  ========================================================
+
+  The model alone never ends a turn sooner than the transcript allows: on synthetic voices it
+  calls many cut-off sentences complete ("Set a timer for"), which only the words show. A
+  verdict that asks for less silence than has already passed ends the turn at once. Each judge
+  speaks for the current pause only: when speech resumes, both are forgotten.
 - *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
   non-speech has been seen. Endless speech-like input (TV, noise) thus gives one truncated
   utterance and then nothing until it pauses.
@@ -57,6 +78,8 @@ from assistant.messages import SAMPLE_RATE
 
 TAIL_MS = 200
 """Default trailing audio kept after the last voiced frame, in ms."""
+TRANSCRIPT_KINDS = ("finished", "question", "open", "unsure")
+"""What a speculative transcript may say of the turn (``Segmenter.heard``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +170,13 @@ class Segmenter:
         self._envelope = Envelope()
         self._pause_frames = frames(config.speculate_after_ms) if config.speculate_after_ms else 0
         self._quick_frames = frames(config.quick_end_silence_ms)
+        self._agreed_frames = frames(min(config.agreed_end_silence_ms, config.quick_end_silence_ms))
+        self._hold_frames = frames(max(config.hold_silence_ms, config.end_silence_ms))
         self._paused = False
-        self._quick = False
+        self._heard: str | None = None
+        """What the transcript of this pause says (``TRANSCRIPT_KINDS``), or None: nothing yet."""
+        self._complete: bool | None = None
+        """What the turn model says of this pause (None: nothing yet, or no model)."""
 
     def _frames(self, ms: int) -> int:
         """Whole frames covering at least ``ms`` (at least one)."""
@@ -226,16 +254,48 @@ class Segmenter:
         self._history.clear()
         return [Started(start_ms=_ms(self._speech_start))]
 
-    def quick_end(self) -> list[SegmenterEvent]:
-        """The speech so far looks complete: end the turn after ``quick_end_silence_ms`` of
-        silence instead of ``end_silence_ms`` (adaptive endpointing). If that much silence has
-        already passed, the turn ends now. Applies until speech resumes."""
+    def quick_end(self, *, question: bool = False) -> list[SegmenterEvent]:
+        """The transcript so far reads as a finished sentence (``question``: one ending in ``?``):
+        end the turn after ``quick_end_silence_ms`` of silence instead of ``end_silence_ms``
+        (adaptive endpointing), unless the turn model says otherwise (see the module's table).
+        If that much silence has already passed, the turn ends now. Applies until speech resumes."""
+        return self.heard("question" if question else "finished")
+
+    def heard(self, kind: str) -> list[SegmenterEvent]:
+        """What the transcript so far says: ``finished``, ``question``, ``open`` or ``unsure``
+        (see the module's table). Applies until speech resumes."""
+        if kind not in TRANSCRIPT_KINDS:
+            raise ValueError(f"transcript kind {kind!r}: choose one of {TRANSCRIPT_KINDS}")
+        return self._judged(heard=kind)
+
+    def turn_verdict(self, complete: bool) -> list[SegmenterEvent]:
+        """The turn model's verdict on the paused utterance (see the module's table). Applies
+        until speech resumes."""
+        return self._judged(complete=complete)
+
+    def _judged(self, *, heard: str | None = None, complete: bool | None = None) -> list[SegmenterEvent]:
         if self._state != _SPEECH or not self._paused:
             return []
-        self._quick = True
-        if self._silence_reaches(self._quick_frames):
+        self._heard = heard or self._heard
+        self._complete = self._complete if complete is None else complete
+        if self._silence_reaches(self._needed_frames()):
             return self._end(truncated=False)
         return []
+
+    def _needed_frames(self) -> int:
+        """The end-of-turn silence the judges of this pause ask for, in frames."""
+        heard, complete = self._heard, self._complete
+        if heard == "open":
+            return self._hold_frames
+        if complete is None:
+            return self._quick_frames if heard in ("finished", "question") else self._end_frames
+        if complete:
+            if heard in ("finished", "question"):
+                return self._agreed_frames
+            return self._end_frames if heard is None else self._quick_frames
+        if heard == "question":
+            return self._quick_frames
+        return self._end_frames if heard == "finished" else self._hold_frames
 
     def end_now(self) -> list[SegmenterEvent]:
         """The speech so far is surely a whole turn (a recognised command): end a paused turn now.
@@ -262,14 +322,15 @@ class Segmenter:
             self._silent_frames = self._lead = 0
             self._speech_end = frame_end
             if self._paused:
-                self._paused = self._quick = False
+                self._paused = False
+                self._heard = self._complete = None
                 events.append(Resumed())
         else:
             self._silent_frames += 1
             if self._silent_frames == 1 and self.config.fine_end:
                 fine = self._envelope.speech_end(self._speech_start, self._speech_end)
                 self._lead = self._speech_end - max(fine, self._speech_start)
-            end_frames = self._quick_frames if self._quick else self._end_frames
+            end_frames = self._needed_frames() if self._paused else self._end_frames
             if self._silence_reaches(end_frames):
                 return self._end(truncated=False)
             # the pause counts from the VAD's end: ASR then hears what follows the last sound (a
@@ -297,7 +358,8 @@ class Segmenter:
         self._state = _WAIT_SILENCE if truncated else _LISTENING
         fine_end = self._fine_end
         self._silent_frames = self._lead = 0
-        self._paused = self._quick = False
+        self._paused = False
+        self._heard = self._complete = None
         self._window.clear()
         buffer, self._buffer = self._buffer, bytearray()
         voiced_ms = float(self._voiced_frames * self.config.frame_ms)

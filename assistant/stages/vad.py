@@ -29,8 +29,18 @@ Speculation (``vad.speculate_after_ms``): at a pause the stage sends the utteran
 resumes, that turn is cancelled everywhere (``SpeculationVoid``) and the speech continues under a new
 turn id. When the endpoint is final, ``EndpointFinal(turn_id, speech_end_ms, endpoint_ms)`` says so; a
 speculated turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
-speculative transcript looks complete (adaptive endpointing); ``end_now(turn_id)`` ends it at once
-when the transcript is a recognised command.
+speculative transcript looks complete (adaptive endpointing); ``transcribed(turn_id, text)`` hands
+the segmenter every speculative transcript (finished, a question, open, or unsure: it holds the
+turn when the words leave it open); ``end_now(turn_id)`` ends it at once when the transcript is a
+recognised command.
+
+The turn model (``vad.turn_model``, a ``TurnDetector``: Smart Turn v3.2): at each pause the stage
+hands the utterance so far to the model in its own thread (one worker, lowered CPU priority, so
+it does not delay the speculation it races with: ASR has the cores first), and its verdict
+(probability >= ``vad.turn_threshold``: complete) reaches the segmenter when it comes, if the
+pause still stands (``segmenter``'s table says what each verdict does). A model that fails is
+logged, and the pause is judged by the transcript alone. ``turn_model`` and ``turn_threshold``
+apply live; a model that is missing (or onnxruntime absent) is reported once, clearly.
 
 Barge-in head start (``VoiceSuspected``): a turn starts only once ``start_ms`` of voiced audio has been
 heard, which is most of the 200 ms in which a reply must fall silent when the user talks over it.
@@ -55,8 +65,10 @@ from typing import Any
 import numpy as np
 
 from assistant.config import VadConfig
+from assistant.contracts import TurnDetector
 from assistant.endpointing.echo import EchoGate
 from assistant.endpointing.envelope import FloorGate
+from assistant.endpointing.judge import TurnJudge
 from assistant.endpointing.segmenter import (
     Dropped,
     Ended,
@@ -69,6 +81,7 @@ from assistant.endpointing.segmenter import (
 from assistant.errors import StageError
 from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
 from assistant.stages.base import Queue, run_inbox
+from assistant.text.speakable import transcript_kind
 from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, TurnChannel, VoiceSuspected
 
 _LOGGER = logging.getLogger(__name__)
@@ -148,7 +161,11 @@ class VadStage:
         *,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
+        turn_model: TurnDetector | None = None,
+        turn_model_problem: str = "",
     ) -> None:
+        """``turn_model``: the end-of-turn model, asked at each pause while ``vad.turn_model`` is on;
+        ``turn_model_problem``: why there is none (logged when ``vad.turn_model`` asks for it)."""
         try:
             import webrtcvad
         except ImportError as err:
@@ -176,6 +193,12 @@ class VadStage:
         self._suspect_frames = 0
         self._speculating = False
         self._speech_start_ms = 0.0
+        self.turn_model = turn_model
+        self._turn_model_problem = turn_model_problem or "no turn model was loaded"
+        self._judge: TurnJudge | None = None
+        self.verdicts: list[tuple[int, float]] = []
+        """(turn id, probability) of the turn model's verdicts, the last 100."""
+        self._warn_turn_model()
         self.speculations = 0
         """Speculative utterances sent (at a pause in speech)."""
         self.discarded = 0
@@ -280,7 +303,11 @@ class VadStage:
         """End of input: close an open turn; return the messages to send."""
         self._framer.reset()
         self._raw_framer.reset()
-        return self._translate(self._segmenter.finish())
+        messages = self._translate(self._segmenter.finish())
+        if self._judge is not None:
+            self._judge.close()
+            self._judge = None
+        return messages
 
     def reconfigure(self, config: VadConfig) -> None:
         """New VAD settings (``frame_ms`` excepted), taking effect between turns."""
@@ -295,21 +322,56 @@ class VadStage:
             return
         if config.floor_gate != self.config.floor_gate:
             self._floor = FloorGate(config.frame_ms) if config.floor_gate else None
+        asked_now = config.turn_model and config.speculate_after_ms
+        asked_before = self.config.turn_model and self.config.speculate_after_ms
         self.config, self._pending_config = config, None
+        if asked_now and not asked_before:
+            self._warn_turn_model()
         self._vad = self._webrtcvad.Vad(config.aggressiveness)
         position = self._segmenter.frames_done
         self._segmenter = Segmenter(config)
         self._segmenter.frames_done = position
 
-    def quick_end(self, turn_id: int) -> None:
-        """The speculative transcript of ``turn_id`` looks complete: end the turn sooner."""
+    def quick_end(self, turn_id: int, *, question: bool = False) -> None:
+        """The speculative transcript of ``turn_id`` looks complete (``question``: it ends in
+        ``?``): end the turn sooner."""
         if turn_id == self._turn_id and self._speculating:
-            self._translate(self._segmenter.quick_end())
+            self._translate(self._segmenter.quick_end(question=question))
 
     def end_now(self, turn_id: int) -> None:
         """The speculative transcript of ``turn_id`` is a recognised command: end the turn now."""
         if turn_id == self._turn_id and self._speculating:
             self._translate(self._segmenter.end_now())
+
+    def transcribed(self, turn_id: int, text: str) -> None:
+        """The speculative transcript of ``turn_id``: finished (a question or not), open (it ends
+        on a word that leaves it open) or unsure, for the segmenter's judges."""
+        if turn_id == self._turn_id and self._speculating:
+            self._translate(self._segmenter.heard(transcript_kind(text)))
+
+    def turn_verdict(self, turn_id: int, probability: float) -> None:
+        """The turn model's probability that the paused ``turn_id`` is complete."""
+        self.verdicts = [*self.verdicts[-99:], (turn_id, probability)]
+        if turn_id == self._turn_id and self._speculating:
+            complete = probability >= self.config.turn_threshold
+            _LOGGER.debug("turn %d: the turn model says %.2f (%s)", turn_id, probability, complete)
+            self._translate(self._segmenter.turn_verdict(complete))
+
+    def _warn_turn_model(self) -> None:
+        # the model is asked at pauses: without speculation it would never be
+        if self.config.turn_model and self.config.speculate_after_ms and self.turn_model is None:
+            _LOGGER.warning(
+                "vad.turn_model is on but %s: the end of turn is judged by the transcript alone",
+                self._turn_model_problem,
+            )
+
+    def _ask_turn_model(self, turn_id: int, pcm: bytes) -> None:
+        """Hand the paused utterance to the turn model (``TurnJudge``); its verdict comes back on
+        the event loop (``turn_verdict``)."""
+        if self.turn_model is not None and self.config.turn_model:
+            if self._judge is None:
+                self._judge = TurnJudge(self.turn_model)
+            self._judge.ask(turn_id, pcm, self.turn_verdict)
 
     def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
         origin = self._origin_ms or 0.0
@@ -329,6 +391,7 @@ class VadStage:
                 self.speculations += 1
                 self._turns.hold(turn_id)
                 messages.append(self._utterance(turn_id, event, origin, origin + event.speech_end_ms, True))
+                self._ask_turn_model(turn_id, event.pcm)
                 continue
             if isinstance(event, Resumed):
                 # the speculation is void: drop everything of it; the speech goes on as a new turn

@@ -48,7 +48,6 @@ from assistant.events import (
     TranscriptReady,
     TurnFinished,
 )
-from assistant.text.speakable import looks_complete
 from assistant.turn.activation import Activation
 from assistant.turn.budget import AckPlayer, BudgetKeeper, synthesize_all
 from assistant.turn.kinds import Action, Mark, Outcome, TurnKind
@@ -89,8 +88,9 @@ class Endpointer(Protocol):
 
     muted: bool
 
-    def quick_end(self, turn_id: int) -> None:
-        """The speculative transcript looks complete: end the turn sooner."""
+    def transcribed(self, turn_id: int, text: str) -> None:
+        """The speculative transcript: the endpointer ends the turn sooner when it reads as
+        finished, and holds it when it ends on a word that leaves it open."""
 
     def end_now(self, turn_id: int) -> None:
         """The speculative transcript is a recognised command: end the turn now."""
@@ -178,8 +178,8 @@ class TurnController:
         self.tracker.record(turn_id).transcript = admitted
         if self.turns.is_held(turn_id):  # a speculation: takes effect when the endpoint is final
             self._heard[turn_id] = admitted
-            if self.endpointer is not None and looks_complete(admitted):
-                self.endpointer.quick_end(turn_id)
+            if self.endpointer is not None:
+                self.endpointer.transcribed(turn_id, admitted)
             return admitted
         self._commit_effects(turn_id, admitted)
         return admitted
@@ -310,11 +310,10 @@ class TurnController:
         self.budget.reconfigure(config.latency)
 
     async def prepare(self) -> None:
-        """Before listening: synthesize the acknowledgements and the reprompt."""
+        """Before listening: synthesize the acknowledgements, the holding phrases and the reprompt."""
         if self.tts is None or self.output is None or not self.clock.realtime:
             return
-        if self.config.latency.ack:
-            await self.budget.prepare(self.tts)
+        await self.budget.prepare(self.tts)
         reprompt = self.config.output.reprompt.strip()
         if reprompt and self.config.latency.transcript_ms:
             work = asyncio.to_thread(synthesize_all, self.tts, reprompt)
