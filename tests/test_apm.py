@@ -391,3 +391,21 @@ def test_the_echo_gate_judges_the_microphone_as_captured_not_as_processed() -> N
             AudioIn(processed[span].tobytes(), at / 16, 1_000_000_000 + at * NS, raw=echo[span].tobytes())
         )
     assert gate.coupling > 0.5, "learnt from the raw echo (about 1), not the processed one (0.1)"
+
+
+def test_what_is_queued_is_filed_ahead_and_what_really_played_overwrites_it() -> None:
+    """A loop running late hands blocks over late: the queue after each block is filed as a
+    forecast, so the canceller reads the reply it is about to hear; an interrupt's silence,
+    handed over later, replaces the forecast."""
+    playout = Playout(SAMPLE_RATE)
+    playout.played = ring = PlayedAudio()
+    reply = np.full(SAMPLE_RATE, 3000, dtype="<i2")  # one second queued
+    playout.add(reply.tobytes())
+    now = time.monotonic_ns()
+    playout.pull(320, delay_ns=0)  # the first 20 ms handed over
+    ahead = ring.read(now + 320 * NS + 2 * NS, 4000)  # the next 250 ms: not handed over yet
+    assert (ahead == 3000).all(), "the queued reply is filed ahead of the block"
+    assert ring.filed_ns >= now + (320 + SAMPLE_RATE * 300 // 1000) * NS - 1_000_000
+    playout.clear()  # interrupted: what follows is silence, once handed over
+    playout.pull(320, delay_ns=20_000_000 - (time.monotonic_ns() - now))
+    assert not ring.read(now + 640 * NS + 2 * NS, 4000).any(), "the forecast past the interrupt is void"

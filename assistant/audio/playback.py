@@ -26,6 +26,9 @@ from assistant.errors import AssistantError
 log = logging.getLogger(__name__)
 
 
+FORECAST_MS = 300
+"""How much of the queue is filed ahead of the block just handed out, as a forecast, in ms: a
+loop running late hands blocks over late, and the echo canceller reads what is heard now."""
 HEARD_BLOCKS = 512
 """Pulled blocks remembered for ``level``/``peak`` (about 10 s of 20 ms blocks)."""
 
@@ -85,12 +88,13 @@ class Playout:
             self._heard.append((start, start + frames * 1_000_000_000 // self.rate, rms))
             del self._heard[:-HEARD_BLOCKS]
         if copy is not None and self.played is not None:
-            self.played.write(start, copy)
+            self.played.write(start, copy[0], copy[1])
         return data + bytes(frames * 2 - len(data))
 
-    def _pull_copy(self, frames: int, taken: int) -> np.ndarray | None:
-        """The 16 kHz copy of a block of ``frames`` device samples of which ``taken`` came
-        from the queue (the rest is silence); call under the lock."""
+    def _pull_copy(self, frames: int, taken: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The 16 kHz copy of a block of ``frames`` device samples of which ``taken`` came from
+        the queue (the rest is silence), and what is queued after it (``FORECAST_MS`` at most;
+        None while paused); call under the lock."""
         if self.played is None:
             return None
         self._owed += frames * 16_000
@@ -99,9 +103,10 @@ class Playout:
         block = np.zeros(count, dtype=np.int16)
         block[:used] = np.frombuffer(bytes(self._copy[: used * 2]), dtype="<i2")
         del self._copy[: used * 2]
-        if not self._queue:  # the queue ran dry: what the resampler still owes is dropped
+        if not self._queue:  # the queue ran dry: its copy has nothing more to say
             self._copy.clear()
-        return block
+        ahead = None if self.paused else np.frombuffer(bytes(self._copy[: FORECAST_MS * 32]), dtype="<i2")
+        return block, ahead
 
     def level(self) -> float:
         """RMS (0..1) of the block being heard now; 0 when silent."""

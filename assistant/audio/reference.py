@@ -3,8 +3,8 @@
 A live sink (``playback.Playout``) hands its device one block at a time and knows when each
 block will be heard: ``time.monotonic_ns()`` at the hand-over plus the device's latency (pacat's
 ``latency_ms``, PortAudio's DAC time). Once a stage asks for the played audio
-(``LiveSink.played``), the sink keeps a 16 kHz copy of its queue (``To16k``, soxr's streaming
-resampler, run where audio is queued, not in the device callback) and writes each block's copy
+(``LiveSink.played``), the sink keeps a 16 kHz copy of its queue (``To16k``, soxr, run where
+audio is queued, not in the device callback) and writes each block's copy
 into ``PlayedAudio`` at the time it is heard: a ring indexed by absolute time (one slot per
 16 kHz sample of the monotonic clock). A reader asks for ``count`` samples from a time and gets
 what was heard then, silence where nothing was (before the first block, in a gap, past the newest
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,12 +43,20 @@ class PlayedAudio:
         """Blocks that started too far from where the one before ended to follow it."""
         self._ring = np.zeros(self.size, dtype=np.int16)
         self._end: int | None = None
-        """Slot after the newest sample written (None: nothing yet)."""
+        """Slot after the newest sample filed, forecast included (None: nothing yet)."""
+        self._block_end: int | None = None
+        """Slot after the last block handed to the device (the next one follows it)."""
+        self._forecast = 0
         self._lock = threading.Lock()
 
-    def write(self, start_ns: int, samples: npt.NDArray[np.int16]) -> None:
-        """``samples`` are heard from ``start_ns`` on (a block may overlap the one before it:
-        the newer wins; a gap since the last block is silence)."""
+    def write(
+        self, start_ns: int, samples: npt.NDArray[np.int16], ahead: npt.NDArray[np.int16] | None = None
+    ) -> None:
+        """``samples`` are heard from ``start_ns`` on (a block may overlap the one before it: the
+        newer wins; a gap since the last block is silence). ``ahead``: what is queued to follow
+        the block, filed after it as a forecast (the device plays its blocks back to back); the
+        blocks handed over later overwrite it with what was really played (silence after an
+        interrupt or a pause)."""
         if not samples.size:
             return
         start = sample_index(start_ns)
@@ -57,15 +64,27 @@ class PlayedAudio:
             start += len(samples) - self.size
             samples = samples[-self.size :]
         with self._lock:
-            if self._end is not None and abs(start - self._end) <= self.snap:
-                start = self._end
-            elif self._end is not None:
+            last = self._block_end
+            if last is not None and abs(start - last) <= self.snap:
+                start = last
+            elif last is not None:
                 self.resyncs += 1
-            if self._end is not None and start > self._end:
+            if self._end is not None and self._end < start:
                 self._put(self._end, np.zeros(min(start - self._end, self.size), dtype=np.int16))
             self._put(start, samples)
-            end = start + len(samples)
-            self._end = end if self._end is None else max(self._end, end)
+            end = self._block_end = start + len(samples)
+            if ahead is not None and ahead.size:
+                ahead = ahead[: self.size // 2]
+                self._put(end, ahead)
+                self._forecast = end + len(ahead)
+            else:
+                self._forecast = end
+            self._end = self._forecast  # an older forecast past it no longer holds
+
+    @property
+    def filed_ns(self) -> int:
+        """Up to when audio (heard, or forecast) is filed, in ``monotonic_ns`` (0: nothing yet)."""
+        return 0 if self._end is None else self._end * 1_000_000_000 // SAMPLE_RATE
 
     def _put(self, start: int, samples: npt.NDArray[np.int16]) -> None:
         self._ring[np.arange(start, start + len(samples)) % self.size] = samples
@@ -85,27 +104,27 @@ class PlayedAudio:
 
 
 class To16k:
-    """A streaming resampler from the sink's rate to 16 kHz (int16; soxr keeps its state between
-    calls, so block edges leave no clicks in the reference)."""
+    """The sink's rate to 16 kHz, one queued piece at a time (int16).
+
+    Each piece is resampled whole (soxr, no state between pieces): a streaming resampler holds
+    back its last ~30 ms until more audio comes, so when the queue ran dry between two pieces of
+    a reply, the next piece's copy would start with the last one's tail and lag its audio by
+    that much, and the canceller would have to find the delay again at every piece."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self._stream: Any = None
 
     def convert(self, pcm: bytes) -> npt.NDArray[np.int16]:
         samples = np.frombuffer(pcm, dtype="<i2")
-        if self.rate == SAMPLE_RATE:
+        if self.rate == SAMPLE_RATE or not samples.size:
             return samples.astype(np.int16)
-        if self._stream is None:
-            import soxr
+        import soxr
 
-            self._stream = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="int16")
-        out = self._stream.resample_chunk(samples)
+        out = soxr.resample(samples, self.rate, SAMPLE_RATE)
         return np.asarray(out, dtype=np.int16)
 
     def reset(self) -> None:
-        """Forget the stream's state (the queue was dropped)."""
-        self._stream = None
+        """Nothing is held between pieces."""
 
 
 class CaptureClock:
