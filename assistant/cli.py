@@ -359,6 +359,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(wake, indent=1) + "\n", encoding="utf-8")
         return 0
+    if args.echo_bench:
+        from assistant.bench.echo import format_echo, run_echo_bench
+
+        echo = run_echo_bench(model_dir, limit=args.limit, log=_log_line)
+        print(format_echo(echo))
+        if args.json:
+            Path(args.json).write_text(json.dumps(echo, indent=1) + "\n", encoding="utf-8")
+        return 0
     if args.write_stream:
         import wave
 
@@ -517,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--wake", action="store_true", dest="wake_bench", help="instead: the wake word model's misses,"
         " false wakes per hour and CPU against always-on listening (--limit N: N questions per voice)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--echo", action="store_true", dest="echo_bench", help="instead: WebRTC audio processing: echo"
+        " return loss enhancement, a question over the reply, WER with and without noise suppression"
+        " at two SNRs, CPU per hour (--limit N: N questions per voice)",
     )  # fmt: skip
 
     doctor = sub.add_parser(

@@ -462,6 +462,54 @@ class ListenConfig:
             )
 
 
+NOISE_LEVELS = ("off", "low", "moderate", "high", "very_high")
+"""``audio_processing.noise_suppression``: WebRTC's levels (6, 12, 18, 21 dB of suppression)."""
+
+
+@dataclass(frozen=True)
+class AudioProcessingConfig:
+    """WebRTC's audio processing on the microphone, before the wake word, the VAD and ASR (the
+    ``aec`` extra, ``pywebrtc-audio``; without it the daemon warns once and hears the raw
+    microphone). See ``audio/processing.py`` and the README's "Echo cancellation"."""
+
+    inputs: str = "live"
+    """``live``: microphones only (PulseAudio, PortAudio); ``all``: files and stdin too (off by
+    default, so the bench and recorded tests hear their audio unaltered); ``none``: never."""
+    echo_cancellation: bool = True
+    """Remove what the speaker plays (the far end, aligned by the playback clock) from the
+    microphone (WebRTC AEC3) before the wake word, the VAD's speech verdicts and ASR. Needs a live
+    speaker. The energy echo gate stays as the second line and judges the microphone as captured,
+    so the canceller's residue, which jumps on a loaded machine, never makes the assistant
+    interrupt itself."""
+    noise_suppression: str = "off"
+    """``off``, ``low``, ``moderate``, ``high``, ``very_high`` (6, 12, 18, 21 dB). Off by default:
+    on the noisy corpus Whisper did worse after ``moderate`` and barely better after ``very_high``
+    (README: Echo cancellation)."""
+    gain_control: bool = False
+    """Automatic gain control (WebRTC AGC2, adaptive digital): quiet or distant speech raised.
+    Off by default: it raises the residual echo too, and Whisper and the VAD cope with level."""
+    max_gain_db: float = 30.0
+    """``gain_control``: the most the adaptive gain may raise the microphone, in dB."""
+    reference_margin_ms: int = 30
+    """Echo cancellation: the far end fed with a microphone frame runs this far ahead of it (what
+    the speaker played up to this long after the frame was captured), so an echo never reaches
+    the canceller before its reference, even where the speaker's latency estimate is too long.
+    AEC3 finds the delay that remains itself (measured: up to 150 ms fully). Keep it under what
+    the speaker queues ahead of its device (about 50 ms with pacat)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("audio_processing.inputs", self.inputs, ("live", "all", "none"))
+        _check_choice("audio_processing.noise_suppression", self.noise_suppression, NOISE_LEVELS)
+        _check_range("audio_processing.max_gain_db", self.max_gain_db, 0.0, 50.0)
+        _check_range("audio_processing.reference_margin_ms", self.reference_margin_ms, 0, 300)
+
+    @property
+    def active(self) -> bool:
+        """Something is to be done to some input."""
+        wanted = self.echo_cancellation or self.noise_suppression != "off" or self.gain_control
+        return self.inputs != "none" and wanted
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """Bounds of the queues between stages."""
@@ -718,6 +766,7 @@ class Config:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    audio_processing: AudioProcessingConfig = field(default_factory=AudioProcessingConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     intents: IntentsConfig = field(default_factory=IntentsConfig)

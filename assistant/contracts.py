@@ -13,6 +13,7 @@ least is declared on the base with a default that says "cannot":
     TurnDetector   complete_probability(pcm) -> 0..1 (an end-of-turn model on the audio)
     Speaker        a live output: interrupt, pause, resume, playback_peak (the echo reference)
     Volume         an output whose loudness can be turned: volume, a gain on what is written
+    EchoReference  a live output that tells what was heard when: played (the echo canceller's far end)
 
 Engine methods are synchronous and block; stages call them off the event loop (``asyncio.to_thread``
 or the engine's own thread). Any exception an engine raises is mapped to ``errors`` at the engine's
@@ -167,6 +168,16 @@ class Speaker(Protocol):
 
     def playback_peak(self, start_ns: int, end_ns: int) -> float:
         """Peak level (fraction of full scale) played between two ``monotonic_ns`` times."""
+        ...
+
+
+@runtime_checkable
+class EchoReference(Protocol):
+    """A live output that knows what it played and when (the echo canceller's far end)."""
+
+    def played(self, start_ns: int, count: int) -> bytes:
+        """``count`` samples (16 kHz mono int16) heard from ``start_ns`` (``time.monotonic_ns()``)
+        on, silence where nothing played. The first call starts keeping them."""
         ...
 
 

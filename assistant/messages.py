@@ -34,6 +34,9 @@ class AudioIn(Message):
     arrived_ns: int = 0
     """``time.monotonic_ns()`` when the piece's last sample reached the daemon from a live
     device (0 for files): the echo gate lines the microphone up with what the speaker played."""
+    raw: bytes | None = field(default=None, repr=False)
+    """The same samples as captured, before audio processing (None: ``pcm`` is as captured):
+    the echo gate judges the raw microphone, so it never trusts the echo canceller."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
 """Wiring: the stages in their order, the bounded queues between them, and the commands.
 
-    source -> wake -> vad -> wake_trim -> asr -> intents -> llm -> chunker -> tts -> output(sink)
+    source -> apm -> wake -> vad -> wake_trim -> asr -> intents -> llm -> chunker -> tts -> output(sink)
 
 The order is data (``VOICE_STAGES``, ``TEXT_STAGES``); a stage whose engine or sink is absent is
 left out (``intents`` where ``intents.enabled`` is off, ``wake`` and ``wake_trim`` without a wake
-word model).
+word model, ``apm`` where ``[audio_processing]`` turns everything off).
 Commands matched by the intents stage are answered without the LLM; their timers are kept by a
 helper task (``timers``).
 ``EndOfStream`` from the source runs down the chain and ends each stage in turn.
@@ -27,7 +27,7 @@ from assistant.audio.sinks import AudioSink
 from assistant.audio.sources import AudioSource
 from assistant.clock import StreamClock
 from assistant.config import Config, IntentsConfig
-from assistant.contracts import Speaker, Volume
+from assistant.contracts import EchoReference, Speaker, Volume
 from assistant.endpointing.echo import EchoGate
 from assistant.engines import Engines
 from assistant.errors import AssistantError, ConfigError
@@ -38,6 +38,7 @@ from assistant.intents.matcher import Matcher
 from assistant.intents.timers import default_timers_path
 from assistant.messages import EndOfStream, Message, TextChunk, TextDone, Transcript
 from assistant.service import allocator
+from assistant.stages.apm import AudioProcessingStage
 from assistant.stages.asr import AsrStage
 from assistant.stages.base import Stage
 from assistant.stages.chunker import ChunkerStage
@@ -55,11 +56,11 @@ from assistant.wake import running
 
 _LOGGER = logging.getLogger(__name__)
 
-VOICE_STAGES = ("wake", "vad", "wake_trim", "asr", "intents", "llm", "chunker", "tts", "output")
+VOICE_STAGES = ("apm", "wake", "vad", "wake_trim", "asr", "intents", "llm", "chunker", "tts", "output")
 """The stages of the voice path, in order."""
 TEXT_STAGES = ("intents", "llm", "chunker", "tts", "output")
 """The stages of a typed question (``assistant ask``)."""
-AUDIO_QUEUES = ("wake", "vad", "tts")
+AUDIO_QUEUES = ("apm", "wake", "vad", "tts")
 """Stages whose inbox carries audio (bounded by ``queues.audio``, the others by ``queues.text``)."""
 
 Task = tuple[str, Coroutine[Any, Any, None]]
@@ -114,6 +115,7 @@ class Pipeline:
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
         self._vad: VadStage | None = None
         self._wake: WakeStage | None = None
+        self._apm: AudioProcessingStage | None = None
         self._output: OutputStage | None = None
         self.reconfigured: list[Callable[[Config], None]] = []
         """Called with the config once ``reconfigure`` has applied it; they must not raise (the
@@ -206,6 +208,8 @@ class Pipeline:
             self._vad.reconfigure(config.vad)
         if self._wake is not None:
             self._wake.reconfigure(config.listen)
+        if self._apm is not None:
+            self._apm.reconfigure(config.audio_processing)
         if rebuilt is not None and self.timers is not None:
             if self.handlers is not None:
                 rebuilt[1].adopt(self.handlers)
@@ -257,6 +261,12 @@ class Pipeline:
     def _build(self, name: str) -> Stage | None:
         """The stage called ``name``, or None where its engine or sink is absent."""
         config, engines, channel = self.config, self.engines, self.controller
+        if name == "apm":
+            if not config.audio_processing.active:
+                return None
+            reference = self.sink if isinstance(self.sink, EchoReference) else None
+            self._apm = AudioProcessingStage(config.audio_processing, channel, reference)
+            return self._apm
         if name == "wake":
             if engines.wake is None:
                 return None

@@ -4,7 +4,9 @@ A backend (``pulse.py``: ``pacat``; ``portaudio.py``: sounddevice) only opens on
 session* at a time: ``LiveSink._session`` plays until the device fails; then the sink reports
 ``waiting_for_device``, waits ``Backoff.next()``, opens a new session and reports ``ready``
 when it plays again. ``interrupt()``, ``playback_level()`` and ``playing`` serve barge-in and
-the echo gate.
+the echo gate; ``played()`` is the echo canceller's far end (``reference.py``): once asked, the
+play-out keeps a 16 kHz copy of its queue and files each pulled block's copy under the time it
+is heard.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import time
 import numpy as np
 
 from assistant.audio.common import Backoff, DeviceLost, StateCallback
+from assistant.audio.reference import PlayedAudio, To16k
 from assistant.audio.sinks import with_gain
 from assistant.errors import AssistantError
 
 log = logging.getLogger(__name__)
 
 
+FORECAST_MS = 300
+"""How much of the queue is filed ahead of the block just handed out, as a forecast, in ms: a
+loop running late hands blocks over late, and the echo canceller reads what is heard now."""
 HEARD_BLOCKS = 512
 """Pulled blocks remembered for ``level``/``peak`` (about 10 s of 20 ms blocks)."""
 
@@ -42,25 +48,37 @@ class Playout:
         """(start_ns, end_ns, rms) of recently pulled blocks, oldest first."""
         self.paused = False
         """While True, ``pull`` hands out silence and keeps the queue for later."""
+        self.played: PlayedAudio | None = None
+        """Where pulled blocks are filed at 16 kHz by the time they are heard (None: not kept)."""
+        self._copy = bytearray()
+        """The queue at 16 kHz (kept only with ``played``), pulled in step with it."""
+        self._to16k = To16k(rate)
+        self._owed = 0
+        """Device samples pulled times 16000 not yet turned into a 16 kHz sample (the remainder)."""
 
     @property
     def queued_ms(self) -> float:
         return len(self._queue) / 2 / self.rate * 1000
 
     def add(self, pcm: bytes) -> None:
+        copy = self._to16k.convert(pcm).tobytes() if self.played is not None else b""
         with self._lock:
             self._queue += pcm
+            self._copy += copy
 
     def clear(self) -> None:
         with self._lock:
             self._queue.clear()
             self._heard.clear()
+            self._copy.clear()
+        self._to16k.reset()
 
     def pull(self, frames: int, delay_ns: int = 0) -> bytes:
         """``frames`` samples (silence where nothing is queued) for the device."""
         with self._lock:
             data = b"" if self.paused else bytes(self._queue[: frames * 2])
             del self._queue[: len(data)]
+            copy = self._pull_copy(frames, len(data) // 2)
         rms = 0.0
         if data:
             samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
@@ -69,7 +87,26 @@ class Playout:
         with self._lock:
             self._heard.append((start, start + frames * 1_000_000_000 // self.rate, rms))
             del self._heard[:-HEARD_BLOCKS]
+        if copy is not None and self.played is not None:
+            self.played.write(start, copy[0], copy[1])
         return data + bytes(frames * 2 - len(data))
+
+    def _pull_copy(self, frames: int, taken: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The 16 kHz copy of a block of ``frames`` device samples of which ``taken`` came from
+        the queue (the rest is silence), and what is queued after it (``FORECAST_MS`` at most;
+        None while paused); call under the lock."""
+        if self.played is None:
+            return None
+        self._owed += frames * 16_000
+        count, self._owed = divmod(self._owed, self.rate)
+        used = min(len(self._copy) // 2, round(count * taken / frames)) if frames else 0
+        block = np.zeros(count, dtype=np.int16)
+        block[:used] = np.frombuffer(bytes(self._copy[: used * 2]), dtype="<i2")
+        del self._copy[: used * 2]
+        if not self._queue:  # the queue ran dry: its copy has nothing more to say
+            self._copy.clear()
+        ahead = None if self.paused else np.frombuffer(bytes(self._copy[: FORECAST_MS * 32]), dtype="<i2")
+        return block, ahead
 
     def level(self) -> float:
         """RMS (0..1) of the block being heard now; 0 when silent."""
@@ -147,6 +184,7 @@ class LiveSink:
         """Audio written while the device was away (dropped), in ms."""
         self.last_error = ""
         self.playout = Playout(rate or 22_050)
+        self._played: PlayedAudio | None = None
         self.volume = 1.0
         """Gain on what is written from now on, 0.0 to 1.0 ("volume down", "mute")."""
         self._resamplers: dict[int, object] = {}
@@ -165,6 +203,14 @@ class LiveSink:
     def playback_peak(self, start_ns: int, end_ns: int) -> float:
         """Largest RMS (0..1) of the audio heard between two ``time.monotonic_ns()`` times."""
         return self.playout.peak(start_ns, end_ns)
+
+    def played(self, start_ns: int, count: int) -> bytes:
+        """``count`` samples (16 kHz mono int16) of what was heard from ``start_ns`` on
+        (``time.monotonic_ns()``), silence where nothing played: the echo canceller's far end.
+        The first call starts keeping it."""
+        if self._played is None:
+            self._played = self.playout.played = PlayedAudio()
+        return self._played.read(start_ns, count).tobytes()
 
     def interrupt(self) -> None:
         """Drop everything queued; the device falls silent within its own short buffer."""
@@ -200,6 +246,7 @@ class LiveSink:
         if self.rate is None:
             self.rate = rate
             self.playout = Playout(rate)
+            self.playout.played = self._played
         if rate == self.rate:
             return pcm
         stream = self._resamplers.get(rate)

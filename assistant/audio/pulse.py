@@ -240,7 +240,9 @@ class PulseSink(LiveSink):
             now = time.monotonic_ns()
             if now - due_ns > 200_000_000:  # the loop fell behind: start a fresh schedule
                 due_ns = now
-            proc.stdin.write(self.playout.pull(frames, delay_ns=max(0, due_ns - now) + latency_ns))
+            # heard on the schedule: pacat's buffer hides a late loop (a very late one, which
+            # empties it, makes the stamps early: the echo canceller's reference then leads)
+            proc.stdin.write(self.playout.pull(frames, delay_ns=due_ns - now + latency_ns))
             try:
                 async with asyncio.timeout(self.stall_s):
                     await proc.stdin.drain()

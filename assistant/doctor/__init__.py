@@ -9,6 +9,8 @@ something needed is broken (a ``fail``), and with ``--strict`` on a ``warn`` too
 - ``wake`` (``wake.py``): in wake mode, the wake word model loads (or what the daemon falls back to);
 - ``input``/``output``/``permissions`` (``audio.py``): a 0.5 s capture from the microphone with its
   level, the speaker opened, ALSA device access where PortAudio opens devices itself;
+- ``processing`` (``processing.py``): WebRTC's audio processing (the ``aec`` extra) loads and runs,
+  and what it will do to this input and output;
 - ``dirs`` (``files.py``): the folders the daemon writes take a new file;
 - ``broker``/``mqtt`` (``broker.py``): a real connection, and the broker's exposure.
 
@@ -30,6 +32,7 @@ from assistant.doctor.audio import check_input, check_output, check_permissions
 from assistant.doctor.base import LEVELS, Check, ConfigRow, Finding, Setup
 from assistant.doctor.broker import accepts_anonymous, check_broker, check_exposure, check_mqtt, is_loopback
 from assistant.doctor.files import check_dirs, check_models
+from assistant.doctor.processing import check_processing
 from assistant.doctor.wake import check_wake
 
 CHECKS: dict[str, Check] = {
@@ -38,6 +41,7 @@ CHECKS: dict[str, Check] = {
     "input": check_input,
     "output": check_output,
     "permissions": check_permissions,
+    "processing": check_processing,
     "dirs": check_dirs,
     "broker": check_broker,
     "mqtt": check_exposure,
@@ -144,6 +148,7 @@ __all__ = [
     "check_mqtt",
     "check_output",
     "check_permissions",
+    "check_processing",
     "check_wake",
     "effective_config",
     "exit_code",

@@ -17,7 +17,8 @@ original audio. Hum harmonics above the cut-off (a 100/150 Hz buzz) are not remo
 Steady noise (``vad.floor_gate``): webrtcvad takes a noise that starts out of silence for speech,
 for seconds; a voiced verdict stands only for a frame 6 dB above the noise floor of the last 1.5 s
 (``envelope.FloorGate``, on the high-passed copy). While the speaker plays, the echo gate judges
-instead (the reply's own echo would raise the floor under the user's voice).
+instead (the reply's own echo would raise the floor under the user's voice). The echo gate hears the
+microphone as captured (``AudioIn.raw``, before ``stages/apm.py``), the VAD the processed audio.
 
 Warm-up: webrtcvad's noise model starts empty, so it calls the first two or three frames of any
 noise speech. The first ``warmup_ms`` (90 ms) of input are classified (to train it) but taken as
@@ -193,6 +194,8 @@ class VadStage:
         self._vad: Any = webrtcvad.Vad(config.aggressiveness)
         self._pending_config: VadConfig | None = None
         self._framer = Framer(config.frame_ms)
+        self._raw_framer = Framer(config.frame_ms)
+        """The same frames as captured (``AudioIn.raw``), for the echo gate."""
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
         self._segmenter = Segmenter(config)
@@ -258,7 +261,9 @@ class VadStage:
         """Classify and segment one piece of audio (no awaiting); return the messages to send."""
         if self._origin_ms is None:
             self._origin_ms = item.start_ms
+        captured = item.pcm if item.raw is None else item.raw
         frames = self._framer.push(bytes(len(item.pcm)) if self.muted else item.pcm)
+        raws = self._raw_framer.push(bytes(len(captured)) if self.muted else captured)
         if not frames:
             return []
         heard = frames
@@ -276,7 +281,8 @@ class VadStage:
             voiced &= self.frames >= self._warmup_frames
             sounded = voiced
             at_ns = last_ns - (len(frames) - 1 - index) * frame_ns
-            playing = self.echo_gate is not None and self.echo_gate.playing(frame, at_ns)
+            raw = raws[index] if index < len(raws) else frame
+            playing = self.echo_gate is not None and self.echo_gate.playing(raw, at_ns)
             if playing:
                 self._played_frame = self.frames
             above_floor = self._floor is None or self._floor.loud(vad_frame)
@@ -284,7 +290,7 @@ class VadStage:
             if playing and voiced:
                 assert self.echo_gate is not None
                 strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
-                voiced = self.echo_gate.allow(frame, strict)
+                voiced = self.echo_gate.allow(raw, strict)
             self.frames += 1
             self.voiced_frames += voiced
             listening = self._segmenter.listening
@@ -327,6 +333,7 @@ class VadStage:
     def finish(self) -> list[Message]:
         """End of input: close an open turn; return the messages to send."""
         self._framer.reset()
+        self._raw_framer.reset()
         messages = self._translate(self._segmenter.finish())
         if self._judge is not None:
             self._judge.close()
