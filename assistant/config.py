@@ -475,12 +475,15 @@ class AudioProcessingConfig:
     inputs: str = "live"
     """``live``: microphones only (PulseAudio, PortAudio); ``all``: files and stdin too (off by
     default, so the bench and recorded tests hear their audio unaltered); ``none``: never."""
-    echo_cancellation: bool = True
+    echo_cancellation: bool = False
     """Remove what the speaker plays (the far end, aligned by the playback clock) from the
     microphone (WebRTC AEC3) before the wake word, the VAD's speech verdicts and ASR. Needs a live
     speaker. The energy echo gate stays as the second line and judges the microphone as captured,
     so the canceller's residue, which jumps on a loaded machine, never makes the assistant
-    interrupt itself."""
+    interrupt itself. Off by default: while the speaker plays, AEC3 also cuts the user's own
+    speech (a one-second "Stop." over a reply reached the VAD as 150 ms of speech, and was
+    dropped as too little), so the stop word and barge-in are heard more surely without it where
+    the speaker is not loud in the microphone; turn it on for a loud speaker beside the mic."""
     noise_suppression: str = "off"
     """``off``, ``low``, ``moderate``, ``high``, ``very_high`` (6, 12, 18, 21 dB). Off by default:
     on the noisy corpus Whisper did worse after ``moderate`` and barely better after ``very_high``

@@ -267,7 +267,9 @@ def test_without_pywebrtc_audio_one_warning_names_the_extra_and_audio_passes(
     monkeypatch.setattr(builtins, "__import__", no_webrtc)
     with pytest.raises(processing.ProcessingUnavailable):
         processing.webrtc()
-    everything = AudioProcessingConfig(noise_suppression="moderate", gain_control=True)
+    everything = AudioProcessingConfig(
+        echo_cancellation=True, noise_suppression="moderate", gain_control=True
+    )
     stage = AudioProcessingStage(everything, ReportLog(), Speaker())
     pieces = [AudioIn(speechlike(0.02, seed=k).tobytes(), k * 20.0, 1_000_000 * (k + 1)) for k in range(5)]
     with caplog.at_level(logging.WARNING):
@@ -287,8 +289,9 @@ def test_the_pipeline_builds_without_the_library(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(
         processing, "webrtc", lambda: (_ for _ in ()).throw(processing.ProcessingUnavailable("x"))
     )
-    assert processing.load(AudioProcessingConfig(), echo=True) is None
-    pipeline = Pipeline(Config(), Engines(), MemorySink())
+    echo = AudioProcessingConfig(echo_cancellation=True)
+    assert processing.load(echo, echo=True) is None
+    pipeline = Pipeline(Config(audio_processing=echo), Engines(), MemorySink())
     assert pipeline._build("apm") is not None  # noqa: SLF001 - made; it passes audio through
     off = Config(audio_processing=AudioProcessingConfig(inputs="none"))
     assert Pipeline(off, Engines(), MemorySink())._build("apm") is None  # noqa: SLF001
@@ -302,7 +305,7 @@ def test_config_defaults_and_checks() -> None:
     ap = config.audio_processing
     assert (ap.inputs, ap.echo_cancellation, ap.noise_suppression, ap.gain_control) == (
         "live",
-        True,
+        False,
         "off",
         False,
     )
@@ -345,7 +348,9 @@ async def test_doctor_shows_what_the_processing_does_and_warns_where_it_cannot_l
 
     assert CHECKS["processing"] is check_processing
     everything = Config(
-        audio_processing=AudioProcessingConfig(noise_suppression="moderate", gain_control=True)
+        audio_processing=AudioProcessingConfig(
+            echo_cancellation=True, noise_suppression="moderate", gain_control=True
+        )
     )
     live = Setup(
         config=everything,
@@ -357,12 +362,14 @@ async def test_doctor_shows_what_the_processing_does_and_warns_where_it_cannot_l
     [ok] = await check_processing(live)
     assert ok.level == "ok", ok
     assert "echo cancellation" in ok.message and "noise suppression (moderate)" in ok.message
-    [file_input] = await check_processing(Setup(input="q.wav", output="out.wav"))
+    [file_input] = await check_processing(Setup(config=everything, input="q.wav", output="out.wav"))
     assert file_input.level == "ok" and "not a live microphone" in file_input.message
     [off] = await check_processing(
         Setup(config=Config(audio_processing=AudioProcessingConfig(inputs="none")))
     )
     assert off.level == "ok" and "off" in off.message
+    [default] = await check_processing(Setup(input="mic", output="speaker"))
+    assert default.level == "ok" and "off" in default.message  # nothing is on by default
 
     def missing() -> Any:
         raise processing.ProcessingUnavailable("pywebrtc-audio cannot be imported (No module named x)")

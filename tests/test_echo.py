@@ -105,8 +105,8 @@ AEC_UNDER_LOAD = (
 )
 
 
-def without_aec(config: Config) -> Config:
-    return replace(config, audio_processing=replace(config.audio_processing, echo_cancellation=False))
+def with_aec(config: Config, on: bool = True) -> Config:
+    return replace(config, audio_processing=replace(config.audio_processing, echo_cancellation=on))
 
 
 @pytest.mark.models
@@ -118,7 +118,7 @@ async def test_a_question_over_the_reply_at_0_db_echo_stops_it_within_200_ms_and
     first = np.concatenate([speak("Tell me about the history of Rome."), silence(300)])
     second = np.concatenate([speak("What is the capital of France?"), silence(300)])
     pulse.loopback("spk.monitor", "mic")  # 100 %: the microphone hears the reply as loud as it plays
-    rig = Rig(pulse, engines, talkative(Config()))
+    rig = Rig(pulse, engines, with_aec(talkative(Config())))
     await rig.start()
     await rig.play(write_wav(tmp_path / "q1.wav", first, SPEECH_RATE))
     await until(lambda: rig.answer_playing(), 90)
@@ -161,7 +161,7 @@ async def test_the_reply_looped_back_at_0_db_starts_nothing(
     question = np.concatenate([speak("Tell me about the history of Rome."), silence(300)])
     pulse.loopback("spk.monitor", "mic")
     config = talkative(Config())
-    rig = Rig(pulse, engines, config if aec else without_aec(config))
+    rig = Rig(pulse, engines, with_aec(config, aec))
     await rig.start()
     await rig.play(write_wav(tmp_path / "q.wav", question, SPEECH_RATE))
     await rig.wait_turns(1, 120)
