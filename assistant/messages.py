@@ -53,6 +53,17 @@ class SpeechStarted(TurnMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechSoFar(TurnMessage):
+    """Data: the utterance so far, while the user is still speaking (live input with
+    ``asr.during_speech``): ASR transcribes it when it has nothing else to do."""
+
+    pcm: bytes = field(repr=False)
+    """16 kHz mono int16 samples from the same first sample as the ``Utterance`` that will follow."""
+    speech_start_ms: float
+    """Input-timeline position of the first voiced frame, in ms (the same utterance's)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Utterance(TurnMessage):
     """Data: one user's utterance, from pre-roll to the end of speech."""
 

@@ -200,8 +200,10 @@ class Pipeline:
                 stage.deadlines = config.deadlines
             if isinstance(stage, AsrStage):
                 stage.transcript_ms = config.latency.transcript_ms
+                stage.during_speech = config.asr.during_speech
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
+            self._vad.progress_ms = self._progress_ms(config)
         if self._wake is not None:
             self._wake.reconfigure(config.listen)
         if rebuilt is not None and self.timers is not None:
@@ -215,6 +217,13 @@ class Pipeline:
         for callback in list(self.reconfigured):
             callback(config)
         _LOGGER.info("configuration reloaded")
+
+    def _progress_ms(self, config: Config) -> int:
+        """How often the VAD sends the utterance so far: ``asr.during_speech`` on live input with
+        an engine that can use it; 0: never."""
+        asr = self.engines.asr
+        live = config.asr.during_speech and self.clock.realtime and asr is not None and asr.timed
+        return config.asr.during_speech_every_ms if live else 0
 
     def _commands(self, config: Config) -> tuple[Matcher, Handlers]:
         matcher = Matcher.from_config(config)
@@ -265,6 +274,7 @@ class Pipeline:
         if name == "vad":
             vad = self._vad = VadStage(config.vad, channel)
             vad.muted = channel.muted
+            vad.progress_ms = self._progress_ms(config)
             if self.speaker is not None:
                 vad.echo_gate = EchoGate(self.speaker.playback_peak, margin_db=config.listen.echo_margin_db)
             channel.endpointer = vad
@@ -272,7 +282,13 @@ class Pipeline:
         if name == "asr":
             if engines.asr is None:
                 raise ConfigError("the voice pipeline needs an ASR engine")
-            return AsrStage(engines.asr, channel, config.deadlines, config.latency.transcript_ms)
+            return AsrStage(
+                engines.asr,
+                channel,
+                config.deadlines,
+                config.latency.transcript_ms,
+                during_speech=config.asr.during_speech,
+            )
         if name == "intents":
             if self.matcher is None or self.handlers is None:
                 return None

@@ -31,6 +31,10 @@ speculated turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-tu
 speculative transcript looks complete (adaptive endpointing); ``end_now(turn_id)`` ends it at once
 when the transcript is a recognised command.
 
+Speech so far (``progress_ms``, set from ``asr.during_speech`` on live input): while a turn's
+speech goes on, every ``progress_ms`` of input at a voiced frame the stage sends ``SpeechSoFar``,
+the utterance's audio so far, so that ASR can transcribe it during speech.
+
 Barge-in head start (``VoiceSuspected``): a turn starts only once ``start_ms`` of voiced audio has been
 heard, which is most of the 200 ms in which a reply must fall silent when the user talks over it.
 So at the first voiced frame over playback that the echo gate lets through, the stage reports
@@ -66,7 +70,7 @@ from assistant.endpointing.segmenter import (
     Started,
 )
 from assistant.errors import StageError
-from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechStarted, Utterance
+from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechSoFar, SpeechStarted, Utterance
 from assistant.stages.base import Queue, run_inbox
 from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, TurnChannel, VoiceSuspected
 
@@ -173,6 +177,9 @@ class VadStage:
         self._suspect_frames = 0
         self._speculating = False
         self._speech_start_ms = 0.0
+        self.progress_ms = 0
+        """Send ``SpeechSoFar`` every this many ms of a turn's speech (at a voiced frame); 0: never."""
+        self._progress_at = 0.0
         self.speculations = 0
         """Speculative utterances sent (at a pause in speech)."""
         self.discarded = 0
@@ -242,9 +249,20 @@ class VadStage:
             listening = self._segmenter.listening
             events = self._segmenter.process(frame, voiced)
             messages += self._translate(events)
+            if self.progress_ms and voiced and self._turn_id is not None and self._segmenter.in_speech:
+                messages += self._progress(self._turn_id)
             self._watch_voice(voiced and playing and listening, sounded, events)
         self._apply_pending()
         return messages
+
+    def _progress(self, turn_id: int) -> list[Message]:
+        """``SpeechSoFar`` when ``progress_ms`` have passed since the last (or the turn's start)."""
+        position = self._segmenter.position_ms
+        if position - self._progress_at < self.progress_ms:
+            return []
+        self._progress_at = position
+        pcm = self._segmenter.audio_so_far
+        return [SpeechSoFar(turn_id, pcm, self._speech_start_ms)]
 
     def _watch_voice(self, suspect: bool, sounded: bool, events: list[SegmenterEvent]) -> None:
         """Barge-in's head start: pause the speaker at the first voiced frame over playback that
@@ -312,6 +330,7 @@ class VadStage:
                 self._turn_id = self._turns.new_id()
                 self.channel.report(SpeechBegan(self._turn_id))
                 self._speech_start_ms = origin + event.start_ms
+                self._progress_at = event.start_ms
                 _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
                 continue
