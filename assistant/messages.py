@@ -61,6 +61,11 @@ class SpeechSoFar(TurnMessage):
     """16 kHz mono int16 samples from the same first sample as the ``Utterance`` that will follow."""
     speech_start_ms: float
     """Input-timeline position of the first voiced frame, in ms (the same utterance's)."""
+    end_ms: float = 0.0
+    """Input-timeline position of the end of ``pcm``, in ms."""
+    quiet: bool = False
+    """Sent at the first unvoiced frame after speech: if no speech follows, ``pcm`` holds all of
+    the utterance's speech, and its transcript is the utterance's."""
 
 
 @dataclass(frozen=True, slots=True)

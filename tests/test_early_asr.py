@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from assistant.bench.corpus import CorpusItem
 from assistant.bench.early_asr import run_item
-from assistant.bench.wer import wer
+from assistant.bench.wer import normalize, wer
 from assistant.clock import StreamClock
 from assistant.config import AsrConfig, Config
 from assistant.contracts import AsrResult, TimedResult, TimedWord, Transcriber
@@ -122,10 +123,12 @@ class SlowPasses(Transcriber):
 
     timed = True
 
-    def __init__(self) -> None:
+    def __init__(self, heard: str = "What is the capital", reason: str = "") -> None:
         self.release = threading.Event()
         self.background: list[str] = []
         self.finals: list[str] = []
+        self.heard = heard
+        self.reason = reason
 
     def transcribe(self, pcm: bytes, deadline: float | None = None) -> AsrResult:
         self.finals.append("whole")
@@ -137,7 +140,8 @@ class SlowPasses(Transcriber):
         if background:
             self.background.append(prefix)
             self.release.wait(10)
-            return TimedResult(tuple(SENTENCE[:4]), AsrResult("What is the capital", (), len(pcm) / 32))
+            result = AsrResult(self.heard, (), len(pcm) / 32, fallback_reason=self.reason)
+            return TimedResult(tuple(SENTENCE[:4]), result)
         self.finals.append(f"from {prefix!r}")
         return TimedResult((), AsrResult(f"{prefix} of France?", (), len(pcm) / 32))
 
@@ -181,7 +185,7 @@ async def test_words_agreed_on_become_the_prefix_of_the_transcription_at_the_pau
     task = asyncio.create_task(stage.run(inbox, outbox))
     for ms in (1500, 2000):
         await inbox.put(SpeechSoFar(1, bytes(ms * 32), 300.0))
-        while stage.passes < (1 if ms == 1500 else 2):
+        while stage.passes.passes < (1 if ms == 1500 else 2):
             await asyncio.sleep(0.01)
     # a speculation made void goes on under a new turn id, with the same start: the words stay
     await inbox.put(utterance(2, 2500))
@@ -192,6 +196,96 @@ async def test_words_agreed_on_become_the_prefix_of_the_transcription_at_the_pau
     assert await asyncio.wait_for(outbox.get(), 5) == Transcript(3, "What is the capital of France?")
     await inbox.put(EndOfStream())
     await asyncio.wait_for(task, 5)
+
+
+async def run_asr(stage: AsrStage, items: list[Message], settle: Callable[[], bool]) -> list[Message]:
+    """Feed ``items`` one by one, waiting after each ``SpeechSoFar`` until ``settle()``."""
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.create_task(stage.run(inbox, outbox))
+    for item in items:
+        await inbox.put(item)
+        while isinstance(item, SpeechSoFar) and not settle():
+            await asyncio.sleep(0.01)
+    await inbox.put(EndOfStream())
+    await asyncio.wait_for(task, 5)
+    return _drain(outbox)
+
+
+def _drain(queue: asyncio.Queue[Message]) -> list[Message]:
+    out: list[Message] = []
+    while not queue.empty():
+        item = queue.get_nowait()
+        if not isinstance(item, EndOfStream):
+            out.append(item)
+    return out
+
+
+async def test_a_quiet_pass_over_all_of_the_speech_is_the_transcript_at_the_pause() -> None:
+    engine = SlowPasses("What is the capital of France?")
+    engine.release.set()
+    stage = AsrStage(engine, live_log(), during_speech=True)
+    sofar = SpeechSoFar(1, bytes(2000 * 32), 300.0, end_ms=2030.0, quiet=True)
+    out = await run_asr(stage, [sofar, utterance(1, 2000)], lambda: stage.passes.passes == 1)
+    assert out == [Transcript(1, "What is the capital of France?")]
+    assert engine.finals == [] and stage.passes.ready_at_pause == 1  # nothing left to do at the pause
+
+
+async def test_a_quiet_pass_still_running_at_the_pause_is_waited_for() -> None:
+    engine = SlowPasses("What is the capital of France?")
+    stage = AsrStage(engine, live_log(), during_speech=True)
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.create_task(stage.run(inbox, outbox))
+    await inbox.put(SpeechSoFar(1, bytes(2000 * 32), 300.0, end_ms=2030.0, quiet=True))
+    await inbox.put(utterance(1, 2000))
+    await asyncio.sleep(0.2)
+    assert outbox.empty() and engine.finals == []
+    engine.release.set()
+    assert await asyncio.wait_for(outbox.get(), 5) == Transcript(1, "What is the capital of France?")
+    await inbox.put(EndOfStream())
+    await asyncio.wait_for(task, 5)
+    assert engine.finals == [] and stage.passes.ready_at_pause == 1
+
+
+async def test_a_quiet_pass_before_more_speech_or_untrusted_is_not_the_transcript() -> None:
+    engine = SlowPasses("What is the capital")
+    engine.release.set()
+    stage = AsrStage(engine, live_log(), during_speech=True)
+    early = SpeechSoFar(1, bytes(1300 * 32), 300.0, end_ms=1330.0, quiet=True)
+    out = await run_asr(stage, [early, utterance(1, 2000)], lambda: stage.passes.passes == 1)
+    assert out == [Transcript(1, "What is the capital of France?")] and engine.finals == ["whole"]
+    # a later quiet item was sent (speech came back): a pass on an earlier one never covers
+    stage = AsrStage(engine, live_log(), during_speech=True)
+    later = SpeechSoFar(1, bytes(2000 * 32), 300.0, end_ms=2030.0, quiet=True)
+    late = replace(later, end_ms=2100.0)
+    stage.passes.offer(later)
+    while stage.passes.passes < 1:
+        await asyncio.sleep(0.01)
+    stage.passes._quiet = late
+    assert await stage.passes.ready(utterance(1, 2000), 1.0) is None
+    # a result the engine would redo is not trusted: the whole utterance is transcribed
+    untrusted = SlowPasses("What is the capital capital capital capital", reason="repetition")
+    untrusted.release.set()
+    stage = AsrStage(untrusted, live_log(), during_speech=True)
+    out = await run_asr(stage, [later, utterance(1, 2000)], lambda: stage.passes.passes == 1)
+    assert out == [Transcript(1, "What is the capital of France?")] and untrusted.finals == ["whole"]
+
+
+async def test_a_quiet_item_waits_for_a_running_pass_and_runs_after_it() -> None:
+    engine = SlowPasses()
+    stage = AsrStage(engine, live_log(), during_speech=True)
+    stage.passes.offer(SpeechSoFar(1, bytes(1000 * 32), 300.0, end_ms=1030.0))
+    await asyncio.sleep(0.05)
+    stage.passes.offer(SpeechSoFar(1, bytes(1200 * 32), 300.0, end_ms=1230.0))  # dropped: not quiet
+    stage.passes.offer(SpeechSoFar(1, bytes(1300 * 32), 300.0, end_ms=1330.0, quiet=True))
+    stage.passes.offer(SpeechSoFar(1, bytes(1400 * 32), 300.0, end_ms=1430.0, quiet=True))  # the latest
+    engine.release.set()
+    while stage.passes.passes < 2 or stage.passes.running:
+        await asyncio.sleep(0.01)
+    assert engine.background == ["", ""] and stage.passes.passes == 2
+    assert stage.passes._spoken is not None and stage.passes._spoken.last is not None
+    assert stage.passes._spoken.last[0].end_ms == 1430.0
 
 
 async def test_file_input_and_the_option_off_run_no_pass() -> None:
@@ -249,11 +343,17 @@ def test_the_vad_sends_the_utterance_so_far_from_its_first_sample(spoken: Corpus
         out += vad.feed(AudioIn(pcm[i : i + 960], i / 32))
     sofar = [m for m in out if isinstance(m, SpeechSoFar)]
     final = [m for m in out if isinstance(m, Utterance)]
-    assert len(final) == 1 and len(sofar) >= 6
+    assert len(final) == 1 and len([m for m in sofar if not m.quiet]) >= 4
     assert all(final[0].pcm.startswith(m.pcm) for m in sofar)
     assert all(m.speech_start_ms == final[0].speech_start_ms for m in sofar)
-    lengths = [len(m.pcm) / 32 for m in sofar]
-    assert all(480 <= b - a <= 560 for a, b in zip(lengths, lengths[1:], strict=False))
+    assert all(
+        m.end_ms == pytest.approx(len(m.pcm) / 32 + sofar[0].end_ms - len(sofar[0].pcm) / 32) for m in sofar
+    )
+    # one every 500 ms of speech (counted from the last of either kind), and one where speech pauses
+    assert all(b.end_ms - a.end_ms >= 500 for a, b in zip(sofar, sofar[1:], strict=False) if not b.quiet)
+    last_quiet = [m for m in sofar if m.quiet][-1]
+    assert last_quiet.end_ms >= final[0].speech_end_ms
+    assert last_quiet.end_ms < final[0].speech_end_ms + 200 and last_quiet is sofar[-1]
 
 
 async def test_the_stages_transcribe_during_real_speech_as_well(engines, spoken: CorpusItem) -> None:  # type: ignore[no-untyped-def]
@@ -261,7 +361,9 @@ async def test_the_stages_transcribe_during_real_speech_as_well(engines, spoken:
     whole = await run_item(spoken, engines.asr, config, during_speech=False)
     early = await run_item(spoken, engines.asr, config, during_speech=True)
     assert whole.heard and early.heard
-    assert early.passes >= 2 and early.prefixed, early
+    agreed = normalize(early.agreed)
+    assert early.passes >= 2 and agreed and normalize(LONG)[: len(agreed)] == agreed, early
+    assert early.ready or early.prefixed, early
     assert wer(LONG, early.heard) <= wer(LONG, whole.heard) + 0.07, (early.heard, whole.heard)
 
 

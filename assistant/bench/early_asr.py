@@ -60,9 +60,14 @@ class Run:
     from_true_end_ms: float | None = None
     after_quick_end_ms: float | None = None
     prefixed: bool = False
+    """Transcribed at the pause from the words the passes agreed on."""
+    ready: bool = False
+    """The transcript was a pass's, made on all of the speech before (or while) the pause came."""
     pass_running: bool = False
     """A pass during speech was running when the pause's utterance reached ASR."""
     passes: int = 0
+    agreed: str = ""
+    """The words the passes agreed on by the end."""
 
 
 def long_items(items: Sequence[CorpusItem], count: int) -> list[CorpusItem]:
@@ -151,7 +156,9 @@ async def run_item(item: CorpusItem, engine: Transcriber, config: Config, during
     final, ready = heard[-1]
     run.heard = final.text
     run.prefixed = asr.prefixed > 0
-    run.passes = asr.passes
+    run.ready = asr.passes.ready_at_pause > 0
+    run.passes = asr.passes.passes
+    run.agreed = asr.passes.agreed
     run.pass_running = running.get(final.turn_id, False)
     if final.turn_id in arrived:
         run.asr_ms = (ready - arrived[final.turn_id]) * 1000
@@ -174,6 +181,7 @@ def summarize(runs: Sequence[Run]) -> dict[str, Any]:
             row[name] = _stats(values)
         row["wer"] = round(100 * wer_counts((r.reference, r.heard) for r in mine).wer, 1)
         row["prefixed"] = sum(r.prefixed for r in mine)
+        row["ready"] = sum(r.ready for r in mine)
         row["pass_running_at_pause"] = sum(r.pass_running for r in mine)
         row["missing"] = sum(not r.heard for r in mine)
         out["during_speech" if mode else "whole"] = row

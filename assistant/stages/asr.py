@@ -9,50 +9,37 @@ say it again, rather than leaving them in silence. Where the short window heard 
 (``empty``: a noise, most often) the turn is no speech, as the full window would most often find.
 
 During speech (``asr.during_speech``, live input, an engine that is ``timed``): the VAD sends the
-utterance so far (``SpeechSoFar``) every ``asr.during_speech_every_ms`` of speech; when no pass
-is running the stage transcribes it in the background (a task of its own, never awaited by the
-inbox loop, so a pass never holds up an utterance behind it), and the engine gives way to any
-other call between the pass's steps. Words that two consecutive passes agree on are committed
-(``agreement.Agreement``) and given to the next pass as its decoder's prefix. At the pause the
-utterance is transcribed with the committed words as its prefix, so only what follows them is
-decoded; when that result is not to be trusted (or there is no prefix) the whole utterance is
-transcribed as it would be without passes. The utterance is known by where its speech started:
-a speculation made void goes on under a new turn id with the same start, and keeps its words.
+utterance so far (``SpeechSoFar``) as it grows and when the speech may have ended; the stage
+hands it to ``passes.SpeechPasses``, which transcribes it in the background (a task of its own,
+never awaited by the inbox loop, so a pass never holds up an utterance behind it; the engine
+puts any other call first). At the pause the transcript is the one a pass made on all of the
+speech when there is one to trust (it was made while the pause was being waited for); else
+the utterance is transcribed with the words the passes agreed on (``agreement.Agreement``) as
+its decoder's prefix, so only what follows them is decoded; when that result is not to be
+trusted (or there is no prefix) the whole utterance is transcribed as it would be without
+passes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
 from assistant.config import DeadlineConfig
 from assistant.contracts import AsrResult, Transcriber
 from assistant.errors import StageTimeoutError
-from assistant.messages import SAMPLE_RATE, Message, SpeechSoFar, SpeechStarted, Transcript, Utterance
-from assistant.stages.agreement import Agreement
+from assistant.messages import Message, SpeechSoFar, SpeechStarted, Transcript, Utterance
 from assistant.stages.base import Queue, call_in_thread, run_inbox
+from assistant.stages.passes import SpeechPasses
 from assistant.turn.kinds import Mark
 from assistant.turn.reports import Marked, NoSpeech, TurnChannel, Unheard
 
 _LOGGER = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-
-@dataclass
-class Spoken:
-    """The utterance being transcribed during speech."""
-
-    speech_start_ms: float
-    """Where its speech started (input timeline, ms): what identifies it across turn ids."""
-    agreement: Agreement = field(default_factory=Agreement)
-    heard_ms: float = 0.0
-    """Audio (ms) the last pass started on."""
 
 
 class AsrStage:
@@ -80,14 +67,12 @@ class AsrStage:
         """Turns with no usable transcript in time (the user was asked to repeat)."""
         self.during_speech = during_speech
         """``asr.during_speech``: transcribe ``SpeechSoFar`` in the background (live input only)."""
-        self.passes = 0
-        """Passes during speech that ran to their end."""
+        self.passes = SpeechPasses(engine)
+        """The passes during speech."""
         self.prefixed = 0
         """Utterances transcribed from words committed during speech."""
         self.prefix_rejected = 0
         """Utterances whose transcription from the committed words was not trusted (redone whole)."""
-        self._spoken: Spoken | None = None
-        self._pass: asyncio.Task[None] | None = None
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
         async def handle(item: Message) -> None:
@@ -103,50 +88,17 @@ class AsrStage:
         try:
             await run_inbox(inbox, outbox, self.channel, handle, stage=self.name)
         finally:
-            if self._pass is not None:
-                self._pass.cancel()
+            self.passes.cancel()
 
     @property
     def passing(self) -> bool:
         """A pass during speech is running."""
-        return self._pass is not None and not self._pass.done()
+        return self.passes.running
 
     def _start_pass(self, item: SpeechSoFar) -> None:
-        """Transcribe the utterance so far in the background, unless a pass is running."""
-        if not (self.during_speech and self.engine.timed and self.channel.clock.realtime) or self.passing:
-            return
-        spoken = self._spoken_for(item.speech_start_ms)
-        spoken.heard_ms = len(item.pcm) * 1000 / (2 * SAMPLE_RATE)
-        self._pass = asyncio.create_task(self._run_pass(item, spoken), name="asr_pass")
-
-    def _spoken_for(self, speech_start_ms: float) -> Spoken:
-        if self._spoken is None or self._spoken.speech_start_ms != speech_start_ms:
-            self._spoken = Spoken(speech_start_ms)
-        return self._spoken
-
-    async def _run_pass(self, item: SpeechSoFar, spoken: Spoken) -> None:
-        """One pass: its words go to the agreement. Its failure is only logged (never the turn's)."""
-        heard_ms = spoken.heard_ms
-        try:
-            timed = await asyncio.to_thread(
-                self.engine.transcribe_timed, item.pcm, spoken.agreement.prefix, background=True
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            _LOGGER.warning("turn %d: a transcription during speech failed: %s", item.turn_id, err)
-            return
-        if timed is None:  # it gave way
-            return
-        self.passes += 1
-        if timed.result.fallback_reason:
-            spoken.agreement.distrust()
-            return
-        fresh = spoken.agreement.update(timed.words, heard_ms)
-        if fresh:
-            _LOGGER.debug(
-                "turn %d: agreed on %r after %.0f ms", item.turn_id, spoken.agreement.prefix, heard_ms
-            )
+        """Transcribe the utterance so far in the background (``passes.SpeechPasses``)."""
+        if self.during_speech and self.engine.timed and self.channel.clock.realtime:
+            self.passes.offer(item)
 
     async def _transcribe(self, utt: Utterance, outbox: Queue) -> None:
         turn_id, report = utt.turn_id, self.channel.report
@@ -186,11 +138,14 @@ class AsrStage:
     async def _recognise(self, utt: Utterance, wanted: float | None) -> AsrResult:
         """The utterance's words: from those committed during speech when there are some and
         the result can be trusted; otherwise the whole utterance, as without passes."""
-        spoken = self._spoken
-        prefix = ""
-        if spoken is not None and spoken.speech_start_ms == utt.speech_start_ms and self.during_speech:
-            prefix = spoken.agreement.prefix
-        if prefix and self.channel.clock.realtime:
+        live = self.during_speech and self.channel.clock.realtime
+        if live:
+            left_s = self.deadlines.asr_s if wanted is None else max(0.0, wanted - time.monotonic())
+            ready = await self.passes.ready(utt, left_s)
+            if ready is not None:
+                return ready
+        prefix = self.passes.prefix(utt) if live else ""
+        if prefix:
             timed = await self._in_thread(
                 utt.turn_id, wanted, partial(self.engine.transcribe_timed, utt.pcm, prefix, times=False)
             )

@@ -32,8 +32,10 @@ speculative transcript looks complete (adaptive endpointing); ``end_now(turn_id)
 when the transcript is a recognised command.
 
 Speech so far (``progress_ms``, set from ``asr.during_speech`` on live input): while a turn's
-speech goes on, every ``progress_ms`` of input at a voiced frame the stage sends ``SpeechSoFar``,
-the utterance's audio so far, so that ASR can transcribe it during speech.
+speech goes on, every ``progress_ms`` of input at a voiced frame, and at the first unvoiced frame
+after a voiced one (``quiet``: the speech may have ended), the stage sends ``SpeechSoFar``, the
+utterance's audio so far, so that ASR can transcribe it during speech and have the transcript
+ready at the pause.
 
 Barge-in head start (``VoiceSuspected``): a turn starts only once ``start_ms`` of voiced audio has been
 heard, which is most of the 200 ms in which a reply must fall silent when the user talks over it.
@@ -180,6 +182,7 @@ class VadStage:
         self.progress_ms = 0
         """Send ``SpeechSoFar`` every this many ms of a turn's speech (at a voiced frame); 0: never."""
         self._progress_at = 0.0
+        self._was_voiced = False
         self.speculations = 0
         """Speculative utterances sent (at a pause in speech)."""
         self.discarded = 0
@@ -249,20 +252,24 @@ class VadStage:
             listening = self._segmenter.listening
             events = self._segmenter.process(frame, voiced)
             messages += self._translate(events)
-            if self.progress_ms and voiced and self._turn_id is not None and self._segmenter.in_speech:
-                messages += self._progress(self._turn_id)
+            if self.progress_ms and self._turn_id is not None and self._segmenter.in_speech:
+                messages += self._progress(self._turn_id, voiced)
+            self._was_voiced = voiced
             self._watch_voice(voiced and playing and listening, sounded, events)
         self._apply_pending()
         return messages
 
-    def _progress(self, turn_id: int) -> list[Message]:
-        """``SpeechSoFar`` when ``progress_ms`` have passed since the last (or the turn's start)."""
+    def _progress(self, turn_id: int, voiced: bool) -> list[Message]:
+        """``SpeechSoFar`` at a voiced frame ``progress_ms`` after the last (or the turn's start),
+        and at the first unvoiced frame after a voiced one (``quiet``)."""
         position = self._segmenter.position_ms
-        if position - self._progress_at < self.progress_ms:
+        quiet = not voiced and self._was_voiced
+        if not quiet and (not voiced or position - self._progress_at < self.progress_ms):
             return []
         self._progress_at = position
         pcm = self._segmenter.audio_so_far
-        return [SpeechSoFar(turn_id, pcm, self._speech_start_ms)]
+        end_ms = (self._origin_ms or 0.0) + position
+        return [SpeechSoFar(turn_id, pcm, self._speech_start_ms, end_ms, quiet)]
 
     def _watch_voice(self, suspect: bool, sounded: bool, events: list[SegmenterEvent]) -> None:
         """Barge-in's head start: pause the speaker at the first voiced frame over playback that
