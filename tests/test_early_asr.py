@@ -436,3 +436,34 @@ def test_the_long_items_join_speech_of_one_voice(tmp_path: Path) -> None:
     assert joined.speech_end_ms == pytest.approx(300 + 3000 + 2 * 60)
     assert len(joined.pcm) / 32 == pytest.approx(joined.speech_end_ms + 300)
     assert SAMPLE_RATE == 16000
+
+
+def test_a_weak_sound_after_the_quiet_item_is_heard() -> None:
+    from assistant.stages.passes import sounds_after
+
+    rng = np.random.default_rng(1)
+
+    def noise(ms: int, level: float) -> np.ndarray:
+        return rng.normal(0, level * 32767, 16 * ms)
+
+    def utterance_of(tail: np.ndarray) -> tuple[Utterance, SpeechSoFar]:
+        voice = np.sin(np.arange(16 * 1000) / 3) * 0.3 * 32767
+        pcm = np.concatenate([noise(300, 0.001), voice, noise(30, 0.001), tail, noise(90, 0.001)])
+        pcm16 = np.clip(pcm, -32768, 32767).astype("<i2").tobytes()
+        item = SpeechSoFar(1, pcm16[: 32 * 1330], 300.0, end_ms=1330.0, quiet=True)
+        return Utterance(1, pcm16, 300.0, 1300.0, 1450.0, speculative=True), item
+
+    assert sounds_after(*utterance_of(noise(60, 0.01)))  # -40 dBFS: a quiet "s", 30 dB down
+    assert not sounds_after(*utterance_of(noise(60, 0.001)))  # the floor only
+    utt, item = utterance_of(noise(60, 0.001))
+    assert not sounds_after(utt, replace(item, pcm=utt.pcm, end_ms=len(utt.pcm) / 32))  # nothing after
+
+
+def test_a_transcript_that_ends_in_a_loop_is_not_trusted() -> None:
+    from assistant.stages.passes import ends_repeating
+
+    assert ends_repeating("who wrote Romeo and Juliet, and Juliet,")
+    assert ends_repeating("set a timer set a timer")
+    assert not ends_repeating("Who wrote Romeo and Juliet?")
+    assert not ends_repeating("turn on the light and turn on the fan")
+    assert not ends_repeating("it is very very cold")  # one word twice is English

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 
 from assistant.contracts import AsrResult, Transcriber
+from assistant.endpointing.envelope import BLOCK_MS, FLOOR_MARGIN_DB, SPEECH_RANGE_DB, block_levels
 from assistant.messages import SAMPLE_RATE, SpeechSoFar, Utterance
 from assistant.stages.agreement import Agreement
 
@@ -113,6 +115,7 @@ class SpeechPasses:
             and item is self._quiet
             and item.speech_start_ms == utt.speech_start_ms
             and item.end_ms >= utt.speech_end_ms
+            and not sounds_after(utt, item)
         )
 
     async def ready(self, utt: Utterance, timeout_s: float) -> AsrResult | None:
@@ -133,6 +136,9 @@ class SpeechPasses:
         item, result = spoken.last
         if not self._covers(item, utt) or not result.text or result.fallback_reason:
             return None
+        if ends_repeating(result.text):
+            _LOGGER.info("turn %d: the pass's transcript ends in a loop: %r", utt.turn_id, result.text)
+            return None
         self.ready_at_pause += 1
         return result
 
@@ -147,3 +153,30 @@ class SpeechPasses:
         if spoken is None or spoken.speech_start_ms != utt.speech_start_ms:
             return ""
         return spoken.agreement.prefix
+
+
+def sounds_after(utt: Utterance, item: SpeechSoFar) -> bool:
+    """True when ``utt``'s audio after ``item``'s end has a 10 ms block loud enough to be speech
+    (as ``envelope.Envelope`` judges: within ``SPEECH_RANGE_DB`` of the utterance's loudest
+    block and ``FLOOR_MARGIN_DB`` above its pre-roll's floor): a weak last sound ("lights" ending
+    in a quiet "s") that webrtcvad called silence, which a pass on ``item`` did not hear."""
+    levels = block_levels(utt.pcm)
+    start_ms = item.end_ms - len(item.pcm) * 1000 / (2 * SAMPLE_RATE)  # where both pcm begin
+    speech = max(0, int((utt.speech_start_ms - start_ms) // BLOCK_MS))
+    after = int(len(item.pcm) * 1000 / (2 * SAMPLE_RATE) // BLOCK_MS)
+    if not levels[speech:after] or after >= len(levels):
+        return False
+    floor = sorted(levels[:speech])[len(levels[:speech]) // 5] if speech else -90.0
+    threshold = max(max(levels[speech:after]) - SPEECH_RANGE_DB, floor + FLOOR_MARGIN_DB)
+    return max(levels[after:]) >= threshold
+
+
+_WORDS = re.compile(r"[\w']+")
+
+
+def ends_repeating(text: str) -> bool:
+    """True when ``text`` ends with a run of two words or more said twice in a row ("who wrote
+    Romeo and Juliet, and Juliet"): the short window's loop on audio cut close to the last
+    word, which its own checks let through (they want a run three times over)."""
+    words = [w.lower() for w in _WORDS.findall(text)]
+    return any(words[-2 * n : -n] == words[-n:] for n in range(2, len(words) // 2 + 1))
