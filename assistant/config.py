@@ -142,11 +142,11 @@ class AsrConfig:
     url: str = "tcp://127.0.0.1:10300"
     """The Wyoming server of ``asr.engine = "wyoming"``: ``tcp://HOST:PORT``."""
     during_speech: bool = True
-    """On live input, transcribe the utterance while it is spoken (when ASR is idle), so that at the
-    pause only the words after those two passes agreed on are decoded (``asr.window = "short"``,
-    the in-process engine)."""
+    """On live input, transcribe the utterance while it is spoken (in the background, never in the
+    way), so that at the pause the transcript is ready, or only what follows the words two passes
+    agreed on is left to decode (the in-process engine, on the short window)."""
     during_speech_every_ms: int = 500
-    """Speech between two of those passes, in ms."""
+    """Speech between two of those passes, in ms (one more runs where a silence starts)."""
 
     def __post_init__(self) -> None:
         _check_choice("asr.engine", self.engine, ("whisper", "wyoming"))

@@ -136,8 +136,9 @@ class AsrStage:
         await outbox.put(Transcript(turn_id, text))
 
     async def _recognise(self, utt: Utterance, wanted: float | None) -> AsrResult:
-        """The utterance's words: from those committed during speech when there are some and
-        the result can be trusted; otherwise the whole utterance, as without passes."""
+        """The utterance's words: a pass's that heard all of its speech, when there is one to
+        trust; else decoded from the words committed during speech, when there are some and the
+        result can be trusted; otherwise the whole utterance, as without passes."""
         live = self.during_speech and self.channel.clock.realtime
         if live:
             left_s = self.deadlines.asr_s if wanted is None else max(0.0, wanted - time.monotonic())
