@@ -359,6 +359,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(wake, indent=1) + "\n", encoding="utf-8")
         return 0
+    if args.write_stream:
+        import wave
+
+        from assistant.bench.runner import bench_stream
+
+        items, stream, _ = bench_stream(model_dir, args.all, args.limit, args.gap_ms)
+        with wave.open(args.write_stream, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(16_000)
+            out.writeframes(stream)
+        print(f"{args.write_stream}: {len(items)} items, {len(stream) / 32_000:.1f} s")
+        return 0
     if args.soak:
         from assistant.bench.soak import format_soak, run_soak
 
@@ -393,6 +406,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     names = args.names
     if not names and args.models_command == "pull":
         names = [config.asr.model, config.llm.model, config.tts.voice]
+        if config.vad.turn_model:
+            from assistant.engines import TURN_MODEL
+
+            names.append(TURN_MODEL)
     unknown = [name for name in names if name not in manifest]
     if unknown:
         raise ConfigError(f"unknown model {unknown[0]!r}: choose one of {sorted(manifest)}")
@@ -493,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
         " barge-ins): RSS, fds, threads, tasks after warm-up and at the end; exit 1 if one grew or failed",
     )  # fmt: skip
     bench.add_argument("--mqtt", metavar="URL", help="--soak: ask and cancel over this broker (mqtt://...)")
+    bench.add_argument(
+        "--write-stream", metavar="WAV", help="instead: write the bench's input (its items, order and gaps)"
+        " as a WAV, e.g. for assistant run --input WAV",
+    )  # fmt: skip
     bench.add_argument(
         "--wake", action="store_true", dest="wake_bench", help="instead: the wake word model's misses,"
         " false wakes per hour and CPU against always-on listening (--limit N: N questions per voice)",

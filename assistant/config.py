@@ -92,6 +92,20 @@ class VadConfig:
     floor_gate: bool = True
     """A frame webrtcvad calls speech must stand 6 dB above the noise floor of the last 1.5 s: a
     steady noise that starts out of silence is not taken for speech for seconds on end."""
+    turn_model: bool = True
+    """Ask the end-of-turn model (Smart Turn v3.2, manifest ``smart-turn-v3.2``) at each pause
+    whether the utterance is complete: complete ends it after ``quick_end_silence_ms``, incomplete
+    holds it for ``hold_silence_ms`` (a transcript that ends a question, or a recognised command,
+    still ends it sooner). Without the model file or onnxruntime, the endpointer says so and goes
+    on with the transcript alone."""
+    turn_threshold: float = 0.5
+    """The turn model's probability at or above which the utterance counts as complete."""
+    agreed_end_silence_ms: int = 200
+    """End-of-turn silence when the turn model and the transcript both say the utterance is
+    complete; never longer than ``quick_end_silence_ms``."""
+    hold_silence_ms: int = 1200
+    """End-of-turn silence while the utterance looks unfinished (the turn model says incomplete,
+    or the transcript ends on "the", "of", "for"...); never shorter than ``end_silence_ms``."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))
@@ -104,6 +118,9 @@ class VadConfig:
         _check_range("vad.speculate_after_ms", self.speculate_after_ms, 0, self.end_silence_ms)
         quick = self.quick_end_silence_ms
         _check_range("vad.quick_end_silence_ms", quick, self.frame_ms, self.end_silence_ms)
+        _check_range("vad.turn_threshold", self.turn_threshold, 0.0, 1.0)
+        _check_range("vad.hold_silence_ms", self.hold_silence_ms, 100, 10_000)
+        _check_range("vad.agreed_end_silence_ms", self.agreed_end_silence_ms, self.frame_ms, 5000)
 
 
 @dataclass(frozen=True)
@@ -284,6 +301,11 @@ class TtsConfig:
     with every new sentence shape and never shrinks (about 400 MB more after a few hundred
     sentences, 150 MB of it after warm-up in a 1,000-turn soak). Off keeps a long-running daemon's
     memory flat; on suits a short run on a machine with memory to spare."""
+    piece_chars: int = 90
+    """The voice synthesizes at most about this many characters at once: longer text is cut at a
+    clause break (``, ; :``), else at a space. Synthesis holds memory in proportion to the audio
+    it makes at once (about 2 MB per character here: a 160-character sentence took 310 MB for the
+    moment it was spoken), and a shorter first piece is heard sooner. 0: whole sentences."""
     engine: str = "piper"
     """``piper``: the voice in this process; ``wyoming``: a Wyoming TTS server at ``tts.url``
     (wyoming-piper, or another assistant), which then needs no local voice."""
@@ -295,6 +317,8 @@ class TtsConfig:
     def __post_init__(self) -> None:
         _check_range("tts.length_scale", self.length_scale, 0.3, 3.0)
         _check_range("tts.threads", self.threads, 0, 64)
+        if self.piece_chars:
+            _check_range("tts.piece_chars", self.piece_chars, 20, 2000)
         _check_choice("tts.engine", self.engine, ("piper", "wyoming"))
         if self.engine == "wyoming":
             tcp_address("tts.url", self.url)
@@ -362,6 +386,15 @@ class LatencyConfig:
     transcription still running then is abandoned: with no usable words, the user hears
     ``output.reprompt`` (action ``reprompt``) rather than silence. 0: no such limit. (At 550 ms the
     full window, about 500 ms here, never fitted, and the bench's WER went from 9.6 to 13.9 %.)"""
+    hold_ms: int = 2500
+    """The answer's deadline: when it has not started playing this long after the end of speech
+    (the LLM slow to begin, or the voice slow to speak its first chunk), the user hears one of
+    ``holds`` (after the acknowledgement, if one was played), action ``first_token_late`` (the
+    LLM had not begun its answer) or ``first_audio_late`` (the first chunk was still being
+    synthesized); once per turn. ``[deadlines]`` still ends a stalled engine's turn
+    (``stage_timeout``). 0: no holding phrase."""
+    holds: tuple[str, ...] = ("One moment.",)
+    """Holding phrases, synthesized at start-up and used in turn."""
     asr_ms: int = 150
     """Per-stage budgets (ms): a turn whose stage takes longer is counted as over budget."""
     llm_first_token_ms: int = 250
@@ -373,6 +406,12 @@ class LatencyConfig:
         _check_range("latency.budget_ms", self.budget_ms, 100, 10_000)
         _check_range("latency.ack_margin_ms", self.ack_margin_ms, 0, self.budget_ms)
         _check_range("latency.transcript_ms", self.transcript_ms, 0, 60_000)
+        if self.hold_ms:
+            _check_range("latency.hold_ms", self.hold_ms, self.budget_ms, 60_000)
+            if not any(text.strip() for text in self.holds):
+                raise ConfigError(
+                    "latency.holds is empty: give at least one phrase, or set latency.hold_ms = 0"
+                )
         for key in ("asr_ms", "llm_first_token_ms", "tts_first_audio_ms"):
             _check_range(f"latency.{key}", getattr(self, key), 1, 60_000)
         _check_range("latency.stats_window", self.stats_window, 1, 100_000)
@@ -406,7 +445,12 @@ class ListenConfig:
     follow_up_s: float = 8.0
     """``wake`` mode: seconds after a reply during which no wake word is needed."""
     barge_in: bool = True
-    """Speech during a reply stops playback and cancels the reply."""
+    """Speech during a reply stops playback and cancels the reply. Off, it does neither: a question
+    asked over a reply is answered after it, and only the stop word stops a reply."""
+    stop_word: bool = True
+    """While the speaker plays (a reply, a timer's alarm), a short utterance is checked for the
+    stop word ("stop", "cancel", "be quiet", "enough"...): it stops what plays and is no turn of
+    its own. In wake mode it needs no wake word."""
     echo_margin_db: float = 6.0
     """While speaking, the user must be this much louder than the assistant's own voice."""
 

@@ -11,6 +11,7 @@ least is declared on the base with a default that says "cannot":
                    thinks / template_opens_think (reasoning); history_tokens (memory it copes with);
                    yielded_s (seconds it stood aside for synthesis); reconfigure(llm config)
     Synthesizer    synthesize(text, on_audio, stop); sample_rate; reconfigure(tts config)
+    TurnDetector   complete_probability(pcm) -> 0..1 (an end-of-turn model on the audio)
     Speaker        a live output: interrupt, pause, resume, playback_peak (the echo reference)
     Volume         an output whose loudness can be turned: volume, a gain on what is written
 
@@ -178,6 +179,15 @@ class Synthesizer(ABC):
 
     def reconfigure(self, config: TtsConfig) -> None:  # noqa: B027 - optional: nothing applies live
         """Apply reloaded ``[tts]`` keys that need no model reload."""
+
+
+class TurnDetector(ABC):
+    """An end-of-turn model: is the utterance so far a complete turn, judged from its audio."""
+
+    @abstractmethod
+    def complete_probability(self, pcm: bytes) -> float:
+        """0 to 1: how likely the speech in ``pcm`` (16 kHz mono int16, its end at the end) is a
+        finished turn; blocks."""
 
 
 @runtime_checkable

@@ -53,6 +53,21 @@ class WakeDetected(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class StopWord(Event):
+    """The stop word was heard while the speaker played: the reply or alarm stopped."""
+
+    text: str
+    """What was heard ("Stop.")."""
+    at_ms: float
+    """When (input timeline, ms)."""
+    stopped: list[int]
+    """The turns it cancelled (their ``TurnFinished`` says ``cancelled``); none where barge-in
+    already had, at the word's first syllable."""
+    alarms: int
+    """Ringing alarms silenced."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnEvent(Event):
     turn_id: int
     request_id: str | None

@@ -37,6 +37,15 @@ class AudioIn(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class WakeWordHeard(Message):
+    """Control, wake stage to VAD: the wake word model fired here. Speech before this point is
+    the wake word (or what is left of it), never a question of its own."""
+
+    at_ms: float
+    """Where the detector was sure, on the input timeline (ms): the word ended shortly before."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnMessage(Message):
     """Base of every item that belongs to a turn."""
 
@@ -85,6 +94,9 @@ class Utterance(TurnMessage):
     speculative: bool = False
     """True when sent at a pause, before the endpoint; ``endpoint_ms`` is then the pause's position.
     Its audio is held until the turn is committed, and dropped if speech resumes."""
+    over_playback: bool = False
+    """The speech began while the speaker played (a reply, an alarm): a short one may be the
+    stop word (``listen.stop_word``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,7 @@ class Pipeline:
         self.handlers: Handlers | None = None
         if config.intents.enabled:
             self.timers = TimerKeeper(timers_path(config.intents), alarm_limit_s=config.intents.alarm_limit_s)
+            self.controller.alarms = self.timers
             self.matcher, self.handlers = self._commands(config)
         self._stages: dict[str, Stage] = {}
         self._inboxes: dict[str, asyncio.Queue[Message]] = {}
@@ -200,6 +201,7 @@ class Pipeline:
                 stage.deadlines = config.deadlines
             if isinstance(stage, AsrStage):
                 stage.transcript_ms = config.latency.transcript_ms
+                stage.stop_word = config.listen.stop_word
                 stage.during_speech = config.asr.during_speech
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
@@ -267,12 +269,14 @@ class Pipeline:
         if name == "wake":
             if engines.wake is None:
                 return None
-            self._wake = WakeStage(engines.wake, config.listen, channel, channel)
+            self._wake = channel.wake = WakeStage(engines.wake, config.listen, channel, channel)
             return self._wake
         if name == "wake_trim":
             return None if self._wake is None else WakeTrimStage(self._wake, channel)
         if name == "vad":
-            vad = self._vad = VadStage(config.vad, channel)
+            vad = self._vad = VadStage(
+                config.vad, channel, turn_model=engines.turn, turn_model_problem=engines.turn_problem
+            )
             vad.muted = channel.muted
             vad.progress_ms = self._progress_ms(config)
             if self.speaker is not None:
@@ -282,11 +286,14 @@ class Pipeline:
         if name == "asr":
             if engines.asr is None:
                 raise ConfigError("the voice pipeline needs an ASR engine")
+            language = config.intents.language or config.asr.language
             return AsrStage(
                 engines.asr,
                 channel,
                 config.deadlines,
                 config.latency.transcript_ms,
+                stop_word=config.listen.stop_word,
+                language=language,
                 during_speech=config.asr.during_speech,
             )
         if name == "intents":
@@ -360,7 +367,7 @@ class Pipeline:
         timers, the heaps' trim when idle."""
         budget, output = self.controller.budget, self._output
         tasks: list[Task] = []
-        if budget.acks and output is not None and self.clock.realtime:
+        if (budget.acks or budget.holds) and output is not None and self.clock.realtime:
             tasks.append(("budget", budget.run(output)))
         if self.timers is not None:
             tasks.append(("timers", self.timers.run(self.controller.announce)))

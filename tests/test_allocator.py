@@ -16,20 +16,27 @@ def test_tune_sets_glibc_s_thresholds_unless_the_environment_does(monkeypatch: p
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    monkeypatch.setenv("ASSISTANT_ALLOCATOR", "glibc")
+    assert allocator.tune() == []
     monkeypatch.delenv("ASSISTANT_ALLOCATOR", raising=False)
-    assert allocator.tune() == []  # opt-in
+    assert allocator.tune() == []  # the default sets the mmap threshold only, given here
     monkeypatch.setenv("ASSISTANT_ALLOCATOR", "lean")
     assert allocator.tune() == ["MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"]
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.delenv("ASSISTANT_ALLOCATOR")
+    assert allocator.tune() == ["MALLOC_MMAP_THRESHOLD_"]
 
 
 def test_a_large_block_freed_is_given_back() -> None:
-    """Blocks of 3 MB freed under one still in use: glibc's defaults keep them (on a heap that
-    cannot shrink past its top), the tuned allocator gives them back (they were mapped)."""
+    """100 blocks freed under one still in use: glibc's defaults keep them (on a heap that cannot
+    shrink past its top); the default tuning gives back those of 4 MB and more, ``lean`` those of
+    128 KB and more (they were mapped)."""
     script = (
         "import ctypes, sys\n"
         "from assistant.service import allocator\n"
         "import os\n"
-        "if sys.argv[1] == 'tuned': os.environ['ASSISTANT_ALLOCATOR'] = 'lean'; allocator.tune()\n"
+        "os.environ['ASSISTANT_ALLOCATOR'] = sys.argv[1]; allocator.tune()\n"
+        "mb = int(sys.argv[2])\n"
         "libc = ctypes.CDLL(None)\n"
         "libc.malloc.restype = ctypes.c_void_p\n"
         "libc.free.argtypes = [ctypes.c_void_p]\n"
@@ -37,21 +44,20 @@ def test_a_large_block_freed_is_given_back() -> None:
         "blocks = []\n"
         "for size in range(1, 40):\n"  # growing sizes push glibc's dynamic threshold up
         "    p = libc.malloc(size << 20); ctypes.memset(p, 1, size << 20); libc.free(p)\n"
-        "for _ in range(200):\n"
-        "    p = libc.malloc(3 << 20); ctypes.memset(p, 1, 3 << 20); blocks.append(p)\n"
+        "for _ in range(100):\n"
+        "    p = libc.malloc(mb << 20); ctypes.memset(p, 1, mb << 20); blocks.append(p)\n"
         "before = rss()\n"
         "for p in blocks[:-1]: libc.free(p)\n"  # the last one stays: the heap cannot shrink from its top
         "print((before - rss()) * 4096 >> 20)\n"
     )
-    freed = {
-        mode: int(
-            subprocess.run(
-                [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
-            ).stdout
-        )  # fmt: skip
-        for mode in ("default", "tuned")
-    }
-    assert freed["tuned"] >= 500 and freed["default"] < 100, freed  # mapped blocks go back; heap ones stay
+
+    def freed(mode: str, mb: int) -> int:
+        run = subprocess.run([sys.executable, "-c", script, mode, str(mb)], capture_output=True, text=True)
+        return int(run.stdout)
+
+    assert freed("glibc", 6) < 50 and freed("glibc", 3) < 50  # heap blocks stay
+    assert freed("default", 6) >= 500 and freed("default", 3) < 50
+    assert freed("lean", 3) >= 250
 
 
 async def test_the_heaps_are_trimmed_once_per_idle_spell(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,7 +93,7 @@ def test_a_healthy_setup_is_all_ok_and_exits_0(
     rms = float(mic.split("level ")[1].split(" dBFS")[0])
     assert abs(rms - 20 * math.log10(TONE_AMPLITUDE / math.sqrt(2))) < 3.0, mic
     assert any("pulse sink spk (default)" in line and "playing" in line for line in lines), out
-    assert sum("sha256 verified" in line for line in lines) == 3
+    assert sum("sha256 verified" in line for line in lines) == 4  # ASR, LLM, TTS, the turn model
     assert any(f"report folder {tmp_path} is writable" in line for line in lines), out
 
 
@@ -181,8 +181,11 @@ def test_a_missing_model_fails_with_the_exact_pull_command(
     models = tmp_path / "models"
     code, report = doctor(capsys, "--model-dir", str(models), "doctor", "--input", "-", "--output", "-")
     assert code == 1
-    failed = {f["message"].split()[1]: f for f in report["findings"] if f["check"] == "models"}
+    found = [f for f in report["findings"] if f["check"] == "models"]
+    failed = {f["message"].split()[1]: f for f in found if f["level"] == "fail"}
     assert set(failed) == {"asr.model", "llm.model", "tts.voice"}
+    (turn,) = [f for f in found if f["level"] == "warn"]  # the daemon runs without the turn model
+    assert "vad.turn_model" in turn["message"] and "transcript alone" in turn["message"]
     for finding in failed.values():
         name = finding["message"].split()[3]
         assert finding["level"] == "fail" and finding["message"].startswith("[model_missing]")
@@ -199,13 +202,14 @@ async def test_a_corrupt_model_and_a_wrong_role_fail(tmp_path: Path) -> None:
     (voice / "en_US-joe-medium.onnx").write_bytes(b"<html>not a model</html>")
     config = Config(asr=replace(Config().asr, model="piper-en_US-joe-medium"), llm=LlmConfig(engine="openai"))
     findings = await check_models(Setup(config=config, model_dir=tmp_path, pull="PULL"))
-    asr, tts, llm = findings
+    asr, tts, turn, llm = findings
+    assert turn.level == "warn" and "vad.turn_model" in turn.message
     assert asr.level == "fail" and "is a tts model, not asr" in asr.message and "whisper-tiny.en" in asr.fix
     assert tts.level == "fail" and tts.message.startswith("[model_missing]")  # the .onnx.json is absent
     assert tts.fix == "PULL piper-en_US-joe-medium"
     assert llm.level == "ok" and "openai" in llm.message  # no local LLM model needed
     (voice / "en_US-joe-medium.onnx.json").write_text("{}")
-    _, tts, _ = await check_models(Setup(config=config, model_dir=tmp_path, pull="PULL"))
+    _, tts, _, _ = await check_models(Setup(config=config, model_dir=tmp_path, pull="PULL"))
     assert tts.level == "fail" and tts.message.startswith("[model_corrupt]") and "size" in tts.message
 
 

@@ -272,3 +272,45 @@ def test_digital_silence_leaves_the_vad_s_end() -> None:
     frames = [(bytes(960), True)] * 12 + [(bytes(960), False)] * 40
     ended = [e for pcm, voiced in frames for e in seg.process(pcm, voiced)][-1]
     assert isinstance(ended, Ended) and ended.speech_end_ms == 360.0
+
+
+SPECULATE = replace(CONFIG, speculate_after_ms=120, max_utterance_ms=5000)
+
+
+def _feed(seg: Segmenter, pattern: str, start: int) -> Events:
+    return [(start + i, e) for i, f in enumerate(pattern) for e in seg.process(frame(start + i), f == "1")]
+
+
+def test_the_wake_word_then_a_pause_is_not_speculated_on_and_not_a_turn() -> None:
+    """The microphone is open (a follow-up): the wake word reaches the segmenter as speech; the
+    detector fires 90 ms after it; the user pauses a second, then asks."""
+    seg = Segmenter(SPECULATE)
+    word = "1" * 20  # 600 ms of "okay nabu", frames 10-29
+    events = _feed(seg, "0" * 10 + word + "00", 0)
+    seg.wake_word(33 * 480)  # heard at frame 33 (the detector is sure after the word)
+    events += _feed(seg, "0" * 33, 32)  # a second of silence, the mic open
+    assert [type(e) for _, e in events] == [Started, Dropped]  # no Paused: nothing to speculate on
+    dropped = only(events, Dropped)[0]
+    assert isinstance(dropped, Dropped) and dropped.reason == "only the wake word"
+    question = _feed(seg, "1" * 15 + "0" * 25, 65)
+    assert [type(e) for _, e in question] == [Started, Paused, Ended]  # the question, as always
+
+
+def test_a_speculation_on_the_wake_word_alone_is_void_when_the_detection_comes() -> None:
+    seg = Segmenter(SPECULATE)
+    events = _feed(seg, "0" * 10 + "1" * 20 + "0" * 6, 0)  # the pause reaches speculate_after_ms
+    assert [type(e) for _, e in events] == [Started, Paused]
+    assert [type(e) for e in seg.wake_word(34 * 480)] == [Resumed]  # the detector fired late
+    more = _feed(seg, "0" * 4 + "1" * 12 + "0" * 25, 36)  # the question, in the same turn
+    assert [type(e) for _, e in more] == [Paused, Ended]  # speculated once speech followed the word
+
+
+def test_speech_just_after_the_detection_is_the_question() -> None:
+    """No pause after the word: the detection falls inside the question's first word."""
+    seg = Segmenter(SPECULATE)
+    seg_events = _feed(seg, "0" * 10 + "1" * 20, 0)
+    seg.wake_word(25 * 480)
+    seg_events += _feed(seg, "1" * 20 + "0" * 25, 30)
+    assert [type(e) for _, e in seg_events] == [Started, Paused, Ended]
+    ended = only(seg_events, Ended)[0]
+    assert isinstance(ended, Ended) and first_frame_of(ended.pcm) == 0  # one turn, from the pre-roll

@@ -112,7 +112,7 @@ async def test_speculation_discarded_when_speech_resumes(halves: tuple[np.ndarra
     ("heard", "waits", "handled_by"),
     [
         ("What is the capital of France?", (300, 600), "llm"),  # looks complete: the quick end
-        ("what is the", (900, 1000), "llm"),  # open: the whole end-of-turn silence
+        ("what is the", (1200, 1300), "llm"),  # open: held for vad.hold_silence_ms
         ("What time is it?", (150, 300), "intent"),  # a recognised command: ended at once
     ],
 )
@@ -264,3 +264,38 @@ async def test_a_transcription_that_starts_at_the_endpoint_has_time_of_its_own(
     _, _, records = await _run(config, pcm, SlowTranscriber(["Capital of France?"], 0.3), FakeChat("Paris."))
     (rec,) = records
     assert rec.outcome == "answered" and "reprompt" not in rec.actions, rec
+
+
+@pytest.mark.parametrize(
+    ("engines", "late"),
+    [("chat", "first_token_late"), ("voice", "first_audio_late"), ("none", None), ("off", None)],
+)
+async def test_an_answer_past_its_deadline_gets_a_holding_phrase(
+    halves: tuple[np.ndarray, np.ndarray], engines: str, late: str | None
+) -> None:
+    """``latency.hold_ms`` (1.5 s here) passes with no answer playing: after the acknowledgement
+    the user hears a holding phrase, named by the stage that was late (the LLM's first token, or
+    the voice's first chunk), then the answer. An answer in time, or ``hold_ms = 0``: none."""
+    first, second = halves
+    loud = np.flatnonzero(np.abs(first.astype(np.int32)) > 300)
+    pcm = np.concatenate([silence(300), first[: loud[-1] + 1], second, silence(4000)])
+    hold_ms = 0 if engines == "off" else 1500
+    latency = LatencyConfig(acks=("Hmm.",), holds=("One moment.",), hold_ms=hold_ms)
+    config = _config(latency, speculate_after_ms=0, end_silence_ms=300)
+    answer = "Paris is the capital."
+    chat = SlowChat(answer, 2.2 if engines in ("chat", "off") else 0.0)
+    synth = SlowSynth(400.0) if engines == "voice" else FakeSynth()  # "Paris": 2 s
+    pipeline, sink, records = await _run(config, pcm, FakeTranscriber(["Capital of France?"]), chat, synth)
+    (rec,) = records
+    budget = pipeline.controller.budget
+    assert rec.outcome == "answered", rec
+    if late is None:
+        assert not {"first_token_late", "first_audio_late"} & set(rec.actions), rec.actions
+        assert budget.holds == [] if engines == "off" else len(budget.holds) == 1
+        return
+    assert rec.actions[:2] == ["ack_played", late], rec.actions
+    assert pipeline.tracker.actions[late] == 1
+    ack, hold = budget.acks[0][0], budget.holds[0][0]
+    heard = sink.turns[0]
+    assert heard.startswith(ack + hold) and heard.endswith(b"\x01\x00" * len(answer)), len(heard)
+    assert rec.marks["first_answer_audio"] - rec.marks["speech_end"] > 1500

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,15 @@ from assistant.config import Config, IntentsConfig, ListenConfig
 from assistant.contracts import AsrResult, Transcriber
 from assistant.daemon import Daemon
 from assistant.errors import ConfigError, ModelCorruptError, ModelMissingError
-from assistant.events import Event, EventBus, State, StateChanged, WakeDetected
-from assistant.messages import AudioIn, Utterance
+from assistant.events import Event, State, StateChanged, WakeDetected
+from assistant.messages import AudioIn, Message, Utterance, WakeWordHeard
 from assistant.mqtt.protocol import Topics, event_messages
 from assistant.pipeline import Engines, Pipeline
-from assistant.stages.wake import LISTEN_AFTER_WAKE_S, WakeStage
+from assistant.stages.wake import LISTEN_AFTER_WAKE_S, STOP_LISTEN_S, WakeStage
 from assistant.turn.activation import Activation
 from assistant.turn.latency import TurnRecord
-from assistant.turn.reports import ReportLog
-from assistant.wake import Detection, WakeDetector, earcon, running, word_gap
+from assistant.turn.reports import ReportLog, WakeClosed, WakeHeard
+from assistant.wake import Detection, WakeDetector, earcon, running, word_end, word_gap
 
 from .fakes import FakeChat, FakeSynth
 
@@ -41,6 +41,7 @@ RATE = 16_000
 PIECE = 320  # 20 ms pieces, as a microphone gives them
 WAKE = "Okay nabu, what time is it?"
 WAKE_LIGHTS = "Okay nabu, turn on the kitchen lights."
+WAKE_ALONE = "Okay nabu."
 VOICES = (
     Voice("en-us", "espeak", "en-us", 150, 50),
     Voice("en-gb", "espeak", "en-gb", 150, 50),
@@ -69,7 +70,7 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], by
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     items = build_corpus(
         Path("/nonexistent"),  # no piper voice: espeak-ng only
-        questions=(WAKE, WAKE_LIGHTS, *OTHERS),
+        questions=(WAKE, WAKE_LIGHTS, WAKE_ALONE, *OTHERS),
         voices=VOICES,
         snr_db=None,
         cache_dir=tmp_path_factory.mktemp("corpus"),
@@ -117,8 +118,8 @@ class Notices:
 
 @dataclass
 class Host:
-    events: EventBus = field(default_factory=EventBus)
     state: State = State.IDLE
+    playing: bool = False
     muted: bool = False
     output: Notices | None = None
     tts: Any = None
@@ -129,28 +130,35 @@ def gate(at: list[int], **listen: Any) -> tuple[WakeStage, Scripted, Host]:
     return WakeStage(detector, ListenConfig(mode="wake", **listen), ReportLog(), host), detector, host
 
 
+def audio(messages: list[Message]) -> bytes:
+    return b"".join(m.pcm for m in messages if isinstance(m, AudioIn))
+
+
 def passed(stage: WakeStage, items: list[AudioIn]) -> bytes:
-    return b"".join(out.pcm for item in items for out in stage.feed(item))
+    return b"".join(audio(stage.feed(item)) for item in items)
 
 
 def test_nothing_passes_until_the_wake_word_then_the_question_from_the_word_s_end() -> None:
     word = (np.sin(np.arange(8000) / 3) * 9000).astype("<i2").tobytes()  # 500 ms "wake word"
     question = (np.sin(np.arange(16000) / 5) * 9000).astype("<i2").tobytes()
     # the user pauses 100 ms after the word; the detector is sure 200 ms after the word's end
-    audio = silence(1000) + word + silence(100) + question + silence(500)
+    stream = silence(1000) + word + silence(100) + question + silence(500)
     at = (1000 + 500 + 200) * 16
-    stage, detector, host = gate([at])
-    watch = host.events.subscribe()
-    out = passed(stage, pieces(audio))
-    assert stage.woken == 1 and bytes(detector.heard) == audio
-    assert len(out) == len(audio)  # held back by HOLD_MS while asleep, all handed on once woken
+    stage, detector, _ = gate([at])
+    sent = [m for item in pieces(stream) for m in stage.feed(item)]
+    out = audio(sent)
+    assert stage.woken == 1 and bytes(detector.heard) == stream
+    assert len(out) == len(stream)  # held back by HOLD_MS while asleep, all handed on once woken
     heard = np.frombuffer(out, dtype="<i2")
     first = int(np.flatnonzero(heard)[0])
     assert 1500 * 16 <= first <= 1600 * 16 + 1  # from the pause after the word (sin(0) = 0)
-    assert heard[1600 * 16 :].tobytes() == audio[2 * 1600 * 16 : len(out)]
-    events = [watch.get_nowait() for _ in range(watch.qsize())]
-    assert isinstance(events[0], WakeDetected) and events[0].at_ms == pytest.approx(1700, abs=1)
-    assert events[1] == StateChanged(State.LISTENING, False)
+    assert heard[1600 * 16 :].tobytes() == stream[2 * 1600 * 16 : len(out)]
+    # the VAD is told where the word was heard, after the audio up to there
+    [mark] = [m for m in sent if isinstance(m, WakeWordHeard)]
+    assert mark.at_ms == pytest.approx(1700, abs=1)
+    assert len(audio(sent[: sent.index(mark)])) >= 2 * 1700 * 16
+    [report] = stage.channel.of(WakeHeard)  # type: ignore[attr-defined]
+    assert (report.wake_word, report.at_ms) == ("Test", pytest.approx(1700, abs=1))
 
 
 def test_word_gap_finds_the_dip_between_the_word_and_the_question() -> None:
@@ -159,6 +167,33 @@ def test_word_gap_finds_the_dip_between_the_word_and_the_question() -> None:
     audio = tone + dip + tone  # ends where the detector fired: 250 ms into the question
     gap = word_gap(audio)
     assert 4000 <= gap <= 4000 + 480 - 320
+
+
+def test_word_end_takes_the_pause_after_the_word_when_the_detector_fires_before_its_end() -> None:
+    """ "na", the closure of the "b", "bu" still sounding when the detector is sure, then the
+    pause: the end of the word is the pause, not the closure (which left "bu" to be heard)."""
+
+    def tone(ms: int, level: float) -> bytes:
+        return (np.sin(np.arange(16 * ms) / 4) * level).astype("<i2").tobytes()
+
+    closure, pause = 300, 300 + 30 + 150
+    audio = tone(300, 9000) + tone(30, 60) + tone(150, 6000) + silence(300) + tone(200, 9000)
+    at = (300 + 30 + 120) * 16  # sure 30 ms before "bu" ends
+    stretch_from = at - 350 * 16
+    before = stretch_from + word_gap(audio[2 * stretch_from : 2 * at])
+    assert closure * 16 <= before <= (closure + 10) * 16  # what the stage took before
+    end = stretch_from + word_end(audio[2 * stretch_from : 2 * (at + 150 * 16)], at - stretch_from)
+    assert pause * 16 <= end <= (pause + 20) * 16
+    # a detection after the word (in the pause) keeps the end found before it
+    late = (pause + 100) * 16
+    found = late - 350 * 16 + word_end(audio[2 * (late - 350 * 16) : 2 * (late + 150 * 16)], 350 * 16)
+    assert pause * 16 <= found < (pause + 300) * 16
+    # no pause after the word ("okay nabu what time" in one breath): a 40 ms gap is a closure
+    # inside the question's first word, not the word's end
+    run_on = tone(300, 9000) + tone(30, 60) + tone(180, 6000) + tone(40, 60) + tone(300, 9000)
+    at = (300 + 30 + 200) * 16
+    end = at - 350 * 16 + word_end(run_on[2 * (at - 350 * 16) : 2 * (at + 150 * 16)], 350 * 16)
+    assert end == at - 350 * 16 + word_gap(run_on[2 * (at - 350 * 16) : 2 * at])
 
 
 def test_the_gate_closes_after_the_listening_window_and_reopens_for_follow_ups() -> None:
@@ -170,6 +205,8 @@ def test_the_gate_closes_after_the_listening_window_and_reopens_for_follow_ups()
     for item in feed[1 + int(LISTEN_AFTER_WAKE_S * 50) : 60 + int(LISTEN_AFTER_WAKE_S * 50)]:
         stage.feed(item)
     assert not stage.listening
+    log: ReportLog = stage.channel  # type: ignore[assignment]
+    assert len(log.of(WakeClosed)) == 1  # the controller hears the gate close (idle again)
     host.state = State.SPEAKING  # a reply (to a typed question, say) plays: open while it does
     stage.feed(AudioIn(silence(20), 0.0))
     assert stage.listening
@@ -178,7 +215,26 @@ def test_the_gate_closes_after_the_listening_window_and_reopens_for_follow_ups()
         stage.feed(AudioIn(silence(20), 0.0))
         assert stage.listening
     stage.feed(AudioIn(silence(20), 0.0))
+    assert not stage.listening and len(log.of(WakeClosed)) == 2
+
+
+def test_while_the_speaker_plays_the_gate_opens_for_the_stop_word_but_is_not_awake() -> None:
+    stage, _, host = gate([])
+    pcm = (np.ones(320) * 3000).astype("<i2").tobytes()
+    assert audio(stage.feed(AudioIn(pcm, 0.0))) == b""  # asleep: held back, then silence
+    host.playing = True  # an alarm rings (no turn: the state is idle)
+    assert audio(stage.feed(AudioIn(pcm, 20.0))).endswith(pcm)
+    assert stage.listening and not stage.awake
+    host.playing = False
+    for _ in range(int(STOP_LISTEN_S * 50) - 1):  # open a little longer: the user may be mid-word
+        stage.feed(AudioIn(silence(20), 0.0))
+        assert stage.listening
+    stage.feed(AudioIn(silence(20), 0.0))
     assert not stage.listening
+    off, _, off_host = gate([], stop_word=False)
+    off_host.playing = True
+    off.feed(AudioIn(pcm, 0.0))
+    assert not off.listening
 
 
 async def test_earcon_plays_on_detection_and_a_muted_microphone_is_not_heard() -> None:
@@ -194,8 +250,8 @@ async def test_earcon_plays_on_detection_and_a_muted_microphone_is_not_heard() -
 def test_other_modes_pass_everything_at_once() -> None:
     stage, _, _ = gate([])
     stage.reconfigure(ListenConfig(mode="always"))
-    audio = (np.ones(320) * 100).astype("<i2").tobytes()
-    assert stage.feed(AudioIn(audio, 0.0))[0].pcm == audio
+    pcm = (np.ones(320) * 100).astype("<i2").tobytes()
+    assert audio(stage.feed(AudioIn(pcm, 0.0))) == pcm
 
 
 def test_activation_with_the_model_admits_all_and_strips_a_wake_word_heard() -> None:
@@ -380,15 +436,18 @@ class FakeTranscriberCounting(Transcriber):
 
 
 class Counting(Transcriber):
-    """The real ASR, counted."""
+    """The real ASR, counted, with what it heard."""
 
     def __init__(self, inner: Transcriber) -> None:
         self.inner = inner
         self.calls = 0
+        self.texts: list[str] = []
 
     def transcribe(self, pcm: bytes, *args: Any, **kwargs: Any) -> AsrResult:
         self.calls += 1
-        return self.inner.transcribe(pcm, *args, **kwargs)
+        result = self.inner.transcribe(pcm, *args, **kwargs)
+        self.texts.append(result.text)
+        return result
 
 
 def _config(tmp_path: Path, *, realtime: bool, follow_up_s: float = 8.0) -> Config:
@@ -438,6 +497,33 @@ async def test_the_question_after_the_wake_word_is_one_turn_and_nothing_before_i
     )
     # the ASR ran on the question only (and its speculation): never on the two sentences before it
     assert asr.calls <= 2
+    # the controller publishes each state once: listening at the wake word (not again at speech)
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states == ["listening", "thinking", "speaking", "idle"], states
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("voice", ["piper", "en-us"])
+async def test_the_wake_word_then_a_pause_with_the_microphone_open_is_not_a_turn(
+    engines: Any, spoken: dict[tuple[str, str], bytes], speak: Any, tmp_path: Path, voice: str
+) -> None:
+    """Within the listening window of a first question, the user says the wake word again, pauses
+    two seconds, then asks: the word reaches the VAD as speech, but nothing is speculated on it
+    and it is no turn; only the questions are transcribed."""
+
+    def say(text: str) -> bytes:
+        if voice != "piper":
+            return spoken[(text, voice)]
+        pcm: bytes = speak(text).tobytes()
+        return silence(300) + pcm + silence(300)
+
+    stream = say(WAKE) + silence(1000) + say(WAKE_ALONE) + silence(2000) + say(OTHERS[1]) + silence(1000)
+    records, events, asr = await _run(engines, _config(tmp_path, realtime=False), stream)
+    heard = [r.transcript.lower().strip(" .?") for r in records]
+    assert heard == ["what time is it", "turn on the kitchen lights"], heard
+    assert sum(isinstance(e, WakeDetected) for e in events) == 2
+    assert all(text.strip() for text in asr.texts), asr.texts  # never the wake word's silenced audio
+    assert asr.calls <= 4, asr.texts  # each question, perhaps speculated once
 
 
 @pytest.mark.models
@@ -453,20 +539,42 @@ async def test_a_wake_word_said_while_the_gate_is_open_is_not_transcribed(
     assert sum(isinstance(e, WakeDetected) for e in events) == 2
 
 
+@pytest.mark.models
+async def test_a_detection_before_the_word_has_ended_leaves_none_of_it_in(
+    engines: Any, tmp_path: Path
+) -> None:
+    """A piper take ("Okay nabu, what time is it?") on which the detector is sure while "bu" still
+    sounds: the stage took the quietest moment before the detection, the closure of the "b", and
+    Whisper heard "Move. What time is it?" (piper varies from take to take; about one in twenty
+    did this, which is why the test with a fresh take failed now and then)."""
+    from .conftest import read_wav
+
+    take, rate = read_wav(Path(__file__).parent / "data" / "okay_nabu_early_detection.wav")
+    assert rate == RATE
+    stream = take.tobytes() + silence(1000)
+    detector = micro()
+    [found] = [d for piece in pieces(stream) for d in detector.process(piece.pcm)]
+    at, levels = found.at_sample, np.abs(take.astype(np.int32))
+    before = at - 350 * 16 + word_gap(take[at - 350 * 16 : at].tobytes())
+    assert levels[before:at].max() > 5000  # a syllable ("bu") lies between that cut and the detection
+    records, _, asr = await _run(engines, _config(tmp_path, realtime=False), stream)
+    assert [r.transcript for r in records] == ["What time is it?"], asr.texts
+
+
 def test_trim_silences_the_utterance_up_to_the_end_of_the_wake_word() -> None:
     word = (np.sin(np.arange(8000) / 3) * 9000).astype("<i2").tobytes()
     question = (np.sin(np.arange(16000) / 5) * 9000).astype("<i2").tobytes()
-    audio = silence(300) + word + silence(100) + question
+    stream = silence(300) + word + silence(100) + question
     stage, _, host = gate([(300 + 500 + 200) * 16])
     host.state = State.SPEAKING  # a reply plays: the gate is open, the word goes to the VAD
-    assert b"".join(out.pcm for item in pieces(audio) for out in stage.feed(item)) == audio
+    assert passed(stage, pieces(stream)) == stream
     utterance = Utterance(
-        turn_id=1, pcm=audio, speech_start_ms=300.0, speech_end_ms=2400.0, endpoint_ms=2700.0
+        turn_id=1, pcm=stream, speech_start_ms=300.0, speech_end_ms=2400.0, endpoint_ms=2700.0
     )
     trimmed = np.frombuffer(stage.trim(utterance).pcm, dtype="<i2")
     first = int(np.flatnonzero(trimmed)[0])
     assert 800 * 16 <= first <= 900 * 16 + 1 and stage.trimmed == 1
-    assert trimmed[first:].tobytes() == audio[2 * first :]
+    assert trimmed[first:].tobytes() == stream[2 * first :]
     other = Utterance(
         turn_id=2, pcm=silence(300) + word, speech_start_ms=0.0, speech_end_ms=1.0, endpoint_ms=1.0
     )
@@ -519,3 +627,44 @@ def test_the_wake_bench_in_brief(model_dir: Path, tmp_path: Path) -> None:
     assert 0 < cpu["detector_s_per_hour"] < cpu["always_on_s_per_hour_of_speech"]
     table = format_wake(result)
     assert "espeak-en-us" in table and "per hour" in table
+
+
+# -- the controller owns the wake state ------------------------------------------------------------
+
+
+def test_each_state_change_is_published_once_from_the_wake_word_to_idle() -> None:
+    """The wake stage reports the detection; the controller publishes ``listening`` once (not
+    again when the question's speech starts), then thinking, speaking, idle."""
+    from assistant.turn.kinds import Mark
+    from assistant.turn.reports import EndpointFinal, Finished, Marked, NoSpeech, Played, SpeechBegan
+
+    from .fakes import controller
+
+    ctl = controller(replace(Config(), listen=ListenConfig(mode="wake", wake_engine="micro")))
+    watch = ctl.events.subscribe()
+
+    def states() -> list[str]:
+        return [
+            e.state for e in (watch.get_nowait() for _ in range(watch.qsize())) if isinstance(e, StateChanged)
+        ]
+
+    ctl.report(WakeHeard("Okay Nabu", "okay_nabu", 1000.0, 0.9))
+    ctl.report(SpeechBegan(1))
+    ctl.report(Marked(1, Mark.SPEECH_START, 1200.0))
+    assert states() == ["listening"]
+    ctl.report(EndpointFinal(1, 2000.0, 2300.0))
+    ctl.admit(1, "what time is it")
+    ctl.report(Marked(1, Mark.TRANSCRIPT, 2400.0))
+    ctl.report(Played(1, 2500.0, 800.0, 2500.0, True))
+    ctl.report(Finished(1, 3300.0))
+    assert states() == ["thinking", "speaking", "idle"]
+    # the word, and no question: the gate closes, idle again
+    ctl.report(WakeHeard("Okay Nabu", "okay_nabu", 9000.0, 0.9))
+    ctl.report(WakeClosed())
+    assert states() == ["listening", "idle"]
+    # the word, then a noise that was no speech: idle again, not stuck listening or thinking
+    ctl.report(WakeHeard("Okay Nabu", "okay_nabu", 20_000.0, 0.9))
+    ctl.report(SpeechBegan(2))
+    ctl.report(Marked(2, Mark.SPEECH_START, 20_100.0))
+    ctl.report(NoSpeech(2))
+    assert states() == ["listening", "idle"] and ctl.tracker.open_turns() == []

@@ -3,23 +3,28 @@
 Both run in the same process, on the same loaded models, one after the other:
 
 - *pipeline*: every item in one input stream, paced in real time, through the streaming
-  pipeline with the chosen config (speculation, short-window ASR, acknowledgements...);
+  pipeline with the chosen config (speculation, short-window ASR, acknowledgements...). The
+  stream plays the noisy items first, in stretches of one noise that run on through the gaps
+  (``stream.in_stretches``), and the clean ones last;
 - *baseline*: per item, what a plain sequential assistant does: wait for the endpoint
   (``end_silence_ms`` of silence, no speculation), transcribe on Whisper's full 30 s window,
   generate the whole reply, synthesize it all, then play. Its e2e is the sum of those times.
 
-Prints a table and returns a JSON-able dict: per span p50/p95/max for both and the ratio of
-medians, WER of the short window against the full window, how often each budget action fired,
-peak RSS, and LLM tokens/s inside the pipeline against the same engine alone. Turns answered by
-the intents stage (the corpus's commands: no LLM on their path) are also reported apart from the
-LLM's, with their e2e from where speech truly ends in the corpus (``by_handler``). The corpus's
-devices are declared where the config lacks them, and timers go to a temporary file.
+Prints a table (``table``) and returns a JSON-able dict: per span p5/p50/p95/max from the
+pipeline's ``speech_end`` and from where speech truly ends in the corpus item (``truth``), the
+lag between the two, the baseline's spans and the ratio of medians, WER of the short window
+against the full window, paused utterances cut in two, how often each budget action fired, peak
+RSS, and LLM tokens/s inside the pipeline against the same engine alone. The same figures per
+group: who answered (the intents stage or the LLM, ``by_handler``) and the item's condition
+(clean, each noise kind and SNR, each rate, paused; ``by_condition``). The corpus's devices are
+declared where the config lacks them, and timers go to a temporary file.
 
 The engine alone runs twice, right before and right after the pipeline, and its figure is the
 mean of the two: a shared machine's speed drifts by several percent within minutes, and passes
-on both sides of the pipeline's cancel that drift out. Before, it answers the corpus's questions
-as written (the transcripts are not known yet); after, it replays the pipeline's own
-conversations (the same prompts and history, so the same context lengths).
+on both sides of the pipeline's cancel that drift out. Before, it answers the first
+``ALONE_CONVERSATIONS`` items as written (the transcripts are not known yet); after, it replays
+as many of the pipeline's own conversations (the same prompts and history, so the same context
+lengths).
 """
 
 from __future__ import annotations
@@ -34,15 +39,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from assistant.bench import truth
+from assistant.bench.table import format_table, plot, pyplot
 from assistant.config import Config, LlmConfig
 from assistant.contracts import ChatEngine, ChatMessage
 from assistant.daemon import Daemon
 from assistant.engines import Engines, load_engines
 from assistant.errors import ConfigError
 from assistant.pipeline import Pipeline
-from assistant.turn.latency import TurnRecord, percentile, span_stats
+from assistant.turn.latency import TurnRecord, span_stats
 
-SHOWN_SPANS = ("e2e", "first_audio", "endpointing", "asr", "llm_first_token", "tts_first_audio")
+__all__ = ["ItemResult", "TimedChat", "format_table", "plot", "pyplot", "run_bench"]
+
+ALONE_CONVERSATIONS = 16
+"""Conversations the LLM answers alone before the pipeline, and replays after it: enough for a
+steady tokens/s, few enough to keep the bench short on a large corpus."""
 
 
 class TimedChat(ChatEngine):
@@ -126,6 +137,9 @@ class ItemResult:
     heard_full: str = ""
     """Baseline transcript (the full 30 s window)."""
     spans: dict[str, float] | None = None
+    """The answer's spans from the pipeline's ``speech_end`` (``truth.vad_spans``)."""
+    spans_true: dict[str, float] | None = None
+    """The same from where speech truly ends in the item, and the ``lag`` (``truth.true_spans``)."""
     actions: tuple[str, ...] = ()
     answer_ready: float | None = None
     """When the answer's audio was ready, ms after the end of speech (before any acknowledgement)."""
@@ -133,25 +147,25 @@ class ItemResult:
     handled_by: str = ""
     """``intent`` (a command, answered without the LLM) or ``llm``."""
     intent: str | None = None
-    e2e_true: float | None = None
-    """First answer audio, ms after where speech truly ends in the corpus item."""
+    voice: str = ""
+    rate: str = "normal"
+    noise: str = "clean"
+    snr_db: float | None = None
+    command: bool = False
+    """Meant for the intents stage (``handled_by`` says who answered)."""
+    paused: bool = False
+    cut: bool = False
+    """A paused utterance whose first part was taken for the whole (a turn committed in the pause)."""
+    cut_transcript: str = ""
+    """What that turn heard."""
+    outcome: str = "unheard"
+    """The answered turn's outcome, or, when none answered, that of the item's turn (``cancelled``:
+    the next turn barged in before the answer began), or ``unheard`` (no turn)."""
 
 
 def pick_items(items: list[Any], every_variant: bool) -> list[Any]:
-    """All variants, or each question once: voices in turn, every other one with noise."""
-    if every_variant:
-        return items
-    by_question: dict[str, list[Any]] = {}
-    for item in items:
-        by_question.setdefault(item.text, []).append(item)
-    chosen = []
-    for index, variants in enumerate(by_question.values()):
-        voices = sorted({v.voice for v in variants})
-        voice = voices[index % len(voices)]
-        noisy = index % 2 == 1
-        matching = [v for v in variants if v.voice == voice and (v.snr_db is not None) == noisy]
-        chosen.append((matching or variants)[0])
-    return chosen
+    """All variants, or the first take (variant 0) of each utterance, in the corpus's order."""
+    return list(items) if every_variant else [item for item in items if item.variant == 0]
 
 
 async def run_pipeline(config: Config, engines: Engines, stream: bytes) -> tuple[Pipeline, list[TurnRecord]]:
@@ -215,6 +229,24 @@ def llm_alone_tokens_per_s(engine: Any, conversations: list[list[dict[str, str]]
     return timed.tokens_per_s()
 
 
+def bench_stream(
+    model_dir: Path,
+    every_variant: bool = False,
+    limit: int | None = None,
+    gap_ms: float = 4000.0,
+    corpus: list[Any] | None = None,
+) -> tuple[list[Any], bytes, list[Any]]:
+    """The bench's items in the order it plays them, its input stream (16 kHz int16) and where
+    each item lies in it (``bench --write-stream`` writes the stream out)."""
+    from assistant.bench.corpus import bench_corpus, make_stream
+    from assistant.bench.stream import in_stretches
+
+    picked = pick_items(corpus if corpus is not None else bench_corpus(model_dir), every_variant)[:limit]
+    items = in_stretches(picked)
+    stream, positions = make_stream(items, gap_ms=gap_ms)
+    return items, stream, positions
+
+
 def run_bench(
     config: Config,
     model_dir: Path,
@@ -225,8 +257,7 @@ def run_bench(
     log: Callable[[str], None] = lambda _line: None,
     corpus: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the bench on ``corpus`` (default: the spoken corpus built from ``model_dir``)."""
-    from assistant.bench.corpus import build_corpus, make_stream
+    """Run the bench on ``corpus`` (default: the bench corpus built from ``model_dir``)."""
     from assistant.bench.wer import wer_counts
     from assistant.engines.whisper import WhisperEngine
     from assistant.models.store import resolve
@@ -235,12 +266,11 @@ def run_bench(
     log("loading models and the corpus")
     engines = load_engines(config, model_dir)
     full_asr = WhisperEngine(resolve(config.asr.model, "asr", model_dir), replace(config.asr, window="full"))
-    items = pick_items(corpus if corpus is not None else build_corpus(model_dir), every_variant)[:limit]
-    stream, positions = make_stream(items, gap_ms=gap_ms)
+    items, stream, positions = bench_stream(model_dir, every_variant, limit, gap_ms, corpus)
     log("the LLM alone, before the pipeline")
     system = {"role": "system", "content": config.llm.system_prompt}
     before = llm_alone_tokens_per_s(
-        engines.llm, [[system, {"role": "user", "content": i.text}] for i in items]
+        engines.llm, [[system, {"role": "user", "content": i.text}] for i in items[:ALONE_CONVERSATIONS]]
     )
     if engines.llm is None:
         raise ConfigError("the bench needs an LLM engine")
@@ -250,54 +280,72 @@ def run_bench(
         intents = replace(config.intents, timers_file=str(Path(state) / "timers.json"))
         pipe_engines = Engines(engines.asr, timed, engines.tts)
         pipeline, records = asyncio.run(run_pipeline(replace(config, intents=intents), pipe_engines, stream))
-    results = [ItemResult(item.id, item.text) for item in items]
-    for rec in records:
-        end = rec.marks.get("speech_end", -1.0)
-        for pos, result in zip(positions, results, strict=True):
-            if (
-                pos.start_ms <= end <= pos.end_ms + gap_ms
-                and result.spans is None
-                and rec.outcome == "answered"
-            ):
-                result.heard, result.spans, result.actions = rec.transcript, rec.spans(), tuple(rec.actions)
-                result.handled_by, result.intent = rec.handled_by, rec.intent
-                if rec.answer_ready_ms is not None:
-                    result.answer_ready = round(rec.answer_ready_ms - end, 1)
-                if "first_answer_audio" in rec.marks:
-                    result.e2e_true = round(rec.marks["first_answer_audio"] - pos.speech_end_ms, 1)
-                break
+    results = [
+        ItemResult(
+            item.id, item.text, voice=item.voice, rate=item.rate, noise=item.noise, snr_db=item.snr_db,
+            command=item.command, paused=item.pause_start_ms is not None,
+        )
+        for item in items
+    ]  # fmt: skip
+    for pos, result, found in zip(positions, results, truth.match(records, positions), strict=True):
+        result.outcome = found.outcome
+        if found.cuts:
+            result.cut, result.cut_transcript = True, found.cuts[0].transcript
+        rec = found.answer
+        if rec is None:
+            continue
+        end = rec.marks["speech_end"]
+        result.heard, result.actions = rec.transcript, tuple(rec.actions)
+        result.spans, result.spans_true = (
+            truth.vad_spans(rec.marks),
+            truth.true_spans(rec.marks, pos.speech_end_ms),
+        )
+        result.handled_by, result.intent = rec.handled_by, rec.intent
+        if rec.answer_ready_ms is not None:
+            result.answer_ready = round(rec.answer_ready_ms - end, 1)
     log("the LLM alone, after the pipeline")
-    after = llm_alone_tokens_per_s(engines.llm, [messages for messages, *_ in timed.samples])
+    after = llm_alone_tokens_per_s(
+        engines.llm, [messages for messages, *_ in timed.samples][:ALONE_CONVERSATIONS]
+    )
     log("baseline: the same items, sequentially")
     for item, result in zip(items, results, strict=True):
         result.heard_full, result.baseline = baseline_item(config, engines, full_asr, item.pcm)
     answered = [r for r in results if r.spans is not None]
-    pipe_stats = span_stats([r.spans for r in answered if r.spans])
+    budget = config.latency.budget_ms
+    whole = truth.group_report(results, budget)
     base_stats = span_stats([r.baseline for r in results if r.baseline])
     for extra in ("llm_reply", "tts_reply"):
-        values = [r.baseline[extra] for r in results if r.baseline]
-        base_stats[extra] = {
-            "n": len(values),
-            "p50": round(percentile(values, 50), 1),
-            "p95": round(percentile(values, 95), 1),
-            "max": round(max(values), 1),
-        }
+        base_stats[extra] = truth.stats([r.baseline[extra] for r in results if r.baseline])
     short = wer_counts((r.reference, r.heard) for r in answered)
     full = wer_counts((r.reference, r.heard_full) for r in answered)
+    pipe_stats, true_stats = whole["from_speech_end"], whole["from_true_end"]
     ratio = base_stats["e2e"]["p50"] / pipe_stats["e2e"]["p50"] if "e2e" in pipe_stats else 0.0
-    first_audio = [r.spans["first_audio"] for r in answered if r.spans and "first_audio" in r.spans]
+    ratio_true = base_stats["e2e"]["p50"] / true_stats["e2e"]["p50"] if "e2e" in true_stats else 0.0
+    groups = truth.groups(results, budget)
     return {
         "items": len(items),
         "answered": len(answered),
         "missed": [r.item_id for r in results if r.spans is None],
+        "missed_outcomes": {r.item_id: r.outcome for r in results if r.spans is None},
         "pipeline": pipe_stats,
+        "pipeline_true": true_stats,
+        "lag": truth.stats([r.spans_true["lag"] for r in answered if r.spans_true and "lag" in r.spans_true]),
         "baseline": base_stats,
         "e2e_median_ratio": round(ratio, 2),
-        "first_audio_over_budget": sum(v > config.latency.budget_ms for v in first_audio),
-        "wer": {"short_window": round(100 * short.wer, 2), "full_window": round(100 * full.wer, 2)},
+        "e2e_median_ratio_true": round(ratio_true, 2),
+        "first_audio_over_budget": whole["first_audio_over_budget"],
+        "first_audio_over_budget_true": whole["first_audio_over_budget_true"],
+        "paused": truth.paused_report(results),
+        "noise_turns": truth.noise_turns(records, positions, [item.noise for item in items]),
+        "wer": {
+            "short_window": round(100 * short.wer, 2),
+            "full_window": round(100 * full.wer, 2),
+            "by_group": {name: group["wer"] for name, group in groups.items()},
+        },
         "actions": dict(pipeline.tracker.actions),
-        "acks": ack_counts(answered, config.latency.budget_ms),
-        "by_handler": by_handler(answered),
+        "acks": ack_counts(answered, budget),
+        "by_handler": {who: groups.get(who, truth.group_report([], budget)) for who in ("intent", "llm")},
+        "by_condition": {name: group for name, group in groups.items() if name not in ("intent", "llm")},
         "asr_fallbacks": {
             "calls": engines.asr.calls if engines.asr is not None else 0,
             "fallbacks": engines.asr.fallbacks if engines.asr is not None else 0,
@@ -323,116 +371,9 @@ def with_devices(config: Config) -> Config:
     return replace(config, devices=config.devices + extra)
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": round(percentile(values, 50), 1),
-        "p95": round(percentile(values, 95), 1),
-        "max": round(max(values), 1),
-    }
-
-
-def by_handler(answered: list[ItemResult]) -> dict[str, dict[str, Any]]:
-    """Turns answered by a command (``intent``) apart from the LLM's: how many, which intents,
-    and their e2e, from the pipeline's ``speech_end`` and from the true end of speech."""
-    out: dict[str, dict[str, Any]] = {}
-    for who in ("intent", "llm"):
-        turns = [r for r in answered if r.handled_by == who]
-        out[who] = {
-            "turns": len(turns),
-            "e2e": _stats([r.spans["e2e"] for r in turns if r.spans and "e2e" in r.spans]),
-            "e2e_true": _stats([r.e2e_true for r in turns if r.e2e_true is not None]),
-        }
-        if who == "intent":
-            out[who]["intents"] = sorted({r.intent for r in turns if r.intent})
-    return out
-
-
 def ack_counts(answered: list[ItemResult], budget_ms: float) -> dict[str, int]:
     """Acknowledgements played, and how many of them were needed: the answer itself was ready
     only after the budget (an unneeded one delayed an answer that would have been in time)."""
     acked = [r for r in answered if "ack_played" in r.actions]
     needed = sum(r.answer_ready is None or r.answer_ready > budget_ms for r in acked)
     return {"played": len(acked), "needed": needed}
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The human summary printed by ``assistant bench``."""
-    pipe, base = result["pipeline"], result["baseline"]
-    lines = [
-        f"{result['answered']}/{result['items']} items answered"
-        + (f"; missed: {', '.join(result['missed'])}" if result["missed"] else ""),
-        "",
-        f"{'span (ms)':18} {'pipeline p50':>12} {'p95':>8} {'max':>8}   "
-        f"{'baseline p50':>12} {'p95':>8} {'max':>8}",
-    ]
-    for span in (*SHOWN_SPANS, "llm_reply", "tts_reply"):
-        p, b = pipe.get(span), base.get(span)
-        if p is None and b is None:
-            continue
-        left = f"{p['p50']:12.0f} {p['p95']:8.0f} {p['max']:8.0f}" if p else f"{'-':>12} {'-':>8} {'-':>8}"
-        right = f"{b['p50']:12.0f} {b['p95']:8.0f} {b['max']:8.0f}" if b else f"{'-':>12} {'-':>8} {'-':>8}"
-        lines.append(f"{span:18} {left}   {right}")
-    tps, wer, fallbacks = result["llm_tokens_per_s"], result["wer"], result["asr_fallbacks"]
-    share = 100 * tps["pipeline"] / tps["alone"] if tps["alone"] else 0.0
-    lines += [
-        "",
-        f"median e2e: baseline / pipeline = {result['e2e_median_ratio']:.2f}x",
-        f"turns whose first audio missed the budget: {result['first_audio_over_budget']}",
-        f"WER: short window {wer['short_window']:.1f}%  full window {wer['full_window']:.1f}%",
-        f"actions: {result['actions'] or 'none'}",
-        f"acknowledgements: {result['acks']['played']} played, {result['acks']['needed']} needed"
-        " (the answer was ready only after the budget)",
-        f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
-        f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%;"
-        f" alone before the pipeline {tps['alone_before']:.1f}, after {tps['alone_after']:.1f});"
-        f" {tps.get('pipeline_wall', tps['pipeline']):.1f} counting its waits for TTS",
-        f"peak RSS: {result['peak_rss_mb']:.0f} MB",
-    ]
-    for who, label in (("intent", "commands (intents, no LLM)"), ("llm", "questions (LLM)")):
-        part = result.get("by_handler", {}).get(who)
-        if part is None:
-            continue
-        true, mark = part["e2e_true"], part["e2e"]
-        figures = (
-            f"e2e p50 {true['p50']:.0f} ms, p95 {true['p95']:.0f}, max {true['max']:.0f} from the true end"
-            f" of speech ({mark['p50']:.0f} ms from the pipeline's speech_end)"
-            if true.get("n") and mark.get("n")
-            else "no e2e"
-        )
-        lines.append(f"{label}: {part['turns']} turns; {figures}")
-    return "\n".join(lines)
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend; a ``config_invalid`` error naming the extra when it
-    is not installed (``assistant bench`` asks before its run, not after)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ConfigError("--plot needs matplotlib: pip install 'assistant[bench]'") from err
-    return plt
-
-
-def plot(result: dict[str, Any], path: str) -> None:
-    """Latency distributions of the pipeline and the baseline, side by side, as a PNG."""
-    plt = pyplot()
-    items = result["per_item"]
-    pipe = [r["spans"]["e2e"] for r in items if r["spans"] and "e2e" in r["spans"]]
-    first = [r["spans"]["first_audio"] for r in items if r["spans"] and "first_audio" in r["spans"]]
-    base = [r["baseline"]["e2e"] for r in items if r["baseline"]]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.boxplot([first, pipe, base], showfliers=True)
-    ax.set_xticks([1, 2, 3], ["pipeline\nfirst audio", "pipeline\ne2e (answer)", "sequential\nbaseline e2e"])
-    ax.axhline(800, color="red", linestyle="--", linewidth=1, label="800 ms budget")
-    ax.set_ylabel("ms after the end of speech")
-    ax.set_title(f"{result['answered']} spoken questions, same models, same run")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

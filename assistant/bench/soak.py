@@ -395,11 +395,13 @@ def format_soak(result: dict[str, Any]) -> str:
 def run_soak(
     config: Config, model_dir: Path, *, turns: int, mqtt: bool = False, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """``assistant bench --soak``: the models, the corpus's questions (one voice each), the soak."""
-    from assistant.bench.corpus import build_corpus
+    """``assistant bench --soak``: the models, the corpus's unpaused utterances (one take each), the soak."""
+    from assistant.bench.corpus import bench_corpus
     from assistant.bench.runner import pick_items
 
     log("loading models and the corpus")
     engines = load_engines(config, model_dir)
-    utterances = [(item.text, item.pcm) for item in pick_items(build_corpus(model_dir), every_variant=False)]
+    items = pick_items(bench_corpus(model_dir), every_variant=False)
+    # not the paused ones: the soak counts an utterance heard as two turns against the daemon
+    utterances = [(item.text, item.pcm) for item in items if item.pause_start_ms is None]
     return asyncio.run(soak(config, engines, utterances, episodes=plan(turns), mqtt=mqtt, log=log))

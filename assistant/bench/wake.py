@@ -7,7 +7,7 @@ where nobody said it, and what listening for it costs against transcribing every
   whole stream at 15 dB and at 5 dB below the speech. A take is missed when no detection falls
   inside it (or within 300 ms after it).
 - **The question after it**: from where the wake stage would start the question
-  (``wake.word_gap``) to the take's end, transcribed by Whisper, against the same question said
+  (``wake.word_end``) to the take's end, transcribed by Whisper, against the same question said
   alone in the same voice (word error rate, and takes heard word for word).
 - **False wakes**: sentences without the wake word (the corpus's questions, and plain English
   prose: the sentences of Python's own help topics) in the same voices, at least an hour of speech,
@@ -144,10 +144,10 @@ def _misses(
     detector: Any, items: Sequence[CorpusItem], snr_db: float | None
 ) -> tuple[int, int, float, float, list[bytes | None], dict[float, int]]:
     """(misses, extra detections, audio seconds, CPU seconds, per take the audio the VAD would get
-    after the wake word: from ``word_gap``'s cut to the take's end, None where missed) over one
+    after the wake word: from ``word_end``'s cut to the take's end, None where missed) over one
     stream of ``items``, with steady pink noise at ``snr_db`` over all of it (a room's noise does
     not stop between words)."""
-    from assistant.wake import GAP_SEARCH_MS, word_gap
+    from assistant.wake import GAP_AFTER_MS, GAP_SEARCH_MS, word_end
 
     stream, positions = make_stream(items, gap_ms=1000.0)
     if snr_db is not None:
@@ -168,7 +168,8 @@ def _misses(
             after.append(None)
             continue
         search = max(0, inside[0] - SAMPLE_RATE * GAP_SEARCH_MS[0] // 1000)
-        cut = search + word_gap(stream[2 * search : 2 * inside[0]])
+        ahead = inside[0] + SAMPLE_RATE * GAP_AFTER_MS // 1000
+        cut = search + word_end(stream[2 * search : 2 * ahead], inside[0] - search)
         after.append(bytes(9600) + stream[2 * cut : 2 * round(pos.end_ms * 16)])
     return misses, extra, len(stream) / 2 / SAMPLE_RATE, cpu, after, misses_at
 

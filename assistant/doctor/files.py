@@ -9,6 +9,7 @@ ACLs, read-only mounts and the systemd sandbox exactly as the daemon would meet 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from assistant import models
@@ -78,6 +79,17 @@ async def check_models(setup: Setup) -> list[Finding]:
         await asyncio.to_thread(_check_model, setup, key, name, role, manifest)
         for key, name, role in needed_models(setup)
     ]
+    if setup.config.vad.turn_model:  # the daemon runs without it: a warning, not a failure
+        from assistant.engines import TURN_MODEL
+
+        turn = await asyncio.to_thread(_check_model, setup, "vad.turn_model", TURN_MODEL, "turn", manifest)
+        if turn.level == "fail":
+            turn = dataclasses.replace(
+                turn,
+                level="warn",
+                message=f"{turn.message} (the end of turn is judged by the transcript alone)",
+            )
+        findings.append(turn)
     if setup.config.llm.engine != "llama":
         findings.append(
             Finding(

@@ -37,6 +37,32 @@ States and rules:
   end, so ASR hears the same audio, and the audio runs to the VAD's end plus the tail.
 - *sure end*: ``end_now()`` (called when the speculative transcript is a recognised command)
   ends a paused turn at once.
+- *the semantic end*: at a pause, two judges may say whether the turn is over: the speculative
+  transcript (``heard(kind)``: ``finished`` when it reads as a finished sentence, ``question``
+  when that sentence ends in ``?``, ``open`` when it ends on a word that leaves it open: "the",
+  "for", "of"..., else ``unsure``; ``quick_end()`` is ``heard("finished")``) and the turn model on
+  the audio (``turn_verdict(complete)``). The silence that ends the paused turn is then:
+
+  ==========================  ========================================================
+  transcript open             ``hold_silence_ms`` (whatever the model says)
+  model complete              ``agreed_end_silence_ms`` when the transcript reads finished
+                              too, ``quick_end_silence_ms`` when it is unsure;
+                              ``end_silence_ms`` until it is in
+  model incomplete            ``quick_end_silence_ms`` for a question, ``end_silence_ms``
+                              for a finished statement, else ``hold_silence_ms``
+  no model verdict            ``quick_end_silence_ms`` when the transcript reads finished,
+                              else ``end_silence_ms`` (the transcript heuristic alone)
+  ==========================  ========================================================
+
+  The model alone never ends a turn sooner than the transcript allows: on synthetic voices it
+  calls many cut-off sentences complete ("Set a timer for"), which only the words show. A
+  verdict that asks for less silence than has already passed ends the turn at once. Each judge
+  speaks for the current pause only: when speech resumes, both are forgotten.
+- *the wake word* (``wake_word(position)``, where a wake word model fired): speech before that
+  point is the word, or what is left of it, never a question. A turn is not speculated on until
+  ``min_speech_ms`` (at least a frame) of voiced audio has followed the point; a speculation made
+  before the point arrives (the detector fires up to a quarter second after the word) is made
+  void (``Resumed``); a turn that ends with no such speech after it is ``Dropped``.
 - *waiting for silence*: after a cut, no new turn starts until ``end_silence_ms`` of continuous
   non-speech has been seen. Endless speech-like input (TV, noise) thus gives one truncated
   utterance and then nothing until it pauses.
@@ -57,6 +83,8 @@ from assistant.messages import SAMPLE_RATE
 
 TAIL_MS = 200
 """Default trailing audio kept after the last voiced frame, in ms."""
+TRANSCRIPT_KINDS = ("finished", "question", "open", "unsure")
+"""What a speculative transcript may say of the turn (``Segmenter.heard``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +175,19 @@ class Segmenter:
         self._envelope = Envelope()
         self._pause_frames = frames(config.speculate_after_ms) if config.speculate_after_ms else 0
         self._quick_frames = frames(config.quick_end_silence_ms)
+        self._agreed_frames = frames(min(config.agreed_end_silence_ms, config.quick_end_silence_ms))
+        self._hold_frames = frames(max(config.hold_silence_ms, config.end_silence_ms))
         self._paused = False
-        self._quick = False
+        self._heard: str | None = None
+        """What the transcript of this pause says (``TRANSCRIPT_KINDS``), or None: nothing yet."""
+        self._complete: bool | None = None
+        """What the turn model says of this pause (None: nothing yet, or no model)."""
+        self.wake_end = -1
+        """Samples: where the latest wake word was heard (-1: none)."""
+        self._voiced_after = 0
+        """Voiced frames of the open turn that start at or after ``wake_end``."""
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=16)
+        """(start sample, voiced) of the last frames of the open turn."""
 
     def _frames(self, ms: int) -> int:
         """Whole frames covering at least ``ms`` (at least one)."""
@@ -206,6 +245,26 @@ class Segmenter:
             return []
         return self._start(index)
 
+    def wake_word(self, position: int) -> list[SegmenterEvent]:
+        """A wake word was heard at sample ``position``: what precedes it is the word. A
+        speculation on the open turn with no speech after it is void (``Resumed``)."""
+        self.wake_end = position
+        if self._state != _SPEECH:
+            return []
+        self._voiced_after = sum(voiced for start, voiced in self._recent if start >= position)
+        if self._paused and not self._question_heard():
+            self._paused = False
+            self._heard = self._complete = None
+            return [Resumed()]
+        return []
+
+    def _question_heard(self) -> bool:
+        """Enough speech after the latest wake word (or no wake word in the turn)."""
+        if self._speech_start >= self.wake_end:
+            return True
+        needed = max(self.config.min_speech_ms, self.config.frame_ms)
+        return self._voiced_after * self.config.frame_ms >= needed
+
     def finish(self) -> list[SegmenterEvent]:
         """End of input: end or drop an open turn (endpoint at the end of input); reset."""
         events = self._end(truncated=False) if self._state == _SPEECH else []
@@ -224,6 +283,10 @@ class Segmenter:
         self._speech_start = first_voiced * self.frame_samples
         self._speech_end = (index + 1) * self.frame_samples
         self._voiced_frames = sum(window[window.index(True) :])
+        first = index - len(window) + 1
+        self._recent.clear()
+        self._recent.extend(((first + i) * self.frame_samples, v) for i, v in enumerate(window))
+        self._voiced_after = sum(v for start, v in self._recent if start >= self.wake_end)
         self._silent_frames = self._lead = 0
         if self.config.fine_end:
             self._envelope.reset(bytes(self._buffer), self._buffer_start)
@@ -232,16 +295,48 @@ class Segmenter:
         self._history.clear()
         return [Started(start_ms=_ms(self._speech_start))]
 
-    def quick_end(self) -> list[SegmenterEvent]:
-        """The speech so far looks complete: end the turn after ``quick_end_silence_ms`` of
-        silence instead of ``end_silence_ms`` (adaptive endpointing). If that much silence has
-        already passed, the turn ends now. Applies until speech resumes."""
+    def quick_end(self, *, question: bool = False) -> list[SegmenterEvent]:
+        """The transcript so far reads as a finished sentence (``question``: one ending in ``?``):
+        end the turn after ``quick_end_silence_ms`` of silence instead of ``end_silence_ms``
+        (adaptive endpointing), unless the turn model says otherwise (see the module's table).
+        If that much silence has already passed, the turn ends now. Applies until speech resumes."""
+        return self.heard("question" if question else "finished")
+
+    def heard(self, kind: str) -> list[SegmenterEvent]:
+        """What the transcript so far says: ``finished``, ``question``, ``open`` or ``unsure``
+        (see the module's table). Applies until speech resumes."""
+        if kind not in TRANSCRIPT_KINDS:
+            raise ValueError(f"transcript kind {kind!r}: choose one of {TRANSCRIPT_KINDS}")
+        return self._judged(heard=kind)
+
+    def turn_verdict(self, complete: bool) -> list[SegmenterEvent]:
+        """The turn model's verdict on the paused utterance (see the module's table). Applies
+        until speech resumes."""
+        return self._judged(complete=complete)
+
+    def _judged(self, *, heard: str | None = None, complete: bool | None = None) -> list[SegmenterEvent]:
         if self._state != _SPEECH or not self._paused:
             return []
-        self._quick = True
-        if self._silence_reaches(self._quick_frames):
+        self._heard = heard or self._heard
+        self._complete = self._complete if complete is None else complete
+        if self._silence_reaches(self._needed_frames()):
             return self._end(truncated=False)
         return []
+
+    def _needed_frames(self) -> int:
+        """The end-of-turn silence the judges of this pause ask for, in frames."""
+        heard, complete = self._heard, self._complete
+        if heard == "open":
+            return self._hold_frames
+        if complete is None:
+            return self._quick_frames if heard in ("finished", "question") else self._end_frames
+        if complete:
+            if heard in ("finished", "question"):
+                return self._agreed_frames
+            return self._end_frames if heard is None else self._quick_frames
+        if heard == "question":
+            return self._quick_frames
+        return self._end_frames if heard == "finished" else self._hold_frames
 
     def end_now(self) -> list[SegmenterEvent]:
         """The speech so far is surely a whole turn (a recognised command): end a paused turn now.
@@ -263,24 +358,28 @@ class Segmenter:
         if self.config.fine_end:
             self._envelope.push(frame_pcm)
         events: list[SegmenterEvent] = []
+        frame_start = frame_end - self.frame_samples
+        self._recent.append((frame_start, is_speech))
         if is_speech:
             self._voiced_frames += 1
+            self._voiced_after += frame_start >= self.wake_end
             self._silent_frames = self._lead = 0
             self._speech_end = frame_end
             if self._paused:
-                self._paused = self._quick = False
+                self._paused = False
+                self._heard = self._complete = None
                 events.append(Resumed())
         else:
             self._silent_frames += 1
             if self._silent_frames == 1 and self.config.fine_end:
                 fine = self._envelope.speech_end(self._speech_start, self._speech_end)
                 self._lead = self._speech_end - max(fine, self._speech_start)
-            end_frames = self._quick_frames if self._quick else self._end_frames
+            end_frames = self._needed_frames() if self._paused else self._end_frames
             if self._silence_reaches(end_frames):
                 return self._end(truncated=False)
             # the pause counts from the VAD's end: ASR then hears what follows the last sound (a
             # weak final "s" that the fine end may place itself before)
-            if self._silent_frames == self._pause_frames and self._enough_speech():
+            if self._silent_frames == self._pause_frames and self._enough_speech() and self._question_heard():
                 self._paused = True
                 events.append(self._pause())
         if _ms(frame_end - self._speech_start) >= self.config.max_utterance_ms:
@@ -303,13 +402,16 @@ class Segmenter:
         self._state = _WAIT_SILENCE if truncated else _LISTENING
         fine_end = self._fine_end
         self._silent_frames = self._lead = 0
-        self._paused = self._quick = False
+        self._paused = False
+        self._heard = self._complete = None
         self._window.clear()
         buffer, self._buffer = self._buffer, bytearray()
         voiced_ms = float(self._voiced_frames * self.config.frame_ms)
         if voiced_ms < self.config.min_speech_ms:
             reason = f"too little speech: {voiced_ms:g} ms < {self.config.min_speech_ms} ms"
             return [Dropped(reason=reason, voiced_ms=voiced_ms)]
+        if not self._question_heard():
+            return [Dropped(reason="only the wake word", voiced_ms=voiced_ms)]
         end = min(self._speech_end + self._tail_samples, self._frame_index * self.frame_samples)
         pcm = bytes(buffer[: 2 * (end - self._buffer_start)])
         return [

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.contracts import ChatEngine, Synthesizer, Transcriber
+from assistant.contracts import ChatEngine, Synthesizer, Transcriber, TurnDetector
+from assistant.models.manifest import ModelSpec
 from assistant.wake import WakeDetector
 
 
@@ -24,6 +25,10 @@ class Engines:
     tts: Synthesizer | None = None
     wake: WakeDetector | None = None
     """The wake word detector (``listen.mode = "wake"`` with the ``micro`` engine)."""
+    turn: TurnDetector | None = None
+    """The end-of-turn model (``vad.turn_model``), when its file and onnxruntime are here."""
+    turn_problem: str = ""
+    """Why ``turn`` is None, for the endpointer's message."""
 
 
 def load_engines(
@@ -46,6 +51,8 @@ def load_engines(
         from assistant.engines.micro_wake import load_wake_detector
 
         engines.wake = load_wake_detector(config.listen)
+    if asr:  # the turn model judges speech
+        engines.turn, engines.turn_problem = load_turn_model(config, model_dir)
     if asr and config.asr.engine == "wyoming":
         from assistant.engines.wyoming_remote import WyomingTranscriber
 
@@ -76,9 +83,40 @@ def load_engines(
         engines.tts = WyomingSynthesizer(config.tts)
     elif tts:
         from assistant.engines.piper import PiperEngine
+        from assistant.service import allocator
 
-        engines.tts = PiperEngine(models.resolve(config.tts.voice, "tts", model_dir), config.tts, share=share)
+        engines.tts = PiperEngine(
+            models.resolve(config.tts.voice, "tts", model_dir),
+            config.tts,
+            share=share,
+            after=allocator.trim if allocator.trims() else None,
+        )
     return engines
+
+
+TURN_MODEL = "smart-turn-v3.2"
+"""The manifest name of the end-of-turn model."""
+
+
+def load_turn_model(
+    config: Config, model_dir: Path, manifest: dict[str, ModelSpec] | None = None
+) -> tuple[TurnDetector | None, str]:
+    """The end-of-turn model and, when it cannot be had, why not (never raises for that: the
+    endpointer goes on with the transcript alone). Its session is made now when ``vad.turn_model``
+    is on, else at its first use (the key may be switched on by a reload)."""
+    from assistant import models
+    from assistant.engines.smart_turn import SmartTurnEngine, TurnModelUnavailable
+    from assistant.errors import AssistantError
+
+    try:
+        engine = SmartTurnEngine(models.resolve(TURN_MODEL, "turn", model_dir, manifest))
+        if config.vad.turn_model:
+            engine.load()
+    except TurnModelUnavailable as err:
+        return None, f"the turn model cannot run here ({err}; it comes with piper-tts)"
+    except AssistantError as err:
+        return None, f"the turn model is unavailable: {err.message}"
+    return engine, ""
 
 
 def quiet_numpy_threads() -> None:
@@ -94,4 +132,4 @@ def quiet_numpy_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-__all__ = ["Engines", "load_engines", "quiet_numpy_threads"]
+__all__ = ["TURN_MODEL", "Engines", "load_engines", "load_turn_model", "quiet_numpy_threads"]

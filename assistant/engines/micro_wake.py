@@ -4,7 +4,7 @@ The package computes 40 spectrogram features per 10 ms and runs the model every 
 (30 ms); the model's probabilities are averaged over its ``sliding_window_size`` (five: 150 ms),
 and the word is heard when that mean passes the model's ``probability_cutoff``. So a detection
 comes from about the last syllable of the word to some 250 ms after it (on espeak-ng speech);
-``wake.word_gap`` finds where the word ended in the audio before it.
+``wake.word_end`` finds where the word ended, around it.
 
 The package is imported lazily: without it (or where its TFLite library does not load, as on
 Termux), ``wake_engine = "auto"`` falls back to the wake phrases with a warning, and

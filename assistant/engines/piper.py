@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,19 @@ from assistant.errors import AssistantError, ModelCorruptError, ModelMissingErro
 class PiperEngine(Synthesizer):
     """A loaded piper voice. Thread-safe: one lock around the ONNX session."""
 
-    def __init__(self, onnx_path: Path, config: TtsConfig, *, share: CoreShare | None = None) -> None:
-        """``share``: held while synthesizing, so an LLM sharing it waits between tokens."""
+    def __init__(
+        self,
+        onnx_path: Path,
+        config: TtsConfig,
+        *,
+        share: CoreShare | None = None,
+        after: Callable[[], object] | None = None,
+    ) -> None:
+        """``share``: held while synthesizing, so an LLM sharing it waits between tokens.
+        ``after``: called after each text is synthesized, outside the share (the daemon gives the
+        heaps' free pages back there, ``service.allocator.trim``: synthesis frees the most memory,
+        about 2 MB per character spoken at once, and glibc keeps it otherwise)."""
+        self.after = after
         try:
             from piper import PiperVoice
             from piper.config import SynthesisConfig
@@ -48,22 +60,47 @@ class PiperEngine(Synthesizer):
         """Speak ``text``, calling ``on_audio`` with int16 bytes per sentence; blocks."""
         try:
             with self._lock, self.share.synthesizing():
-                for chunk in self._voice.synthesize(text, self._syn_config):
-                    if stop is not None and stop.is_set():
-                        return
-                    on_audio(chunk.audio_int16_bytes)
+                for piece in pieces(text, self.config.piece_chars):
+                    for chunk in self._voice.synthesize(piece, self._syn_config):
+                        if stop is not None and stop.is_set():
+                            return
+                        on_audio(chunk.audio_int16_bytes)
         except AssistantError:
             raise
         except Exception as err:  # onnxruntime raises its own exception types
             raise StageError(
                 "tts", f"synthesis failed for {text[:60]!r}: {type(err).__name__}: {err}"
             ) from err
+        finally:
+            if self.after is not None:
+                self.after()
 
     def synthesize_all(self, text: str) -> bytes:
         """The whole of ``text`` as one int16 buffer."""
         parts: list[bytes] = []
         self.synthesize(text, parts.append)
         return b"".join(parts)
+
+
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"')\u201d\u2019]*\s")
+_CLAUSE_BREAK = re.compile(r"[,;:\u2014]\s")
+
+
+def pieces(text: str, limit: int) -> list[str]:
+    """``text`` cut into pieces of at most about ``limit`` characters (0: no limit), at the last
+    sentence end before the limit, else at the last clause break (``, ; : —`` then a space) that
+    leaves the piece a third of the limit, else at the last space; a word longer than the limit
+    stays whole."""
+    text = text.strip()
+    if not limit or len(text) <= limit:
+        return [text] if text else []
+    head = text[: limit + 1]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+    breaks = ends or [m.end() for m in _CLAUSE_BREAK.finditer(head) if m.end() >= limit // 3]
+    cut = breaks[-1] if breaks else head.rfind(" ") + 1
+    if cut <= 0:
+        cut = text.find(" ", limit) + 1 or len(text)
+    return [text[:cut].strip(), *pieces(text[cut:], limit)]
 
 
 def _load_voice(voice_class: Any, onnx_path: Path, threads: int, *, arena: bool = False) -> Any:

@@ -19,7 +19,7 @@ from assistant.errors import ConfigError
 
 MANIFEST_PATH = folder(MODELS) / "manifest.toml"
 """The shipped manifest, package data (``models/manifest.toml`` in the source tree)."""
-ROLES = ("asr", "llm", "tts", "tokenizer")
+ROLES = ("asr", "llm", "tts", "tokenizer", "turn")
 
 
 @dataclass(frozen=True)

@@ -100,9 +100,9 @@ def model_path(spec: ModelSpec, model_dir: Path) -> Path:
 
 
 def main_file(spec: ModelSpec, model_dir: Path) -> Path:
-    """What a runtime opens: the folder (asr), the .gguf (llm, tokenizer), the .onnx (tts)."""
+    """What a runtime opens: the folder (asr), the .gguf (llm, tokenizer), the .onnx (tts, turn)."""
     folder = model_path(spec, model_dir)
-    suffix = {"llm": ".gguf", "tokenizer": ".gguf", "tts": ".onnx"}.get(spec.role)
+    suffix = {"llm": ".gguf", "tokenizer": ".gguf", "tts": ".onnx", "turn": ".onnx"}.get(spec.role)
     if suffix is None:
         return folder
     return folder / next((f.path for f in spec.files if f.path.endswith(suffix)), spec.files[0].path)
@@ -149,6 +149,9 @@ def check(role: str, path: Path) -> None:
         rate = conf.get("audio", {}).get("sample_rate") if isinstance(conf, dict) else None
         if not isinstance(rate, int) or rate <= 0:
             raise ModelCorruptError(f"{path}.json: no valid audio.sample_rate")
+    elif role == "turn":
+        if _need(path).is_dir() or path.stat().st_size == 0:
+            raise ModelCorruptError(f"{path}: not a non-empty .onnx file")
     else:
         raise ConfigError(f"model role {role!r} is unknown; allowed: {', '.join(ROLES)}")
 

@@ -246,6 +246,9 @@ def event_messages(event: Event, topics: Topics, config: MqttConfig) -> list[Out
     if isinstance(event, ev.WakeDetected):
         body = {"wake_word": event.wake_word, "model": event.model, "at_ms": round(event.at_ms, 1)}
         return msg("wake", body | {"probability": round(event.probability, 3)})
+    if isinstance(event, ev.StopWord):
+        body = {"text": event.text, "at_ms": round(event.at_ms, 1), "stopped": list(event.stopped)}
+        return msg("stop_word", body | {"alarms": event.alarms})
     if isinstance(event, ev.TranscriptReady):
         body = {"id": event.request_id, "turn": event.turn_id, "text": event.text, "source": event.source}
         return msg("transcript", body)

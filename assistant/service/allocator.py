@@ -1,24 +1,29 @@
 """glibc's allocator set to give memory back, for a long-running daemon where memory is scarce.
 
-By default: ``trim_when_idle`` gives the heaps' free pages back once the assistant has been idle
-for a second (a task beside the pipeline, see ``Pipeline.helpers``); ``ASSISTANT_ALLOCATOR=glibc``
-turns that off. A trim takes 2-10 ms and gives back 30-150 MB after a few turns; ``assistant bench
---soak 1000 --mqtt``: RSS at rest 566.7 MB after warm-up, 563.6 MB at the end.
+glibc raises its mmap threshold as large blocks are freed (up to 32 MB), so the models'
+short-lived large buffers (Whisper's full-window attention, 50 MB a head's worth; the voice's
+layers, in proportion to the audio made at once) end up on heaps that only grow, one per thread
+that allocated. Three levels, by ``ASSISTANT_ALLOCATOR``:
 
-Opt-in: ``ASSISTANT_ALLOCATOR=lean``. By default glibc raises its mmap threshold as large blocks
-are freed (up to 32 MB), so the models' short-lived large buffers end up on heaps that only grow,
-one per thread that allocated. ``tune()`` maps blocks of 128 KB and more (unmapped when freed),
-trims at 128 KB and keeps two heaps, before any model loads. A setting the user gave in the
-environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_ARENA_MAX``) is left
-as given; where the C library is not glibc (bionic under Termux, musl) nothing is done.
+- default: ``tune()`` fixes the mmap threshold at 4 MB before any model loads (blocks that large
+  are mapped and unmapped when freed; smaller ones stay on the heaps, which cost no page faults),
+  the voice trims the heaps after each text it speaks (``PiperEngine(after=trim)``) and
+  ``trim_when_idle`` gives the heaps' free pages back once the assistant has been idle for a
+  second (a task beside the pipeline, see ``Pipeline.helpers``). A trim takes 2-10 ms.
+- ``lean``: blocks of 128 KB and more mapped, trims at 128 KB, two heaps: the least memory, at a
+  cost in synthesis (every fresh mapping page-faults: about 30 % more CPU per sentence).
+- ``glibc``: glibc's own defaults, no trims.
 
-Measured on the 2-core machine, default models, one run each (so rough):
+A setting the user gave in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_ARENA_MAX``) is left as given; where the C library is not glibc (bionic under Termux,
+musl) nothing is done.
 
-- ``assistant bench --soak``: RSS 450 -> 471 MB over 404 turns (+4.6 % after warm-up) and
-  441 -> 463 MB over 300 turns, against 800 -> 957 MB over 1,000 turns with glibc's defaults.
-- ``assistant bench --limit 14``: peak RSS 757 MB against 1,122 MB, but e2e p50 311 ms against
-  291, p95 810 against 572, and the LLM's wall tokens/s 53 against 81 (synthesis, which the LLM
-  waits for, page-faults every fresh mapping). Hence not the default until that cost is gone.
+Measured on the 2-core machine, default models (peak RSS of ``assistant run`` over the bench's 29
+questions in real time, one run each, the machine shared, so rough): glibc's defaults 812-864 MB;
+4 MB threshold 596 MB; 128 KB 555 MB. piper alone, a 166-character text in 90-character pieces:
+peak 264-272 MB and 277-356 ms of CPU per sentence by default, 254-260 MB and 275-330 ms at 4 MB,
+215-220 MB and 354-429 ms at 1 MB. Earlier: ``assistant bench --soak`` RSS at rest 566.7 MB after
+warm-up, 563.6 MB after 1,000 turns with the idle trim.
 """
 
 from __future__ import annotations
@@ -35,17 +40,22 @@ _LOGGER = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-SETTINGS = (
-    (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 128 * 1024),
-    (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 128 * 1024),
-    (M_ARENA_MAX, "MALLOC_ARENA_MAX", 2),
-)
-"""(mallopt parameter, the environment variable that sets it, our value)."""
+SETTINGS = {
+    "default": ((M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 4 << 20),),
+    "lean": (
+        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 128 * 1024),
+        (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 128 * 1024),
+        (M_ARENA_MAX, "MALLOC_ARENA_MAX", 2),
+    ),
+}
+"""Per ``ASSISTANT_ALLOCATOR``: (mallopt parameter, the environment variable that sets it, our value)."""
 
 
 def tune() -> list[str]:
-    """Apply ``SETTINGS`` where the environment does not; returns the variables set."""
-    if os.environ.get("ASSISTANT_ALLOCATOR") != "lean":
+    """Apply the ``SETTINGS`` of ``ASSISTANT_ALLOCATOR`` (unset: ``default``) where the environment
+    does not; returns the variables set."""
+    settings = SETTINGS.get(os.environ.get("ASSISTANT_ALLOCATOR") or "default", ())
+    if not settings:
         return []
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -55,7 +65,7 @@ def tune() -> list[str]:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     applied = []
-    for param, variable, value in SETTINGS:
+    for param, variable, value in settings:
         if variable not in os.environ and mallopt(param, value) == 1:
             applied.append(variable)
     return applied

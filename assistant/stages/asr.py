@@ -8,6 +8,11 @@ on the full window, or no result at all) is reported ``Unheard``: the controller
 say it again, rather than leaving them in silence. Where the short window heard nothing at all
 (``empty``: a noise, most often) the turn is no speech, as the full window would most often find.
 
+The stop word (``listen.stop_word``): an utterance whose speech began while the speaker played
+and lasted at most ``stopword.MAX_STOP_MS`` is checked, once transcribed (Whisper on that clip
+alone, at the first pause), against the stop phrases (``intents/stopword.py``). If it is one,
+the controller hears ``StopWordHeard`` (what plays stops, alarms are silenced) and the turn goes
+no further: no transcript, no intents, no LLM, no answer.
 During speech (``asr.during_speech``, live input, an engine that is ``timed``): the VAD sends the
 utterance so far (``SpeechSoFar``) as it grows and when the speech may have ended; the stage
 hands it to ``passes.SpeechPasses``, which transcribes it in the background (a task of its own,
@@ -31,11 +36,12 @@ from typing import TypeVar
 from assistant.config import DeadlineConfig
 from assistant.contracts import AsrResult, Transcriber
 from assistant.errors import StageTimeoutError
+from assistant.intents.stopword import MAX_STOP_MS, is_stop
 from assistant.messages import Message, SpeechSoFar, SpeechStarted, Transcript, Utterance
 from assistant.stages.base import Queue, call_in_thread, run_inbox
 from assistant.stages.passes import SpeechPasses
 from assistant.turn.kinds import Mark
-from assistant.turn.reports import Marked, NoSpeech, TurnChannel, Unheard
+from assistant.turn.reports import Marked, NoSpeech, StopWordHeard, TurnChannel, Unheard
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +59,8 @@ class AsrStage:
         channel: TurnChannel,
         deadlines: DeadlineConfig | None = None,
         transcript_ms: int = 0,
+        stop_word: bool = False,
+        language: str = "en",
         *,
         during_speech: bool = False,
     ) -> None:
@@ -61,6 +69,12 @@ class AsrStage:
         self.deadlines = deadlines or DeadlineConfig()
         self.transcript_ms = transcript_ms
         """``latency.transcript_ms``: live input's transcript deadline after the end of speech; 0: none."""
+        self.stop_word = stop_word
+        """``listen.stop_word``: short utterances over playback are checked for the stop word."""
+        self.language = language
+        """The stop phrases' language."""
+        self.stop_words = 0
+        """Utterances that were the stop word."""
         self.transcribed = 0
         self.no_speech = 0
         self.unheard = 0
@@ -128,6 +142,11 @@ class AsrStage:
             report(NoSpeech(turn_id))
             _LOGGER.info("turn %d: no speech in %.0f ms of audio", turn_id, result.audio_ms)
             return
+        if self._stop_word(utt) and is_stop(result.text, self.language):
+            self.stop_words += 1
+            _LOGGER.info("turn %d: the stop word (%s)", turn_id, result.text)
+            report(StopWordHeard(turn_id, result.text))
+            return
         report(Marked(turn_id, Mark.TRANSCRIPT, self.channel.clock.position_ms()))
         _LOGGER.info("turn %d heard: %s", turn_id, result.text)
         text = self.channel.admit(turn_id, result.text)
@@ -170,6 +189,10 @@ class AsrStage:
             deadline_s=hard_s if wanted is None else min(hard_s, max(0.0, wanted - time.monotonic())),
             stop=self.channel.turns.stop_event(turn_id),
         )
+
+    def _stop_word(self, utt: Utterance) -> bool:
+        """The utterance may be the stop word: short, and begun while the speaker played."""
+        return self.stop_word and utt.over_playback and utt.speech_end_ms - utt.speech_start_ms <= MAX_STOP_MS
 
     def _wanted_by(self, speech_end_ms: float) -> float | None:
         """When (``time.monotonic()``) the transcript is due, on live input; None otherwise."""

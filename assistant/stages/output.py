@@ -1,7 +1,7 @@
 """Output stage: ``AudioOut`` to the sink; reports what played and when each turn is done.
 
 A speculative turn's audio waits here until its endpoint is final (``Turns.release``) and is
-dropped if the speculation is void. Acknowledgements (``play_ack``) and apologies
+dropped if the speculation is void. Acknowledgements and holding phrases (``play_ack``) and apologies
 (``play_notice``) go through the same lock, so nothing overlaps.
 
 Marks are play times, not hand-over times: a sink such as a WAV file takes audio at once, but the
@@ -66,9 +66,11 @@ class OutputStage:
             channel.report(Played(turn_id, start, length, now, answer))
             await self._sink_write(pcm, rate)
 
-    async def play_ack(self, turn_id: int, pcm: bytes, rate: int) -> bool:
-        """Play an acknowledgement for a turn that has not been heard yet; False if too late."""
-        if not self.channel.is_open(turn_id) or self.channel.heard(turn_id):
+    async def play_ack(self, turn_id: int, pcm: bytes, rate: int, *, answered_only: bool = False) -> bool:
+        """Play an acknowledgement for a turn that has not been heard yet (``answered_only``: a
+        holding phrase, after an acknowledgement, for a turn whose answer has not begun, which
+        the budget keeper has checked); False if too late."""
+        if not self.channel.is_open(turn_id) or (self.channel.heard(turn_id) and not answered_only):
             return False
         await self._write(turn_id, pcm, rate, answer=False)
         return True

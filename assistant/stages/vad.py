@@ -28,8 +28,18 @@ Speculation (``vad.speculate_after_ms``): at a pause the stage sends the utteran
 resumes, that turn is cancelled everywhere (``SpeculationVoid``) and the speech continues under a new
 turn id. When the endpoint is final, ``EndpointFinal(turn_id, speech_end_ms, endpoint_ms)`` says so; a
 speculated turn is not sent again. ``quick_end(turn_id)`` shortens the end-of-turn silence when the
-speculative transcript looks complete (adaptive endpointing); ``end_now(turn_id)`` ends it at once
-when the transcript is a recognised command.
+speculative transcript looks complete (adaptive endpointing); ``transcribed(turn_id, text)`` hands
+the segmenter every speculative transcript (finished, a question, open, or unsure: it holds the
+turn when the words leave it open); ``end_now(turn_id)`` ends it at once when the transcript is a
+recognised command.
+
+The turn model (``vad.turn_model``, a ``TurnDetector``: Smart Turn v3.2): at each pause the stage
+hands the utterance so far to the model in its own thread (one worker, lowered CPU priority, so
+it does not delay the speculation it races with: ASR has the cores first), and its verdict
+(probability >= ``vad.turn_threshold``: complete) reaches the segmenter when it comes, if the
+pause still stands (``segmenter``'s table says what each verdict does). A model that fails is
+logged, and the pause is judged by the transcript alone. ``turn_model`` and ``turn_threshold``
+apply live; a model that is missing (or onnxruntime absent) is reported once, clearly.
 
 Speech so far (``progress_ms``, set from ``asr.during_speech`` on live input): while a turn's
 speech goes on, every ``progress_ms`` of input at a voiced frame, and at the ``QUIET_FRAMES``-th
@@ -46,6 +56,14 @@ it reports ``VoiceSuspected(False)`` after ``SpeechBegan`` (which cancels the re
 ``SUSPECT_MAX_FRAMES`` in all), ``VoiceSuspected(False)`` resumes the reply where it paused. A false
 alarm costs a gap of a few frames, never the reply.
 
+The wake word (``WakeWordHeard``, from the wake stage, in stream order): speech before it is the
+word, so the segmenter speculates on no turn until speech has followed it, voids a speculation
+made on the word alone, and drops a turn that is only the word (``Segmenter.wake_word``).
+
+The stop word: each utterance says whether its speech began while the speaker played
+(``over_playback``: the echo gate's view of the frames of the start window), for ASR to check a
+short one for "stop".
+
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
 the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
 left at ``EndOfStream`` (under ``frame_ms``) is discarded.
@@ -60,8 +78,10 @@ from typing import Any
 import numpy as np
 
 from assistant.config import VadConfig
+from assistant.contracts import TurnDetector
 from assistant.endpointing.echo import EchoGate
 from assistant.endpointing.envelope import FloorGate
+from assistant.endpointing.judge import TurnJudge
 from assistant.endpointing.segmenter import (
     Dropped,
     Ended,
@@ -72,9 +92,25 @@ from assistant.endpointing.segmenter import (
     Started,
 )
 from assistant.errors import StageError
-from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechSoFar, SpeechStarted, Utterance
+from assistant.messages import (
+    SAMPLE_RATE,
+    AudioIn,
+    Message,
+    SpeechSoFar,
+    SpeechStarted,
+    Utterance,
+    WakeWordHeard,
+)
 from assistant.stages.base import Queue, run_inbox
-from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, TurnChannel, VoiceSuspected
+from assistant.text.speakable import transcript_kind
+from assistant.turn.reports import (
+    EndpointFinal,
+    SpeculationVoid,
+    SpeechBegan,
+    SpeechDropped,
+    TurnChannel,
+    VoiceSuspected,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -156,7 +192,11 @@ class VadStage:
         *,
         highpass_hz: float | None = HIGHPASS_HZ,
         warmup_ms: int = WARMUP_MS,
+        turn_model: TurnDetector | None = None,
+        turn_model_problem: str = "",
     ) -> None:
+        """``turn_model``: the end-of-turn model, asked at each pause while ``vad.turn_model`` is on;
+        ``turn_model_problem``: why there is none (logged when ``vad.turn_model`` asks for it)."""
         try:
             import webrtcvad
         except ImportError as err:
@@ -182,6 +222,16 @@ class VadStage:
         self._suspect_frames = 0
         self._speculating = False
         self._speech_start_ms = 0.0
+        self.turn_model = turn_model
+        self._turn_model_problem = turn_model_problem or "no turn model was loaded"
+        self._judge: TurnJudge | None = None
+        self.verdicts: list[tuple[int, float]] = []
+        """(turn id, probability) of the turn model's verdicts, the last 100."""
+        self._warn_turn_model()
+        self._played_frame = -(10**9)
+        """The last frame classified while the speaker played."""
+        self._over_playback = False
+        """The open turn's speech began while the speaker played."""
         self.progress_ms = 0
         """Send ``SpeechSoFar`` every this many ms of a turn's speech (at a voiced frame); 0: never."""
         self._progress_at = 0.0
@@ -210,6 +260,10 @@ class VadStage:
         """Read ``AudioIn`` until ``EndOfStream``; then flush the segmenter and forward it."""
 
         async def handle(item: Message) -> None:
+            if isinstance(item, WakeWordHeard):
+                for message in self.wake_word(item.at_ms):
+                    await outbox.put(message)
+                return
             if not isinstance(item, AudioIn):
                 await outbox.put(item)
                 return
@@ -245,6 +299,8 @@ class VadStage:
             sounded = voiced
             at_ns = last_ns - (len(frames) - 1 - index) * frame_ns
             playing = self.echo_gate is not None and self.echo_gate.playing(frame, at_ns)
+            if playing:
+                self._played_frame = self.frames
             above_floor = self._floor is None or self._floor.loud(vad_frame)
             voiced &= above_floor or playing  # while the speaker plays, the echo gate judges
             if playing and voiced:
@@ -299,10 +355,20 @@ class VadStage:
             self._suspect = False
             self.channel.report(VoiceSuspected(False))
 
+    def wake_word(self, at_ms: float) -> list[Message]:
+        """A wake word was heard at ``at_ms`` (input timeline): speech before it is the word."""
+        origin = self._origin_ms if self._origin_ms is not None else at_ms
+        position = int(round((at_ms - origin) * SAMPLE_RATE / 1000))
+        return self._translate(self._segmenter.wake_word(position))
+
     def finish(self) -> list[Message]:
         """End of input: close an open turn; return the messages to send."""
         self._framer.reset()
-        return self._translate(self._segmenter.finish())
+        messages = self._translate(self._segmenter.finish())
+        if self._judge is not None:
+            self._judge.close()
+            self._judge = None
+        return messages
 
     def reconfigure(self, config: VadConfig) -> None:
         """New VAD settings (``frame_ms`` excepted), taking effect between turns."""
@@ -317,21 +383,56 @@ class VadStage:
             return
         if config.floor_gate != self.config.floor_gate:
             self._floor = FloorGate(config.frame_ms) if config.floor_gate else None
+        asked_now = config.turn_model and config.speculate_after_ms
+        asked_before = self.config.turn_model and self.config.speculate_after_ms
         self.config, self._pending_config = config, None
+        if asked_now and not asked_before:
+            self._warn_turn_model()
         self._vad = self._webrtcvad.Vad(config.aggressiveness)
-        position = self._segmenter.frames_done
+        position, wake_end = self._segmenter.frames_done, self._segmenter.wake_end
         self._segmenter = Segmenter(config)
-        self._segmenter.frames_done = position
+        self._segmenter.frames_done, self._segmenter.wake_end = position, wake_end
 
-    def quick_end(self, turn_id: int) -> None:
-        """The speculative transcript of ``turn_id`` looks complete: end the turn sooner."""
+    def quick_end(self, turn_id: int, *, question: bool = False) -> None:
+        """The speculative transcript of ``turn_id`` looks complete (``question``: it ends in
+        ``?``): end the turn sooner."""
         if turn_id == self._turn_id and self._speculating:
-            self._translate(self._segmenter.quick_end())
+            self._translate(self._segmenter.quick_end(question=question))
 
     def end_now(self, turn_id: int) -> None:
         """The speculative transcript of ``turn_id`` is a recognised command: end the turn now."""
         if turn_id == self._turn_id and self._speculating:
             self._translate(self._segmenter.end_now())
+
+    def transcribed(self, turn_id: int, text: str) -> None:
+        """The speculative transcript of ``turn_id``: finished (a question or not), open (it ends
+        on a word that leaves it open) or unsure, for the segmenter's judges."""
+        if turn_id == self._turn_id and self._speculating:
+            self._translate(self._segmenter.heard(transcript_kind(text)))
+
+    def turn_verdict(self, turn_id: int, probability: float) -> None:
+        """The turn model's probability that the paused ``turn_id`` is complete."""
+        self.verdicts = [*self.verdicts[-99:], (turn_id, probability)]
+        if turn_id == self._turn_id and self._speculating:
+            complete = probability >= self.config.turn_threshold
+            _LOGGER.debug("turn %d: the turn model says %.2f (%s)", turn_id, probability, complete)
+            self._translate(self._segmenter.turn_verdict(complete))
+
+    def _warn_turn_model(self) -> None:
+        # the model is asked at pauses: without speculation it would never be
+        if self.config.turn_model and self.config.speculate_after_ms and self.turn_model is None:
+            _LOGGER.warning(
+                "vad.turn_model is on but %s: the end of turn is judged by the transcript alone",
+                self._turn_model_problem,
+            )
+
+    def _ask_turn_model(self, turn_id: int, pcm: bytes) -> None:
+        """Hand the paused utterance to the turn model (``TurnJudge``); its verdict comes back on
+        the event loop (``turn_verdict``)."""
+        if self.turn_model is not None and self.config.turn_model:
+            if self._judge is None:
+                self._judge = TurnJudge(self.turn_model)
+            self._judge.ask(turn_id, pcm, self.turn_verdict)
 
     def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
         origin = self._origin_ms or 0.0
@@ -339,6 +440,8 @@ class VadStage:
         for event in events:
             if isinstance(event, Started):
                 self._turn_id = self._turns.new_id()
+                window = 2 * -(-self.config.start_ms // self.config.frame_ms)
+                self._over_playback = self.frames - 1 - self._played_frame <= window
                 self.channel.report(SpeechBegan(self._turn_id))
                 self._speech_start_ms = origin + event.start_ms
                 self._progress_at = event.start_ms
@@ -351,15 +454,16 @@ class VadStage:
                 self._speculating = True
                 self.speculations += 1
                 self._turns.hold(turn_id)
-                messages.append(self._utterance(turn_id, event, origin, origin + event.speech_end_ms, True))
+                messages.append(self._utterance(turn_id, event, origin + event.speech_end_ms, True))
+                self._ask_turn_model(turn_id, event.pcm)
                 continue
             if isinstance(event, Resumed):
                 # the speculation is void: drop everything of it; the speech goes on as a new turn
                 self.discarded += 1
                 self._speculating = False
                 self._turns.cancel(turn_id)
-                self.channel.report(SpeculationVoid(turn_id))
                 self._turn_id = self._turns.new_id()
+                self.channel.report(SpeculationVoid(turn_id, self._turn_id))
                 messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
                 continue
             self._turn_id = None
@@ -368,22 +472,19 @@ class VadStage:
                 self.dropped += 1
                 _LOGGER.info("turn %d dropped: %s", turn_id, event.reason)
                 self._turns.cancel(turn_id)
+                self.channel.report(SpeechDropped(turn_id))
             elif isinstance(event, Ended):
                 self.utterances += 1
                 self.truncated += event.truncated
                 if not speculated:
-                    messages.append(
-                        self._utterance(turn_id, event, origin, origin + event.endpoint_ms, False)
-                    )
+                    messages.append(self._utterance(turn_id, event, origin + event.endpoint_ms, False))
                 self.channel.report(
                     EndpointFinal(turn_id, origin + event.speech_end_ms, origin + event.endpoint_ms)
                 )
         return messages
 
-    @staticmethod
-    def _utterance(
-        turn_id: int, event: Ended | Paused, origin: float, at_ms: float, speculative: bool
-    ) -> Utterance:
+    def _utterance(self, turn_id: int, event: Ended | Paused, at_ms: float, speculative: bool) -> Utterance:
+        origin = self._origin_ms or 0.0
         return Utterance(
             turn_id=turn_id,
             pcm=event.pcm,
@@ -392,4 +493,5 @@ class VadStage:
             endpoint_ms=at_ms,
             truncated=isinstance(event, Ended) and event.truncated,
             speculative=speculative,
+            over_playback=self._over_playback,
         )

@@ -149,3 +149,30 @@ def looks_complete(transcript: str) -> bool:
         return False
     words = re.findall(r"[\w']+", text.lower())
     return len(words) >= 2 and words[-1] not in _TRAILING_OPEN
+
+
+_SURELY_OPEN = frozenset(
+    ["a", "an", "the", "and", "or", "but", "because", "if", "of", "to", "for", "in", "than", "from"]
+    + ["my", "your", "his", "their", "our", "um", "uh", "er"]
+)
+"""Words a spoken request almost never ends on ("Set a timer for", "What is the capital of")."""
+
+
+def looks_open(transcript: str) -> bool:
+    """True if a transcript stops where a sentence cannot end: on an article, a conjunction or a
+    preposition that needs what follows ("Set a timer for", "What is the capital of?" as Whisper
+    may punctuate it), or on an ellipsis. A stricter list than ``looks_complete``'s: words like
+    "on", "in" or "is" end real requests ("Turn the lights on", "What's going on?")."""
+    text = transcript.strip()
+    words = re.findall(r"[\w']+", text.lower())
+    if not words:
+        return False
+    return text.endswith(("...", "…")) or words[-1] in _SURELY_OPEN
+
+
+def transcript_kind(text: str) -> str:
+    """What a speculative transcript says of its turn: ``question``, ``finished``, ``open`` or
+    ``unsure`` (``endpointing.segmenter.TRANSCRIPT_KINDS``)."""
+    if looks_complete(text):
+        return "question" if text.rstrip().endswith("?") else "finished"
+    return "open" if looks_open(text) else "unsure"

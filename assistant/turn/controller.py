@@ -45,10 +45,11 @@ from assistant.events import (
     ReplyFinished,
     State,
     StateChanged,
+    StopWord,
     TranscriptReady,
     TurnFinished,
+    WakeDetected,
 )
-from assistant.text.speakable import looks_complete
 from assistant.turn.activation import Activation
 from assistant.turn.budget import AckPlayer, BudgetKeeper, synthesize_all
 from assistant.turn.kinds import Action, Mark, Outcome, TurnKind
@@ -74,14 +75,20 @@ from assistant.turn.reports import (
     Report,
     SpeculationVoid,
     SpeechBegan,
+    SpeechDropped,
     StopAsked,
+    StopWordHeard,
     Unheard,
     VoiceSuspected,
+    WakeClosed,
+    WakeHeard,
 )
 
 _LOGGER = logging.getLogger(__name__)
 
 SENTENCE_ENDS = (".", "!", "?", "…")
+PLAYING_SPAN_NS = 300_000_000
+"""``playing`` looks this far back and ahead (the device's buffer) for audio heard."""
 
 
 class Endpointer(Protocol):
@@ -89,11 +96,28 @@ class Endpointer(Protocol):
 
     muted: bool
 
-    def quick_end(self, turn_id: int) -> None:
-        """The speculative transcript looks complete: end the turn sooner."""
+    def transcribed(self, turn_id: int, text: str) -> None:
+        """The speculative transcript: the endpointer ends the turn sooner when it reads as
+        finished, and holds it when it ends on a word that leaves it open."""
 
     def end_now(self, turn_id: int) -> None:
         """The speculative transcript is a recognised command: end the turn now."""
+
+
+class WakeGate(Protocol):
+    """What the controller asks of the wake stage."""
+
+    @property
+    def awake(self) -> bool:
+        """The gate is open for a question (the wake word was heard, a turn is in flight, or a
+        follow-up may come), not only for the stop word over playback."""
+
+
+class Alarms(Protocol):
+    """The timers' keeper, as the stop word uses it."""
+
+    def silence(self) -> int:
+        """Stop every ringing alarm; returns how many rang."""
 
 
 class NoticePlayer(AckPlayer, Protocol):
@@ -144,6 +168,12 @@ class TurnController:
         self.speaker: Speaker | None = None
         self.output: NoticePlayer | None = None
         self.tts: Synthesizer | None = None
+        self.wake: WakeGate | None = None
+        """The wake stage, with a wake word model."""
+        self.alarms: Alarms | None = None
+        """The timers' keeper (``intents.enabled``): the stop word silences its alarms."""
+        self._stop_only: set[int] = set()
+        """Turns that began while the wake gate was open only for the stop word: answered never."""
         self._info: dict[int, TurnInfo] = {}
         self._heard: dict[int, str] = {}
         """Speculative transcripts whose turn is not committed yet."""
@@ -160,6 +190,14 @@ class TurnController:
         self._listen_once = False
         self._notices: set[asyncio.Task[object]] = set()
 
+    @property
+    def playing(self) -> bool:
+        """The speaker is playing, or has just played (a reply, an alarm, a notice)."""
+        if self.speaker is None:
+            return False
+        now = time.monotonic_ns()
+        return self.speaker.playback_peak(now - PLAYING_SPAN_NS, now + PLAYING_SPAN_NS) > 0
+
     # -- the channel -------------------------------------------------------------------------
 
     def is_open(self, turn_id: int) -> bool:
@@ -170,16 +208,17 @@ class TurnController:
 
     def admit(self, turn_id: int, text: str) -> str | None:
         """A transcript was heard: admit it (wake phrase, push-to-talk) and act on it."""
-        admitted = self.activation.admit(text, time.monotonic())
+        admitted = None if turn_id in self._stop_only else self.activation.admit(text, time.monotonic())
         if admitted is None:
             self._no_speech(turn_id)
             self.tracker.discard(turn_id)
+            self._settle_state()
             return None
         self.tracker.record(turn_id).transcript = admitted
         if self.turns.is_held(turn_id):  # a speculation: takes effect when the endpoint is final
             self._heard[turn_id] = admitted
-            if self.endpointer is not None and looks_complete(admitted):
-                self.endpointer.quick_end(turn_id)
+            if self.endpointer is not None:
+                self.endpointer.transcribed(turn_id, admitted)
             return admitted
         self._commit_effects(turn_id, admitted)
         return admitted
@@ -221,7 +260,10 @@ class TurnController:
                 self._voice_suspected(suspect)
             case EndpointFinal(turn_id, speech_end_ms, endpoint_ms):
                 self._commit(turn_id, speech_end_ms, endpoint_ms)
-            case SpeculationVoid(turn_id):
+            case SpeculationVoid(turn_id, next_turn):
+                if turn_id in self._stop_only:
+                    self._stop_only.discard(turn_id)
+                    self._stop_only.add(next_turn)
                 self._failed_held.pop(turn_id, None)
                 self._unheard_held.discard(turn_id)
                 self._intended.pop(turn_id, None)
@@ -229,11 +271,19 @@ class TurnController:
                 self._heard.pop(turn_id, None)
                 self._void.discard(turn_id)
                 self.tracker.discard(turn_id)
+            case SpeechDropped(turn_id):
+                self._no_speech(turn_id)
+                self.tracker.discard(turn_id)
+                self._settle_state()
             case NoSpeech(turn_id):
                 self.tracker.discard(turn_id)
                 self._no_speech(turn_id)
+                self._settle_state()
             case Unheard(turn_id, _reason):
-                if self.turns.is_held(turn_id):
+                if turn_id in self._stop_only:  # heard for the stop word only: no reprompt
+                    self.tracker.discard(turn_id)
+                    self._no_speech(turn_id)
+                elif self.turns.is_held(turn_id):
                     self._unheard_held.add(turn_id)
                 elif not self.turns.is_cancelled(turn_id):
                     self._reprompt(turn_id)
@@ -251,6 +301,15 @@ class TurnController:
                     self.events.publish(DeviceCommand(turn_id, rid, device, topic, payload))
             case StopAsked(turn_id):
                 self._stop_others(turn_id)
+            case StopWordHeard(turn_id, text):
+                self._stop_word(turn_id, text)
+            case WakeHeard(word, model, at_ms, probability):
+                self._stop_only.clear()  # the speech under way is for the assistant after all
+                self.events.publish(WakeDetected(word, model, at_ms, probability))
+                if self.state == State.IDLE:
+                    self._set_state(State.LISTENING)
+            case WakeClosed():
+                self._settle_state()
             case _:
                 raise TypeError(f"unknown report {report!r}")
 
@@ -310,11 +369,10 @@ class TurnController:
         self.budget.reconfigure(config.latency)
 
     async def prepare(self) -> None:
-        """Before listening: synthesize the acknowledgements and the reprompt."""
+        """Before listening: synthesize the acknowledgements, the holding phrases and the reprompt."""
         if self.tts is None or self.output is None or not self.clock.realtime:
             return
-        if self.config.latency.ack:
-            await self.budget.prepare(self.tts)
+        await self.budget.prepare(self.tts)
         reprompt = self.config.output.reprompt.strip()
         if reprompt and self.config.latency.transcript_ms:
             work = asyncio.to_thread(synthesize_all, self.tts, reprompt)
@@ -328,7 +386,10 @@ class TurnController:
         return info.request_id if info else None
 
     def _begin(self, turn_id: int, kind: TurnKind, request_id: str | None = None) -> None:
-        if self.barge_in:
+        """A turn is the user's now: older turns in flight are cancelled, unless it is spoken and
+        ``listen.barge_in`` is off (the user's speech then never stops a reply: a question asked
+        over one is answered after it, and only the stop word stops it)."""
+        if self.barge_in and (kind is not TurnKind.VOICE or self.config.listen.barge_in):
             for older in self.tracker.open_turns():
                 if older < turn_id and not self.turns.is_cancelled(older):
                     self.cancel(older)
@@ -344,6 +405,8 @@ class TurnController:
     def _speech_began(self, turn_id: int) -> None:
         """Barge-in: the user speaks while a reply plays: stop it at once."""
         self.tracker.record(turn_id)
+        if self.wake is not None and not self.wake.awake:
+            self._stop_only.add(turn_id)  # the gate is open only for the stop word (an alarm plays)
         if not (self.config.listen.barge_in and self.barge_in):
             return
         speaking = [
@@ -397,6 +460,7 @@ class TurnController:
         self.budget.committed(turn_id, speech_end_ms)
 
     def _no_speech(self, turn_id: int) -> None:
+        self._stop_only.discard(turn_id)
         self.budget.closed(turn_id)
         self._heard.pop(turn_id, None)
         if self.turns.is_held(turn_id):
@@ -444,6 +508,7 @@ class TurnController:
         if isinstance(err, StageTimeoutError):
             self.tracker.action(turn_id, Action.STAGE_TIMEOUT)
         spoken = self.tracker.is_open(turn_id) and not self.turns.is_silent(turn_id) and stage != "output"
+        spoken &= turn_id not in self._stop_only  # heard for the stop word only: nobody asked
         self.events.publish(ErrorEvent(turn_id, self._request_id(turn_id), err.code, err.message))
         self.turns.cancel(turn_id)
         self.tracker.finish(turn_id, Outcome.ERROR, err.code)
@@ -484,6 +549,23 @@ class TurnController:
                 self.cancel(older)
         if self.speaker is not None:
             self.speaker.interrupt()
+
+    def _stop_word(self, turn_id: int, text: str) -> None:
+        """The stop word over playback: every other turn in flight is cancelled, the speaker falls
+        silent, ringing alarms stop; this turn ends unanswered (it is no turn of its own)."""
+        self.turns.cancel(turn_id)
+        self.tracker.discard(turn_id)
+        self._no_speech(turn_id)
+        stopped = self.cancel()
+        if self.endpointer is not None:
+            self.endpointer.end_now(turn_id)  # a paused utterance ends here: the next speech is new
+        alarms = self.alarms.silence() if self.alarms is not None else 0
+        if self.speaker is not None:
+            self.speaker.interrupt()
+        self.tracker.actions[Action.STOP_WORD] += 1
+        _LOGGER.info("stop word %r: %d turn(s) stopped, %d alarm(s) silenced", text, len(stopped), alarms)
+        self.events.publish(StopWord(text, self.clock.position_ms(), stopped, alarms))
+        self._settle_state()
 
     async def announce(self, text: str) -> bool:
         """Speak ``text``, which belongs to no turn (a timer's alarm), through the output, after
@@ -530,10 +612,14 @@ class TurnController:
 
     def _marked(self, turn_id: int, mark: str) -> None:
         self.budget.marked(turn_id, mark)
+        if turn_id in self._stop_only:
+            return  # heard only for the stop word: the assistant is not listening to a question
         if mark == Mark.SPEECH_START:
-            self._set_state(State.LISTENING)
-        elif mark in (Mark.ENDPOINT, Mark.TRANSCRIPT):
-            self._set_state(State.THINKING)
+            marks = self.tracker.record(turn_id).marks if self.tracker.is_open(turn_id) else {}
+            if Mark.ENDPOINT not in marks:  # unpaced input: the endpoint may be marked first
+                self._set_state(State.LISTENING)
+        elif mark == Mark.ENDPOINT or (mark == Mark.TRANSCRIPT and not self.turns.is_held(turn_id)):
+            self._set_state(State.THINKING)  # a speculation is not: the user may go on
         elif mark == Mark.FIRST_AUDIO:
             self._set_state(State.SPEAKING)
         elif mark == Mark.DONE:
@@ -543,6 +629,7 @@ class TurnController:
         self.budget.closed(rec.turn_id)
         self._intended.pop(rec.turn_id, None)
         info = self._info.pop(rec.turn_id, TurnInfo(TurnKind.VOICE))
+        self._stop_only.discard(rec.turn_id)
         if rec.outcome == Outcome.ANSWERED:
             for span in self.budget.policy.over_budget(rec):
                 self.tracker.actions[f"over_budget.{span}"] += 1
@@ -551,6 +638,12 @@ class TurnController:
             self.on_turn(rec)
         self.events.publish(TurnFinished(rec.turn_id, info.request_id, rec.to_json(), info.kind))
         if not self.tracker.open_turns():
+            self._set_state(State.IDLE)
+
+    def _settle_state(self) -> None:
+        """Idle again where no turn is in flight (a transcript refused, no speech, the wake
+        gate closed with no question)."""
+        if not self.tracker.open_turns() and self.state in (State.LISTENING, State.THINKING):
             self._set_state(State.IDLE)
 
     def _set_state(self, state: State) -> None:

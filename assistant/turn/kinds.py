@@ -57,3 +57,10 @@ class Action(StrEnum):
     STAGE_TIMEOUT = "stage_timeout"
     APOLOGY_PLAYED = "apology_played"
     REPROMPT = "reprompt"
+    FIRST_TOKEN_LATE = "first_token_late"
+    """The answer missed ``latency.hold_ms`` with no speakable word from the LLM: a holding phrase."""
+    FIRST_AUDIO_LATE = "first_audio_late"
+    """The answer missed ``latency.hold_ms`` while its first chunk was being synthesized: a holding phrase."""
+    STOP_WORD = "stop_word"
+    """The stop word was heard over playback: the reply or alarm stopped (counted once per
+    stop, on no turn's record: the stop word is no turn)."""

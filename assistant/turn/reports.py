@@ -31,6 +31,27 @@ class VoiceSuspected(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class WakeHeard(Report):
+    """Wake stage: the wake word model heard its word (published as ``WakeDetected``; the
+    assistant is ``listening`` from then on, if it was idle)."""
+
+    wake_word: str
+    """The word as the model names it (``Okay Nabu``)."""
+    model: str
+    """The model (``okay_nabu``, or a file's stem)."""
+    at_ms: float
+    """Where in the input it was heard (input timeline, ms)."""
+    probability: float
+    """The model's smoothed probability (0-1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WakeClosed(Report):
+    """Wake stage: the gate has closed again (no question came, or the follow-up window passed);
+    a ``listening`` assistant with no turn in flight is ``idle`` again."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnReport(Report):
     """Base of the reports about one turn."""
 
@@ -45,6 +66,14 @@ class SpeechBegan(TurnReport):
 @dataclass(frozen=True, slots=True)
 class SpeculationVoid(TurnReport):
     """VAD: speech resumed after a pause; the speculation on this turn is void."""
+
+    next_turn: int = 0
+    """The id the speech goes on under (0: not given)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechDropped(TurnReport):
+    """VAD: the turn ended with too little speech (a cough), or only the wake word: it never was one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +214,15 @@ class Commanded(TurnReport):
     device: str
     topic: str
     payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopWordHeard(TurnReport):
+    """ASR: a short utterance spoken over playback is the stop word ("stop", "cancel", "be
+    quiet"...): the reply or alarm playing stops, and this turn ends unanswered."""
+
+    text: str
+    """What was heard."""
 
 
 @dataclass(frozen=True, slots=True)
