@@ -1,5 +1,5 @@
-"""Transcription during speech, measured: the VAD and ASR stages on the bench corpus in real time,
-with and without ``asr.during_speech``, in one run.
+"""Transcription during speech, measured: the VAD and ASR stages on the bench's corpus in real
+time, with and without ``asr.during_speech``, in one run.
 
 Each item is fed as a live microphone would feed it (30 ms pieces at their real pace) through a
 ``VadStage`` and an ``AsrStage`` on one loaded faster-whisper engine, once with passes during
@@ -15,7 +15,7 @@ reached ASR, when its transcript was ready, and the transcript, and reports per 
   ready before (the ``asr`` span of a turn ended early);
 - WER against the corpus text, and how many utterances were transcribed from agreed words.
 
-Besides the corpus items (1 to 2.5 s of speech), ``long_items`` joins the speech of three items of
+Besides the corpus items (mostly 1 to 3 s of speech), ``long_items`` joins the speech of three items of
 one voice with 60 ms gaps (no pause) into 4 to 7 s utterances, where a whole-utterance
 transcription costs more. Nothing here is a test: figures depend on the machine and its load.
 """
