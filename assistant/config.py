@@ -158,6 +158,12 @@ class AsrConfig:
     (wyoming-faster-whisper, or another assistant), which then needs no local model."""
     url: str = "tcp://127.0.0.1:10300"
     """The Wyoming server of ``asr.engine = "wyoming"``: ``tcp://HOST:PORT``."""
+    during_speech: bool = True
+    """On live input, transcribe the utterance while it is spoken (in the background, never in the
+    way), so that at the pause the transcript is ready, or only what follows the words two passes
+    agreed on is left to decode (the in-process engine, on the short window)."""
+    during_speech_every_ms: int = 500
+    """Speech between two of those passes, in ms (one more runs where a silence starts)."""
 
     def __post_init__(self) -> None:
         _check_choice("asr.engine", self.engine, ("whisper", "wyoming"))
@@ -174,6 +180,7 @@ class AsrConfig:
         _check_range("asr.max_tokens_extra", self.max_tokens_extra, 0, 200)
         _check_range("asr.fallback_logprob", self.fallback_logprob, -10.0, 0.0)
         _check_range("asr.short_no_speech_gate", self.short_no_speech_gate, 0.0, 1.0)
+        _check_range("asr.during_speech_every_ms", self.during_speech_every_ms, 100, 10_000)
 
 
 DEFAULT_HISTORY_TOKENS = 1024

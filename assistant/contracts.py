@@ -4,7 +4,8 @@ Stages and engines both import this module and nothing of each other. Every engi
 its base (``Transcriber``, ``ChatEngine``, ``Synthesizer``); what an engine *can* do beyond the
 least is declared on the base with a default that says "cannot":
 
-    Transcriber    transcribe(pcm) -> AsrResult; reconfigure(asr config)
+    Transcriber    transcribe(pcm) -> AsrResult; reconfigure(asr config);
+                   timed (False: cannot): transcribe_timed(pcm, prefix, background=) -> words, times
     ChatEngine     chat(messages, on_token, stop, prefill=, steer=) -> finish reason;
                    count_tokens (an estimate unless the engine has a tokenizer); prime (0: no);
                    thinks / template_opens_think (reasoning); history_tokens (memory it copes with);
@@ -64,8 +65,34 @@ class AsrResult:
     (possibly empty: nothing usable was heard in time)."""
 
 
+@dataclass(frozen=True)
+class TimedWord:
+    """One transcribed word and where it lies in the audio transcribed."""
+
+    text: str
+    """The word as Whisper wrote it, with its punctuation, without its leading space."""
+    start_ms: float
+    """Where the word starts, ms from the start of the audio given."""
+    end_ms: float
+    """Where it ends, ms from the start of the audio given."""
+
+
+@dataclass(frozen=True)
+class TimedResult:
+    """A transcription with word times (``Transcriber.transcribe_timed``)."""
+
+    words: tuple[TimedWord, ...]
+    """The kept text's words, in order (empty when nothing was kept)."""
+    result: AsrResult
+    """The transcription itself; its ``fallback_reason`` says when it should not be trusted."""
+
+
 class Transcriber(ABC):
     """Speech to text, one utterance at a time."""
+
+    timed = False
+    """The engine can transcribe with word times, continuing a given prefix (``transcribe_timed``),
+    in the background, giving way to other calls: the ASR stage may then transcribe during speech."""
 
     calls = 0
     """Decodes run (a fallback counts twice)."""
@@ -77,6 +104,17 @@ class Transcriber(ABC):
         """Transcribe 16 kHz mono int16 audio; blocks. ``deadline`` (``time.monotonic()``
         seconds): when the result is wanted; a second pass that would end after it is skipped and
         the first pass's result returned (``AsrResult.hurried``). Single-pass engines ignore it."""
+
+    def transcribe_timed(
+        self, pcm: bytes, prefix: str = "", *, background: bool = False, times: bool = True
+    ) -> TimedResult | None:
+        """Transcribe 16 kHz mono int16 audio on one short window, the transcript known to begin
+        with ``prefix`` (only the rest is decoded), with word times unless ``times`` is False;
+        blocks. No second pass: a result to distrust has its ``fallback_reason``.
+        ``background``: a pass that must never delay another call: it never waits for the engine
+        and stops between its steps once another call waits, returning None. Engines that cannot
+        (``timed`` False) return None."""
+        return None
 
     def reconfigure(self, config: AsrConfig) -> None:  # noqa: B027 - optional: nothing applies live
         """Apply reloaded ``[asr]`` keys that need no model reload."""

@@ -65,6 +65,22 @@ class SpeechStarted(TurnMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechSoFar(TurnMessage):
+    """Data: the utterance so far, while the user is still speaking (live input with
+    ``asr.during_speech``): ASR transcribes it when it has nothing else to do."""
+
+    pcm: bytes = field(repr=False)
+    """16 kHz mono int16 samples from the same first sample as the ``Utterance`` that will follow."""
+    speech_start_ms: float
+    """Input-timeline position of the first voiced frame, in ms (the same utterance's)."""
+    end_ms: float = 0.0
+    """Input-timeline position of the end of ``pcm``, in ms."""
+    quiet: bool = False
+    """Sent at the first unvoiced frame after speech: if no speech follows, ``pcm`` holds all of
+    the utterance's speech, and its transcript is the utterance's."""
+
+
+@dataclass(frozen=True, slots=True)
 class Utterance(TurnMessage):
     """Data: one user's utterance, from pre-roll to the end of speech."""
 

@@ -204,8 +204,10 @@ class Pipeline:
             if isinstance(stage, AsrStage):
                 stage.transcript_ms = config.latency.transcript_ms
                 stage.stop_word = config.listen.stop_word
+                stage.during_speech = config.asr.during_speech
         if self._vad is not None:
             self._vad.reconfigure(config.vad)
+            self._vad.progress_ms = self._progress_ms(config)
         if self._wake is not None:
             self._wake.reconfigure(config.listen)
         if self._apm is not None:
@@ -221,6 +223,13 @@ class Pipeline:
         for callback in list(self.reconfigured):
             callback(config)
         _LOGGER.info("configuration reloaded")
+
+    def _progress_ms(self, config: Config) -> int:
+        """How often the VAD sends the utterance so far: ``asr.during_speech`` on live input with
+        an engine that can use it; 0: never."""
+        asr = self.engines.asr
+        live = config.asr.during_speech and self.clock.realtime and asr is not None and asr.timed
+        return config.asr.during_speech_every_ms if live else 0
 
     def _commands(self, config: Config) -> tuple[Matcher, Handlers]:
         matcher = Matcher.from_config(config)
@@ -279,6 +288,7 @@ class Pipeline:
                 config.vad, channel, turn_model=engines.turn, turn_model_problem=engines.turn_problem
             )
             vad.muted = channel.muted
+            vad.progress_ms = self._progress_ms(config)
             if self.speaker is not None:
                 vad.echo_gate = EchoGate(self.speaker.playback_peak, margin_db=config.listen.echo_margin_db)
             channel.endpointer = vad
@@ -294,6 +304,7 @@ class Pipeline:
                 config.latency.transcript_ms,
                 stop_word=config.listen.stop_word,
                 language=language,
+                during_speech=config.asr.during_speech,
             )
         if name == "intents":
             if self.matcher is None or self.handlers is None:

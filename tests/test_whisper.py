@@ -12,10 +12,8 @@ import pytest
 from assistant.bench.corpus import QUESTIONS, VOICES, CorpusItem, build_corpus, pink_noise
 from assistant.bench.wer import edit_distance, normalize, wer, wer_counts
 from assistant.config import AsrConfig
-from assistant.engines.whisper import (
-    FULL_WINDOW_MS,
-    Decoded,
-    WhisperEngine,
+from assistant.engines.whisper import FULL_WINDOW_MS, Decoded, WhisperEngine
+from assistant.engines.whisper_rules import (
     fallback_reason,
     find_repetition,
     inside_segments,

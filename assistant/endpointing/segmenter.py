@@ -205,6 +205,12 @@ class Segmenter:
         return self._state == _LISTENING
 
     @property
+    def audio_so_far(self) -> bytes:
+        """The open turn's audio so far, from the first sample its utterance will have; empty
+        outside a turn."""
+        return bytes(self._buffer) if self._state == _SPEECH else b""
+
+    @property
     def frames_done(self) -> int:
         """Frames processed so far (a replacement segmenter continues the count)."""
         return self._frame_index

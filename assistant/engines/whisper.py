@@ -14,17 +14,24 @@ Two windows (``asr.window``):
   nothing kept although the audio is loud) the utterance is transcribed again on the full window
   and the fallback is counted.
 
-The no-speech gate (``gate_segment``) applies on both paths. Pure helpers (bounds, repetition,
-fallback rule) take numbers in and have no clock, so tests drive them directly.
+``transcribe_timed`` runs the short window alone, its decoder given the transcript's first words
+(a forced prefix: only the rest is decoded), with word times (``whisper_words``): the ASR
+stage's passes during speech, and its transcription at the pause once words are agreed on. A
+pass in the background gives way to any other call: it never waits for the model, and stops
+between its steps (encoding, decoding, alignment) once another call waits, which therefore
+waits at most for one step.
+
+The no-speech gate (``gate_segment``) applies on both paths. The pure rules (bounds, repetition,
+the fallback rule) are in ``whisper_rules``, the word times and the prefix in ``whisper_words``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,195 +41,26 @@ import numpy.typing as npt
 
 from assistant.audio.convert import pcm16_to_float
 from assistant.config import AsrConfig
-from assistant.contracts import FULL_WINDOW_MS, AsrResult, Transcriber
+from assistant.contracts import FULL_WINDOW_MS, AsrResult, TimedResult, Transcriber
+from assistant.engines.whisper_rules import (
+    FRAME_MS,
+    collapse_repetition,
+    fallback_reason,
+    gate_segment,
+    inside_segments,
+    max_new_tokens,
+    trim_loop,
+    window_frames,
+)
+from assistant.engines.whisper_words import align_words, prefix_prompt
 from assistant.errors import AssistantError, ModelCorruptError, ModelMissingError, StageError
 
 _LOGGER = logging.getLogger(__name__)
 
-FRAME_MS = 10.0
-"""One mel frame (hop of 160 samples at 16 kHz), in ms."""
-MIN_WINDOW_MS = 1000.0
-"""The short window is never shorter than this, in ms."""
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """faster-whisper's temperature fallback, for transcription off the live path."""
 FULL_WINDOW_GUESS_S = 0.5
 """How long the full window is taken to need before it has run once, in s."""
-MAX_DECODE_TOKENS = 440
-"""Whisper's decoder holds 448 positions; the prompt takes a few."""
-MAX_WORDS_PER_S = 6.0
-"""A short-window transcript with more words per second of audio than this (plus 3) is suspect."""
-SPEECH_RMS = 0.003
-"""Audio RMS (fraction of full scale, about -50 dBFS) above which an empty short result is suspect."""
-
-
-def gate_segment(no_speech_prob: float, avg_logprob: float, text: str, config: AsrConfig) -> bool:
-    """True if a segment should be kept (Whisper's own no-speech rule, plus: it must have words)."""
-    if not any(ch.isalnum() for ch in text):
-        return False
-    return not (no_speech_prob > config.no_speech_threshold and avg_logprob < config.min_avg_logprob)
-
-
-def max_new_tokens(audio_ms: float, config: AsrConfig) -> int:
-    """Decode bound for ``audio_ms`` of audio: ``max_tokens_per_s`` per second plus ``max_tokens_extra``."""
-    bound = math.ceil(audio_ms / 1000.0 * config.max_tokens_per_s) + config.max_tokens_extra
-    return max(1, min(bound, MAX_DECODE_TOKENS))
-
-
-def window_frames(audio_ms: float, margin_ms: float) -> int:
-    """Mel frames of the short window for ``audio_ms`` of audio plus ``margin_ms``: even, at most 3,000."""
-    ms = max(audio_ms + margin_ms, MIN_WINDOW_MS)
-    frames = math.ceil(ms / FRAME_MS)
-    frames += frames % 2  # the encoder's strided convolution halves the frames
-    return min(frames, round(FULL_WINDOW_MS / FRAME_MS))
-
-
-_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
-_WORD = re.compile(r"[\w']+")
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
-
-
-def find_repetition(text: str) -> str:
-    """The repeated part if ``text`` loops, else ``""``.
-
-    A loop is: the same sentence (two words or more) twice; a run of 2 to 8 words repeated three
-    times back to back; one word four times back to back; or any run of 5+ words found twice.
-    Ordinary questions ("turn on the light and turn on the fan") pass.
-    """
-    sentences = [" ".join(_words(s)) for s in _SENTENCE.findall(text)]
-    seen: set[str] = set()
-    for sentence in sentences:
-        if len(sentence.split()) >= 2 and sentence in seen:
-            return sentence
-        seen.add(sentence)
-    words = _words(text)
-    for n in range(1, 9):
-        times = 4 if n == 1 else 3
-        for i in range(len(words) - n * times + 1):
-            gram = words[i : i + n]
-            if all(words[i + k * n : i + (k + 1) * n] == gram for k in range(1, times)):
-                return " ".join(gram)
-    grams: set[tuple[str, ...]] = set()
-    for i in range(len(words) - 4):
-        five = tuple(words[i : i + 5])
-        if five in grams:
-            return " ".join(five)
-        grams.add(five)
-    return ""
-
-
-TIMESTAMP_MS = 20.0
-"""One Whisper timestamp step, in ms."""
-
-
-def inside_segments(
-    tokens: list[int], timestamp_begin: int, audio_ms: float, slack_ms: float = 100.0
-) -> list[int]:
-    """Text tokens of the timestamped segments that start before ``audio_ms - slack_ms``.
-
-    ``tokens`` is a decode with timestamps (ids at or above ``timestamp_begin`` are times, in 20 ms
-    steps); text before any timestamp counts as starting at 0. A segment the decoder places after
-    the audio has ended describes the window's padding, not speech.
-    """
-    kept: list[int] = []
-    current: list[int] = []
-    start_ms: float | None = None
-    for token in tokens:
-        if token < timestamp_begin:
-            current.append(token)
-            continue
-        time_ms = (token - timestamp_begin) * TIMESTAMP_MS
-        if start_ms is None:
-            start_ms = time_ms
-            if current:  # text with no opening timestamp
-                kept.extend(current)
-                current = []
-        else:
-            if start_ms < audio_ms - slack_ms:
-                kept.extend(current)
-            current = []
-            start_ms = None
-    if current and (start_ms is None or start_ms < audio_ms - slack_ms):
-        kept.extend(current)
-    return kept
-
-
-def trim_loop(text: str, at_bound: bool = False) -> str:
-    """``text`` cut where it starts over: at the first sentence that repeats an earlier one, or that
-    (unfinished, at the end) is the beginning of an earlier one.
-
-    A decoder stuck in a loop restarts its transcript ("What time is it? What time is it? What
-    time"); a short window makes this common. The first copy is kept. Text that never starts over
-    comes back unchanged (stripped).
-
-    Also cut, punctuation or not: a tail of two words or more that repeats the text's beginning
-    ("define the word gravity, define the word gravity"); and with ``at_bound`` (the decode ran to
-    its token bound, as a loop does) any tail that repeats words found earlier ("... Juliet, who").
-    """
-    spans = [m.span() for m in _WORD.finditer(text)]
-    words = [text[a:b].lower() for a, b in spans]
-    for i in range(1, len(words)):
-        tail = words[i:]
-        restarts = len(tail) >= 2 and words[: len(tail)] == tail
-        if restarts or (at_bound and any(words[j : j + len(tail)] == tail for j in range(i))):
-            return text[: spans[i][0]].rstrip(" ,;:-")
-    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-    seen: list[str] = []
-    for i, sentence in enumerate(sentences):
-        key = " ".join(_words(sentence))
-        if not key:
-            continue
-        finished = sentence[-1] in ".!?"
-        last = i == len(sentences) - 1
-        if key in seen or (last and not finished and any(s.startswith(key + " ") for s in seen)):
-            return " ".join(sentences[:i])
-        seen.append(key)
-    return " ".join(sentences)
-
-
-def collapse_repetition(text: str) -> str:
-    """``text`` with repeated sentences dropped (the first kept), when it loops; otherwise unchanged."""
-    if not find_repetition(text):
-        return text
-    kept: list[str] = []
-    seen: set[str] = set()
-    for sentence in _SENTENCE.findall(text):
-        key = " ".join(_words(sentence))
-        if key and key not in seen:
-            seen.add(key)
-            kept.append(sentence.strip())
-    return " ".join(kept)
-
-
-def fallback_reason(
-    text: str,
-    avg_logprob: float,
-    audio_ms: float,
-    hit_bound: bool,
-    audio_rms: float,
-    config: AsrConfig,
-    looped: bool = False,
-) -> str:
-    """Why a short-window result should be redone on the full window, or ``""`` if it looks right.
-
-    ``text`` is the kept text (empty if gated out), ``avg_logprob`` the decode's mean log-probability
-    per token, ``hit_bound`` whether the decode stopped at ``max_new_tokens`` (expected when
-    ``looped``: a loop that was cut runs to the bound), ``audio_rms`` the audio's RMS as a fraction
-    of full scale.
-    """
-    if not text:
-        return "empty" if audio_rms > SPEECH_RMS else ""
-    if find_repetition(text):
-        return "repetition"
-    if hit_bound and not looped:
-        return "bound"
-    if len(_words(text)) > audio_ms / 1000.0 * MAX_WORDS_PER_S + 3:
-        return "too_long"
-    if avg_logprob < config.fallback_logprob:
-        return "logprob"
-    return ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +76,10 @@ class Decoded:
     """The decode stopped at its token bound rather than at end-of-text."""
     looped: bool = False
     """The decoder started its transcript over and the repeat was cut off."""
+    tokens: tuple[int, ...] = ()
+    """The text tokens of the segments kept (before ``trim_loop``): what word times align."""
+    encoded: Any = None
+    """The window's encoding (a CTranslate2 ``StorageView``), which word times are found in."""
 
 
 def _no_progress_monitor() -> None:
@@ -263,12 +105,19 @@ class WhisperEngine(Transcriber):
         _no_progress_monitor()
         self.config = config
         self._lock = threading.Lock()
+        self._waiting = 0
+        """Calls waiting for the model that a background pass gives way to."""
+        self._waiting_lock = threading.Lock()
         self.calls = 0
         """Utterances transcribed."""
         self.fallbacks = 0
         """Short-window results redone on the full window."""
         self.hurried = 0
         """Short-window results kept, although rejected, for want of time for the full window."""
+        self.background = 0
+        """Background passes (``transcribe_timed(background=True)``) run to their end."""
+        self.gave_way = 0
+        """Background passes that stopped, or never started, for a transcription waiting."""
         self.full_s = FULL_WINDOW_GUESS_S
         """How long the full window takes here: the last run, or 70 % of the estimate before if that
         is longer (a slow run is remembered for a while)."""
@@ -287,6 +136,7 @@ class WhisperEngine(Transcriber):
         self._suppress: list[int] = list(get_suppressed_tokens(self._tokenizer, [-1]))
         self._short_ok = not multilingual or bool(config.language)
         """The short path needs a known language (it does not run language detection)."""
+        self.timed = self._short_ok
 
     def reconfigure(self, config: AsrConfig) -> None:
         """Decoding and gating keys apply from the next utterance."""
@@ -300,7 +150,7 @@ class WhisperEngine(Transcriber):
         try:
             audio = pcm16_to_float(pcm)
             audio_ms = len(audio) / 16.0
-            with self._lock:
+            with self._model_first():
                 self.calls += 1
                 short = self.config.window == "short" and self._short_ok
                 if short and audio_ms + self.config.window_margin_ms < FULL_WINDOW_MS:
@@ -333,14 +183,89 @@ class WhisperEngine(Transcriber):
         except Exception as err:  # CTranslate2's RuntimeError, or faster-whisper's own
             raise StageError("asr", f"transcription failed: {type(err).__name__}: {err}") from err
 
-    def _transcribe_short(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
-        """The short-window path; ``fallback_reason`` set when its result should not be trusted."""
+    @contextmanager
+    def _model_first(self) -> Iterator[None]:
+        """Hold the model, ahead of any background pass (which gives way at its next step)."""
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def transcribe_timed(
+        self, pcm: bytes, prefix: str = "", *, background: bool = False, times: bool = True
+    ) -> TimedResult | None:
+        """The short window alone, continuing ``prefix``, with word times (see ``Transcriber``)."""
+        audio = pcm16_to_float(pcm)
+        audio_ms = len(audio) / 16.0
+        if not self.timed or audio_ms + self.config.window_margin_ms >= FULL_WINDOW_MS:
+            return None
+        if background and (self._waiting or not self._lock.acquire(blocking=False)):
+            self.gave_way += 1
+            return None
+        try:
+            with _held(self._lock) if background else self._model_first():
+                timed = self._timed(audio, audio_ms, prefix, background, times)
+        except _GaveWay:
+            timed = None
+        except AssistantError:
+            raise
+        except Exception as err:  # CTranslate2's RuntimeError
+            raise StageError("asr", f"transcription failed: {type(err).__name__}: {err}") from err
+        if background:
+            if timed is None:
+                self.gave_way += 1
+            else:
+                self.background += 1
+        return timed
+
+    def _timed(
+        self, audio: npt.NDArray[np.float32], audio_ms: float, prefix: str, background: bool, times: bool
+    ) -> TimedResult:
+        """Features, encoding, decoding, alignment; a background pass gives way (``_GaveWay``)
+        between two of them."""
+        window, content = self._window(audio, audio_ms)
+        prompt = prefix_prompt(self._tokenizer, self._prompt, prefix)
+        max_new = max_new_tokens(audio_ms, self.config)
+        decoded = self._decode_window(window, max_new, audio_ms, prompt, give_way=background)
+        frames = window.shape[1]
+        result = self._judge(decoded, audio, audio_ms, frames)
+        if not result.text or not times:
+            return TimedResult((), result)
+        self._give_way(background)
+        words = align_words(
+            self._model.model, self._tokenizer, decoded.encoded, list(decoded.tokens), content
+        )
+        kept = len(result.text.split())
+        if len(words) < kept:  # the alignment failed: no times, the result cannot be joined
+            return TimedResult((), replace(result, fallback_reason=result.fallback_reason or "alignment"))
+        return TimedResult(tuple(words[:kept]), result)
+
+    def _window(self, audio: npt.NDArray[np.float32], audio_ms: float) -> tuple[npt.NDArray[np.float32], int]:
+        """The short window's mel frames (``[n_mels, frames]``), and how many of them are audio."""
         frames = window_frames(audio_ms, self.config.window_margin_ms)
         features = self._model.feature_extractor(audio)
         content = features[:, : features.shape[-1] - 1]
         window = np.zeros((content.shape[0], frames), dtype=np.float32)
         window[:, : min(frames, content.shape[1])] = content[:, :frames]
+        return window, min(frames, content.shape[1])
+
+    def _transcribe_short(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
+        """The short-window path; ``fallback_reason`` set when its result should not be trusted."""
+        window, _ = self._window(audio, audio_ms)
         decoded = self._decode_window(window, max_new_tokens(audio_ms, self.config), audio_ms)
+        return self._judge(decoded, audio, audio_ms, window.shape[1])
+
+    def _judge(
+        self, decoded: Decoded, audio: npt.NDArray[np.float32], audio_ms: float, frames: int
+    ) -> AsrResult:
+        """A short-window decode gated, and ``fallback_reason`` set when it should not be trusted."""
         text = decoded.text.strip()
         kept = gate_segment(decoded.no_speech_prob, decoded.avg_logprob, text, self.config)
         # the model is sure there is no speech: trust it (no fallback), however confident the text
@@ -358,18 +283,37 @@ class WhisperEngine(Transcriber):
             text if kept else "", () if kept else (text,), audio_ms, frames * FRAME_MS, False, reason
         )
 
-    def _decode_window(self, window: npt.NDArray[np.float32], max_new: int, audio_ms: float) -> Decoded:
-        """Encode a ``[n_mels, frames]`` window and decode it once, at most ``max_new`` tokens.
+    def _give_way(self, background: bool) -> None:
+        """A background pass stops here when another call waits for the model."""
+        if background and self._waiting:
+            raise _GaveWay
+
+    def _decode_window(
+        self,
+        window: npt.NDArray[np.float32],
+        max_new: int,
+        audio_ms: float,
+        prompt: list[int] | None = None,
+        *,
+        give_way: bool = False,
+    ) -> Decoded:
+        """Encode a ``[n_mels, frames]`` window and decode it once, after ``prompt`` (default: the
+        start of a transcript; it may force a prefix, see ``whisper_words.prefix_prompt``), at
+        most ``max_new`` tokens besides the prefix.
 
         Decoded with timestamps: segments the model places at or after the end of the audio
         (``audio_ms``, less 100 ms) are the window's padding talking and are dropped.
         """
+        prompt = prompt or self._prompt
+        forced = len(prompt) - len(self._prompt)  # a prefix's tokens come back with the result
+        self._give_way(give_way)
         encoded = self._model.encode(window)
+        self._give_way(give_way)
         result = self._model.model.generate(
             encoded,
-            [self._prompt],
+            [prompt],
             beam_size=self.config.beam_size,
-            max_length=len(self._prompt) + max_new,
+            max_length=len(prompt) + max_new,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -377,8 +321,9 @@ class WhisperEngine(Transcriber):
         )[0]
         tokens: list[int] = list(result.sequences_ids[0])
         cum_logprob = result.scores[0] * len(tokens)  # scores are normalised by length (penalty 1)
-        raw = str(self._tokenizer.decode(inside_segments(tokens, self._tokenizer.timestamp_begin, audio_ms)))
-        hit_bound = len(tokens) >= max_new
+        inside = inside_segments(tokens, self._tokenizer.timestamp_begin, audio_ms)
+        raw = str(self._tokenizer.decode(inside))
+        hit_bound = len(tokens) - forced >= max_new
         text = trim_loop(raw, hit_bound)
         return Decoded(
             text=text,
@@ -386,6 +331,8 @@ class WhisperEngine(Transcriber):
             no_speech_prob=float(result.no_speech_prob),
             hit_bound=hit_bound,
             looped=text != raw.strip(),
+            tokens=tuple(inside),
+            encoded=encoded,
         )
 
     def _transcribe_full(self, audio: npt.NDArray[np.float32], audio_ms: float, *, live: bool) -> AsrResult:
@@ -417,3 +364,16 @@ class WhisperEngine(Transcriber):
         if collapsed != text:
             _LOGGER.info("asr repetition collapsed: %r -> %r", text, collapsed)
         return AsrResult(collapsed, tuple(dropped), audio_ms, FULL_WINDOW_MS)
+
+
+class _GaveWay(Exception):
+    """A background pass stopped for another call."""
+
+
+@contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """A lock already acquired, released on leaving."""
+    try:
+        yield
+    finally:
+        lock.release()

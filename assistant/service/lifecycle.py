@@ -45,7 +45,8 @@ _LIVE = {
     " speculate_after_ms quick_end_silence_ms fine_end floor_gate turn_model turn_threshold hold_silence_ms"
     " agreed_end_silence_ms",
     "asr": "language beam_size no_speech_threshold min_avg_logprob window window_margin_ms"
-    " max_tokens_per_s max_tokens_extra fallback_logprob short_no_speech_gate",
+    " max_tokens_per_s max_tokens_extra fallback_logprob short_no_speech_gate during_speech"
+    " during_speech_every_ms",
     "llm": "system_prompt max_tokens temperature top_p api_key remote_model request_timeout_s reasoning"
     " think_budget_tokens think_budget_ms history_tokens session_idle_s",
     "tts": "speaker_id length_scale",

@@ -46,7 +46,7 @@ import numpy as np
 from assistant.config import ListenConfig
 from assistant.contracts import Synthesizer
 from assistant.events import State
-from assistant.messages import SAMPLE_RATE, AudioIn, Message, Utterance, WakeWordHeard
+from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechSoFar, Utterance, WakeWordHeard
 from assistant.stages.base import Queue, run_inbox
 from assistant.turn.reports import TurnChannel, WakeClosed, WakeHeard
 from assistant.wake import GAP_AFTER_MS, GAP_SEARCH_MS, Detection, WakeDetector, earcon, word_end
@@ -274,16 +274,17 @@ class WakeStage:
                 self._marks.append(after[sounding[0] : sounding[0] + size].tobytes())
                 self._pending.remove(cut)
 
-    def trim(self, utterance: Utterance) -> Utterance:
-        """``utterance`` with whatever came before the end of a wake word in it silenced (the
-        user said the word while the microphone was open: in a follow-up, over a reply)."""
+    def trim(self, utterance: Utterance | SpeechSoFar) -> Utterance | SpeechSoFar:
+        """``utterance`` (or the utterance so far) with whatever came before the end of a wake word
+        in it silenced (the user said the word while the microphone was open: in a follow-up, over
+        a reply)."""
         pcm = utterance.pcm
         for mark in reversed(self._marks):
             at = pcm.find(mark)
             while at > 0 and at % 2:  # a whole sample's boundary only
                 at = pcm.find(mark, at + 1)
             if at > 0:
-                self.trimmed += 1
+                self.trimmed += isinstance(utterance, Utterance)
                 return replace(utterance, pcm=bytes(at) + pcm[at:])
         return utterance
 
@@ -317,6 +318,6 @@ class WakeTrimStage:
 
     async def run(self, inbox: Queue, outbox: Queue) -> None:
         async def handle(item: Message) -> None:
-            await outbox.put(self.gate.trim(item) if isinstance(item, Utterance) else item)
+            await outbox.put(self.gate.trim(item) if isinstance(item, Utterance | SpeechSoFar) else item)
 
         await run_inbox(inbox, outbox, self.channel, handle, stage=self.name)
