@@ -207,6 +207,7 @@ def test_a_repetition_loop_falls_back_to_the_full_window(
     before = short_engine.fallbacks
     result = short_engine.transcribe(item.pcm)
     assert seen and seen[0] < 3000  # the short window was tried first
+    assert seen[1:] == [600]  # then a 6 s window, rejected too: off the live path, the full window
     assert result.fallback and result.fallback_reason == "repetition"
     assert short_engine.fallbacks == before + 1
     assert result.window_ms == FULL_WINDOW_MS
@@ -272,24 +273,42 @@ def test_the_full_window_never_retries_at_higher_temperatures_on_the_live_path(
     assert seen["temperature"] == (0.0 if live else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
 
 
-@pytest.mark.parametrize(("deadline_s", "full_runs"), [(None, 1), (10.0, 1), (0.0, 0)])
-def test_the_full_window_runs_only_if_it_can_end_by_the_deadline(
-    short_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch, deadline_s: float | None, full_runs: int
+@pytest.mark.parametrize(
+    ("deadline_s", "passes"),
+    [(None, ["wide", "full"]), (10.0, ["wide"]), (0.0, [])],
+    ids=["file", "live", "late"],
+)
+def test_the_second_pass_is_a_wider_window_and_runs_only_if_it_can_end_by_the_deadline(
+    short_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch, deadline_s: float | None, passes: list[str]
 ) -> None:
+    """A rejected short result is redone on a 6 s window; off the live path (no deadline) a result
+    still rejected goes on to the full window; live, the wide window's words are used; with no
+    time for a second pass, the short window's words, marked ``hurried``."""
     import time
 
     from assistant.contracts import AsrResult
 
     rejected = AsrResult("thank you thank you", (), 1000.0, 1000.0, False, "repetition")
-    full: list[float] = []
-    monkeypatch.setattr(short_engine, "_transcribe_short", lambda audio, ms: rejected)
+    ran: list[str] = []
+
+    def short(audio: np.ndarray, ms: float, min_ms: float = 0.0) -> AsrResult:
+        if min_ms:
+            ran.append("wide")
+            return AsrResult("Thank you, wide.", (), ms, min_ms, False, "logprob")
+        return rejected
+
+    monkeypatch.setattr(short_engine, "_transcribe_short", short)
     monkeypatch.setattr(
-        short_engine, "_transcribe_full", lambda audio, ms, live: full.append(ms) or AsrResult("Thank you.")
+        short_engine,
+        "_transcribe_full",
+        lambda audio, ms, live: ran.append("full") or AsrResult("Thank you."),
     )
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
     result = short_engine.transcribe(_pcm(np.zeros(16000, dtype=np.float32)), deadline)
-    assert len(full) == full_runs
-    if full_runs:
-        assert result.text == "Thank you." and result.fallback and not result.hurried
+    assert ran == passes
+    if passes:
+        expected = "Thank you." if "full" in passes else "Thank you, wide."
+        assert result.text == expected and result.fallback and not result.hurried
+        assert result.fallback_reason == "repetition"  # why the short window's words were not used
     else:  # the short window's words, marked as such: the stage decides what to do with them
         assert result.text == rejected.text and result.hurried and result.fallback_reason == "repetition"

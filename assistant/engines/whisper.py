@@ -11,8 +11,10 @@ Two windows (``asr.window``):
   after the audio's end are dropped and a transcript that starts over is cut (``trim_loop``,
   the short window's usual failure). When the result still looks wrong
   (repetition, too many words for the duration, the decode bound reached, low confidence, or
-  nothing kept although the audio is loud) the utterance is transcribed again on the full window
-  and the fallback is counted.
+  nothing kept although the audio is loud) the utterance is transcribed again, once, on a window
+  of ``asr.second_window_ms`` (6 s: as accurate as the full window on the bench's corpus, five
+  times faster), and the fallback is counted; off the live path a result still rejected goes on
+  to the full window.
 
 ``transcribe_timed`` runs the short window alone, its decoder given the transcript's first words
 (a forced prefix: only the rest is decoded), with word times (``whisper_words``): the ASR
@@ -60,7 +62,8 @@ _LOGGER = logging.getLogger(__name__)
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """faster-whisper's temperature fallback, for transcription off the live path."""
 FULL_WINDOW_GUESS_S = 0.5
-"""How long the full window is taken to need before it has run once, in s."""
+"""How long the full window is taken to need before it has run once, in s (a narrower second
+window in proportion, up to half of it)."""
 
 
 @dataclass(frozen=True)
@@ -111,16 +114,16 @@ class WhisperEngine(Transcriber):
         self.calls = 0
         """Utterances transcribed."""
         self.fallbacks = 0
-        """Short-window results redone on the full window."""
+        """Short-window results redone on a second pass (a wider window, or the full one)."""
         self.hurried = 0
-        """Short-window results kept, although rejected, for want of time for the full window."""
+        """Short-window results kept, although rejected, for want of time for the second pass."""
         self.background = 0
         """Background passes (``transcribe_timed(background=True)``) run to their end."""
         self.gave_way = 0
         """Background passes that stopped, or never started, for a transcription waiting."""
-        self.full_s = FULL_WINDOW_GUESS_S
-        """How long the full window takes here: the last run, or 70 % of the estimate before if that
-        is longer (a slow run is remembered for a while)."""
+        self.full_s = FULL_WINDOW_GUESS_S * min(1.0, config.second_window_ms / FULL_WINDOW_MS * 2)
+        """How long the second pass takes here: the last run, or 70 % of the estimate before if
+        that is longer (a slow run is remembered for a while)."""
         try:
             self._model: Any = WhisperModel(
                 str(model_dir), device="cpu", compute_type=config.compute_type, cpu_threads=config.cpu_threads
@@ -166,22 +169,32 @@ class WhisperEngine(Transcriber):
                         )
                         return replace(result, hurried=True)
                     self.fallbacks += 1
-                    _LOGGER.info(
-                        "asr short window rejected (%s): %r; using the full window",
-                        result.fallback_reason,
-                        result.text or result.dropped,
-                    )
-                    started = time.monotonic()
-                    full = self._transcribe_full(audio, audio_ms, live=deadline is not None)
-                    self.full_s = max(self.full_s * 0.7, time.monotonic() - started)
-                    return AsrResult(
-                        full.text, full.dropped, audio_ms, FULL_WINDOW_MS, True, result.fallback_reason
-                    )
+                    return self._second_pass(audio, audio_ms, result, live=deadline is not None)
                 return self._transcribe_full(audio, audio_ms, live=deadline is not None)
         except AssistantError:
             raise
         except Exception as err:  # CTranslate2's RuntimeError, or faster-whisper's own
             raise StageError("asr", f"transcription failed: {type(err).__name__}: {err}") from err
+
+    def _second_pass(
+        self, audio: npt.NDArray[np.float32], audio_ms: float, first: AsrResult, *, live: bool
+    ) -> AsrResult:
+        """A rejected short-window result redone on a wider window (``asr.second_window_ms``),
+        or on the full window where that is no wider or (off the live path) also rejected."""
+        wide_ms = self.config.second_window_ms
+        wider = wide_ms < FULL_WINDOW_MS and audio_ms + self.config.window_margin_ms < wide_ms
+        where = f"a {wide_ms / 1000:g} s window" if wider else "the full window"
+        _LOGGER.info("asr short window rejected (%s): %r; using %s", first.fallback_reason, first.text, where)
+        started = time.monotonic()
+        if wider:
+            wide = self._transcribe_short(audio, audio_ms, min_ms=wide_ms)
+            if live or not wide.fallback_reason:
+                self.full_s = max(self.full_s * 0.7, time.monotonic() - started)
+                return replace(wide, fallback=True, fallback_reason=first.fallback_reason)
+        full = self._transcribe_full(audio, audio_ms, live=live)
+        if not wider:
+            self.full_s = max(self.full_s * 0.7, time.monotonic() - started)
+        return AsrResult(full.text, full.dropped, audio_ms, FULL_WINDOW_MS, True, first.fallback_reason)
 
     @contextmanager
     def _model_first(self) -> Iterator[None]:
@@ -247,18 +260,24 @@ class WhisperEngine(Transcriber):
             return TimedResult((), replace(result, fallback_reason=result.fallback_reason or "alignment"))
         return TimedResult(tuple(words[:kept]), result)
 
-    def _window(self, audio: npt.NDArray[np.float32], audio_ms: float) -> tuple[npt.NDArray[np.float32], int]:
-        """The short window's mel frames (``[n_mels, frames]``), and how many of them are audio."""
-        frames = window_frames(audio_ms, self.config.window_margin_ms)
+    def _window(
+        self, audio: npt.NDArray[np.float32], audio_ms: float, min_ms: float = 0.0
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        """The short window's mel frames (``[n_mels, frames]``; at least ``min_ms`` of them), and
+        how many of them are audio."""
+        frames = max(window_frames(audio_ms, self.config.window_margin_ms), window_frames(min_ms, 0))
         features = self._model.feature_extractor(audio)
         content = features[:, : features.shape[-1] - 1]
         window = np.zeros((content.shape[0], frames), dtype=np.float32)
         window[:, : min(frames, content.shape[1])] = content[:, :frames]
         return window, min(frames, content.shape[1])
 
-    def _transcribe_short(self, audio: npt.NDArray[np.float32], audio_ms: float) -> AsrResult:
-        """The short-window path; ``fallback_reason`` set when its result should not be trusted."""
-        window, _ = self._window(audio, audio_ms)
+    def _transcribe_short(
+        self, audio: npt.NDArray[np.float32], audio_ms: float, min_ms: float = 0.0
+    ) -> AsrResult:
+        """The short-window path (a window of at least ``min_ms``); ``fallback_reason`` set when
+        its result should not be trusted."""
+        window, _ = self._window(audio, audio_ms, min_ms)
         decoded = self._decode_window(window, max_new_tokens(audio_ms, self.config), audio_ms)
         return self._judge(decoded, audio, audio_ms, window.shape[1])
 
