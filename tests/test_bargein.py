@@ -10,8 +10,10 @@ in the microphone feed with when the reply's last sample was heard on the speake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,10 +49,25 @@ def talkative(config: Config) -> Config:
     return replace(config, llm=replace(config.llm, system_prompt=LONG_REPLY, max_tokens=160))
 
 
+LIVE_RIGS: list[Rig] = []
+"""Rigs started and not stopped: a test that fails half-way leaves them to ``close_rigs``."""
+
+
+@pytest.fixture(autouse=True)
+async def close_rigs() -> AsyncIterator[None]:
+    """After each test (import it where ``Rig`` is used), stop what a failed test left running:
+    its pipeline, the recorders' parec and their pipes, which would otherwise be closed by the
+    garbage collector in some later test (and fail that one's checks on open files)."""
+    yield
+    while LIVE_RIGS:
+        await LIVE_RIGS.pop().close()
+
+
 class Rig:
     """The daemon's pipeline on ``mic.monitor`` -> ``spk``, with both devices recorded."""
 
     def __init__(self, pulse: PulseServer, engines: Any, config: Config) -> None:
+        LIVE_RIGS.append(self)
         self.pulse = pulse
         self.mic = Recorder(pulse, "mic.monitor")
         self.spk = Recorder(pulse, "spk.monitor")
@@ -103,11 +120,30 @@ class Rig:
 
     async def stop(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Stop the pipeline; (samples, stamps) of the microphone and of the speaker."""
+        if self in LIVE_RIGS:
+            LIVE_RIGS.remove(self)
         self.source.stop()
         assert self.task is not None
         await asyncio.wait_for(self.task, 60)
         await self.sink.close()
         return self.mic.stop(), self.spk.stop()
+
+    async def close(self) -> None:
+        """Stop everything, whatever state a failed test left it in."""
+        self.source.stop()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self.task, 10)
+        with contextlib.suppress(Exception):
+            await self.sink.close()
+        for recorder in (self.mic, self.spk):
+            with contextlib.suppress(Exception):
+                recorder.stop()
+        for play in self.plays:
+            if play.poll() is None:
+                play.kill()
+                play.wait(5)
 
 
 def onset_in(recording: np.ndarray, stamps: np.ndarray, clip: np.ndarray, after: float) -> int:

@@ -39,7 +39,7 @@ from assistant.turn.reports import ReportLog
 from .conftest import SPEECH_RATE, silence, write_wav
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture
 from .test_audio_pulse import Recorder, loud, until
-from .test_bargein import STOP_BAR_S, Rig, heard_text, onset_in, talkative
+from .test_bargein import STOP_BAR_S, Rig, close_rigs, heard_text, onset_in, talkative  # noqa: F401 - the fixture
 
 pytest.importorskip("pywebrtc_audio", reason="the aec extra (pywebrtc-audio) is not installed")
 

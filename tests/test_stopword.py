@@ -30,7 +30,10 @@ from .fakes import FakeChat, FakeSynth, controller
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture
 from .test_audio_pulse import loud, until
 from .test_bargein import Rig as BargeRig
-from .test_bargein import normalized
+from .test_bargein import (
+    close_rigs,  # noqa: F401 - the fixture
+    normalized,
+)
 
 LONG = (
     "Rome was founded, the story goes, by Romulus in the eighth century before Christ. It grew from a"

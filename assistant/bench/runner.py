@@ -278,7 +278,7 @@ def run_bench(
     log(f"pipeline: {len(items)} items, {len(stream) / 32000:.0f} s of audio in real time")
     with tempfile.TemporaryDirectory(prefix="bench-timers-") as state:
         intents = replace(config.intents, timers_file=str(Path(state) / "timers.json"))
-        pipe_engines = Engines(engines.asr, timed, engines.tts)
+        pipe_engines = replace(engines, llm=timed)  # the turn model and the wake word too
         pipeline, records = asyncio.run(run_pipeline(replace(config, intents=intents), pipe_engines, stream))
     results = [
         ItemResult(
