@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from assistant import __version__
 from assistant.config import Config, load_config
@@ -354,19 +354,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.wake_bench:
         from assistant.bench.wake import format_wake, run_wake_bench
 
-        wake = run_wake_bench(model_dir, limit=args.limit, log=_log_line)
-        print(format_wake(wake))
-        if args.json:
-            Path(args.json).write_text(json.dumps(wake, indent=1) + "\n", encoding="utf-8")
-        return 0
+        return _report(run_wake_bench(model_dir, limit=args.limit, log=_log_line), format_wake, args.json)
     if args.echo_bench:
         from assistant.bench.echo import format_echo, run_echo_bench
 
-        echo = run_echo_bench(model_dir, limit=args.limit, log=_log_line)
-        print(format_echo(echo))
-        if args.json:
-            Path(args.json).write_text(json.dumps(echo, indent=1) + "\n", encoding="utf-8")
-        return 0
+        return _report(run_echo_bench(model_dir, limit=args.limit, log=_log_line), format_echo, args.json)
     if args.write_stream:
         import wave
 
@@ -386,18 +378,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         soak = run_soak(
             _with_mqtt(config, args.mqtt), model_dir, turns=args.soak, mqtt=bool(args.mqtt), log=_log_line
         )
-        print(format_soak(soak))
-        if args.json:
-            Path(args.json).write_text(json.dumps(soak, indent=1) + "\n", encoding="utf-8")
+        _report(soak, format_soak, args.json)
         return 0 if soak["ok"] else 1
     result = run_bench(
         config, model_dir, every_variant=args.all, limit=args.limit, gap_ms=args.gap_ms, log=_log_line
     )
-    print(format_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    _report(result, format_table, args.json)
     if args.plot:
         plot(result, args.plot)
+    return 0
+
+
+def _report(result: dict[str, Any], table: Callable[[dict[str, Any]], str], json_path: str | None) -> int:
+    """Print a bench's table, and write its result as JSON where asked."""
+    print(table(result))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

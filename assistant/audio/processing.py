@@ -72,6 +72,17 @@ class Features:
     delay_ms: int = 40
     """The hint AEC3 starts its delay estimate from, in ms."""
 
+    @classmethod
+    def of(cls, config: AudioProcessingConfig, *, echo: bool) -> Features:
+        """What ``config`` asks for (``echo``: where a live speaker gives the far end)."""
+        return cls(
+            echo=config.echo_cancellation and echo,
+            noise=config.noise_suppression,
+            gain=config.gain_control,
+            max_gain_db=config.max_gain_db,
+            delay_ms=config.reference_margin_ms,
+        )
+
 
 class Processor:
     """One stream through WebRTC's APM: ``process(near, far)`` on whole 10 ms frames."""
@@ -126,13 +137,7 @@ class Processor:
 def load(config: AudioProcessingConfig, *, echo: bool) -> Processor | None:
     """A ``Processor`` for ``config`` (``echo``: a live speaker gives the far end), or None when
     nothing is on, or, with one logged warning, when pywebrtc-audio cannot be imported."""
-    wanted = Features(
-        echo=config.echo_cancellation and echo,
-        noise=config.noise_suppression,
-        gain=config.gain_control,
-        max_gain_db=config.max_gain_db,
-        delay_ms=config.reference_margin_ms,
-    )
+    wanted = Features.of(config, echo=echo)
     if not (wanted.echo or wanted.noise != "off" or wanted.gain):
         return None
     try:

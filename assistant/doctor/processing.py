@@ -35,13 +35,7 @@ async def check_processing(setup: Setup) -> list[Finding]:
     if not config.active:
         return [Finding("processing", "ok", "audio processing is off ([audio_processing])")]
     applies = config.inputs == "all" or live_in
-    wanted = Features(
-        echo=config.echo_cancellation and live_out,
-        noise=config.noise_suppression,
-        gain=config.gain_control,
-        max_gain_db=config.max_gain_db,
-        delay_ms=config.reference_margin_ms,
-    )
+    wanted = Features.of(config, echo=live_out)
     lost = ", ".join(features(config, echo=live_out)) or "nothing"
     try:
         cpu_ms = await asyncio.to_thread(_run_one_second, wanted)
