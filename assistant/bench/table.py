@@ -66,7 +66,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"actions: {result['actions'] or 'none'}",
         f"acknowledgements: {result['acks']['played']} played, {result['acks']['needed']} needed"
         " (the answer was ready only after the budget)",
-        f"ASR fallbacks to the full window: {fallbacks['fallbacks']} of {fallbacks['calls']} pipeline calls",
+        f"ASR second passes (a wider window): {fallbacks['fallbacks']} of {fallbacks['calls']}"
+        " transcriptions at the pause",
         f"LLM tokens/s: pipeline {tps['pipeline']:.1f}, alone {tps['alone']:.1f} ({share:.0f}%;"
         f" alone before the pipeline {tps['alone_before']:.1f}, after {tps['alone_after']:.1f});"
         f" {tps.get('pipeline_wall', tps['pipeline']):.1f} counting its waits for TTS",
