@@ -51,7 +51,10 @@ async def test_a_spoken_question_publishes_states_transcript_reply_and_latency(
         await asyncio.wait_for(connected_then(PcmSource(pcm, config.input)), 120)
         (done,) = await rec.wait_for(lambda: rec.on(f"{T}/latency"))
     states = [s["state"] for s in rec.on(f"{T}/state")]
-    assert {"listening", "thinking", "speaking"} <= set(states) and states[-1] == "idle", states
+    # unpaced input: the endpoint is marked before the speech's start, so listening may not be
+    # published at all; never after thinking
+    assert {"thinking", "speaking"} <= set(states) and states[-1] == "idle", states
+    assert "listening" not in states or states.index("listening") < states.index("thinking"), states
     (heard,) = rec.on(f"{T}/transcript")
     assert heard["source"] == "voice" and "capital" in heard["text"].lower() and heard["id"] is None
     final = [r for r in rec.on(f"{T}/reply") if r["final"]]

@@ -619,8 +619,6 @@ class TurnController:
             if Mark.ENDPOINT not in marks:  # unpaced input: the endpoint may be marked first
                 self._set_state(State.LISTENING)
         elif mark == Mark.ENDPOINT or (mark == Mark.TRANSCRIPT and not self.turns.is_held(turn_id)):
-            if self.state == State.IDLE:  # unpaced input, the endpoint before the speech's start:
-                self._set_state(State.LISTENING)  # the turn's states still come in their order
             self._set_state(State.THINKING)  # a speculation is not: the user may go on
         elif mark == Mark.FIRST_AUDIO:
             self._set_state(State.SPEAKING)
