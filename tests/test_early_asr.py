@@ -362,7 +362,11 @@ async def test_the_stages_transcribe_during_real_speech_as_well(engines, spoken:
     early = await run_item(spoken, engines.asr, config, during_speech=True)
     assert whole.heard and early.heard
     agreed = normalize(early.agreed)
-    assert early.passes >= 2 and agreed and normalize(LONG)[: len(agreed)] == agreed, early
+    assert early.passes >= 2 and agreed, early
+    # the agreed words are the utterance's beginning, as well as tiny.en hears it (piper's takes
+    # vary: one CI run agreed on "Place at a timer for..." for "Please set a timer for...")
+    said = normalize(LONG)[: len(agreed)]
+    assert wer(" ".join(said), " ".join(agreed)) <= 0.25, (said, agreed)
     assert early.ready or early.prefixed, early
     assert wer(LONG, early.heard) <= wer(LONG, whole.heard) + 0.07, (early.heard, whole.heard)
 
