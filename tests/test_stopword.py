@@ -212,6 +212,17 @@ class Rig(BargeRig):
         return [self.events.get_nowait() for _ in range(self.events.qsize())]
 
 
+async def ringing(rig: Rig) -> Any:
+    """Start ``rig``, then a one-second timer; return the timers once its alarm has rung 1.5 s."""
+    await rig.start()
+    timers = rig.pipeline.timers
+    assert timers is not None
+    timers.start(time.time(), 1.0)
+    await until(lambda: timers.ringing and rig.sink.playback_level() > 0, 30)
+    await asyncio.sleep(1.5)
+    return timers
+
+
 def _config(tmp_path: Path, **listen: Any) -> Config:
     base = Config()
     return replace(
@@ -305,12 +316,7 @@ async def test_an_alarm_rings_on_through_other_words_and_stops_at_the_stop_word(
     pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any
 ) -> None:
     rig = Rig(pulse, engines, _config(tmp_path))
-    await rig.start()
-    timers = rig.pipeline.timers
-    assert timers is not None
-    timers.start(time.time(), 1.0)
-    await until(lambda: timers.ringing and rig.sink.playback_level() > 0, 30)
-    await asyncio.sleep(1.5)
+    timers = await ringing(rig)
     await rig.say_into_mic(_speech(speak, "Hello."), tmp_path / "hello.wav")
     await until(lambda: len(rig.records) >= 1, 30)  # "hello" is a question: answered
     assert timers.ringing, "other words silenced the alarm"
@@ -359,12 +365,7 @@ async def test_in_wake_mode_an_alarm_stops_at_the_stop_word_and_other_words_are_
 
     config = _config(tmp_path, mode="wake", wake_engine="micro")
     rig = Rig(pulse, Engines(engines.asr, engines.llm, engines.tts, MicroWakeEngine("okay_nabu")), config)
-    await rig.start()
-    timers = rig.pipeline.timers
-    assert timers is not None
-    timers.start(time.time(), 1.0)
-    await until(lambda: timers.ringing and rig.sink.playback_level() > 0, 30)
-    await asyncio.sleep(1.5)
+    timers = await ringing(rig)
     await rig.say_into_mic(_speech(speak, "What time is it?"), tmp_path / "question.wav")
     await asyncio.sleep(4.0)
     assert timers.ringing and rig.pipeline.tracker.actions["stop_word"] == 0
