@@ -1,6 +1,6 @@
 """The Wyoming server: the daemon's ASR, voice and microphone for Home Assistant, as a service.
 
-``cli.py`` adds it to the daemon's TaskGroup as ``("wyoming", server.run)``; ``run`` owns a
+``cli/run.py`` adds it to the daemon's TaskGroup as ``("wyoming", server.run)``; ``run`` owns a
 TaskGroup of its own for the connections:
 
     wyoming                        WyomingServer.run: listens, announces (zeroconf)
