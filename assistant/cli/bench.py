@@ -8,12 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from assistant.cli.common import (
-    _config,
-    _log_line,
-    _model_dir,
-    _with_mqtt,
-)
+from assistant.cli.common import _config, _log_line, _model_dir, _with_mqtt
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

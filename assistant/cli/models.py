@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from assistant.cli.common import (
-    _config,
-    _log_line,
-    _model_dir,
-)
+from assistant.cli.common import _config, _log_line, _model_dir
 from assistant.errors import ConfigError
 
 

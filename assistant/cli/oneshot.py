@@ -6,11 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from assistant.cli.common import (
-    _config,
-    _model_dir,
-    _sink,
-)
+from assistant.cli.common import _config, _model_dir, _sink
 
 
 async def _cmd_ask(args: argparse.Namespace) -> int:

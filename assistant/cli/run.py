@@ -10,14 +10,7 @@ import logging
 import sys
 from typing import IO
 
-from assistant.cli.common import (
-    _config,
-    _model_dir,
-    _sink,
-    _source,
-    _with_mqtt,
-    _with_wyoming,
-)
+from assistant.cli.common import _config, _model_dir, _sink, _source, _with_mqtt, _with_wyoming
 from assistant.errors import ConfigError
 from assistant.turn.latency import TurnRecord
 
