@@ -18,6 +18,11 @@ A command matched by the intents stage (``Intended``) is published (``IntentReco
 its turn is committed, as its transcript is; what it switches (``Commanded``) and a "stop"
 (``StopAsked``) are reported only after the commit. ``announce`` speaks text that belongs to no
 turn (a timer's alarm).
+
+The class is in four parts: this module (the channel, the commands, a turn's commit and end),
+``stopping`` (cancel, barge-in, the stop word), ``notices`` (failures, the reprompt, the apology,
+``announce``) and ``states`` (the state, the mute, the tracker's callbacks); ``peers`` declares
+what it asks of the stages it holds.
 """
 
 from __future__ import annotations
@@ -25,17 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from assistant.clock import StreamClock
 from assistant.config import Config
 from assistant.contracts import Speaker, Synthesizer
-from assistant.errors import AssistantError, StageTimeoutError
+from assistant.errors import AssistantError
 from assistant.events import (
     DeviceCommand,
-    ErrorEvent,
     Event,
     EventBus,
     IntentNotRecognized,
@@ -44,16 +46,15 @@ from assistant.events import (
     ReplyChunk,
     ReplyFinished,
     State,
-    StateChanged,
-    StopWord,
     TranscriptReady,
-    TurnFinished,
     WakeDetected,
 )
 from assistant.turn.activation import Activation
-from assistant.turn.budget import AckPlayer, BudgetKeeper, synthesize_all
+from assistant.turn.budget import BudgetKeeper
 from assistant.turn.kinds import Action, Mark, Outcome, TurnKind
 from assistant.turn.latency import LatencyTracker, TurnRecord
+from assistant.turn.notices import Notices
+from assistant.turn.peers import Alarms, Endpointer, NoticePlayer, TurnInfo, WakeGate
 from assistant.turn.registry import Turns
 from assistant.turn.reports import (
     ActionTaken,
@@ -83,6 +84,8 @@ from assistant.turn.reports import (
     WakeClosed,
     WakeHeard,
 )
+from assistant.turn.states import StateKeeper
+from assistant.turn.stopping import Stopping
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -91,52 +94,7 @@ PLAYING_SPAN_NS = 300_000_000
 """``playing`` looks this far back and ahead (the device's buffer) for audio heard."""
 
 
-class Endpointer(Protocol):
-    """What the controller asks of the VAD stage."""
-
-    muted: bool
-
-    def transcribed(self, turn_id: int, text: str) -> None:
-        """The speculative transcript: the endpointer ends the turn sooner when it reads as
-        finished, and holds it when it ends on a word that leaves it open."""
-
-    def end_now(self, turn_id: int) -> None:
-        """The speculative transcript is a recognised command: end the turn now."""
-
-
-class WakeGate(Protocol):
-    """What the controller asks of the wake stage."""
-
-    @property
-    def awake(self) -> bool:
-        """The gate is open for a question (the wake word was heard, a turn is in flight, or a
-        follow-up may come), not only for the stop word over playback."""
-
-
-class Alarms(Protocol):
-    """The timers' keeper, as the stop word uses it."""
-
-    def silence(self) -> int:
-        """Stop every ringing alarm; returns how many rang."""
-
-
-class NoticePlayer(AckPlayer, Protocol):
-    """The output stage, as the controller uses it: acknowledgements and apologies."""
-
-    async def play_notice(self, pcm: bytes, rate: int) -> None:
-        """Play audio that belongs to no live turn (an apology)."""
-
-
-@dataclass
-class TurnInfo:
-    """How a turn began."""
-
-    kind: TurnKind
-    request_id: str | None = None
-    """The ``id`` of the command that started it, echoed in its events."""
-
-
-class TurnController:
+class TurnController(Stopping, Notices, StateKeeper):
     """Owns turn lifecycle; the ``TurnChannel`` every stage reports to."""
 
     def __init__(
@@ -329,37 +287,6 @@ class TurnController:
             rec.handled_by = "say"
         return turn_id
 
-    def cancel(self, turn_id: int | None = None) -> list[int]:
-        """Stop one turn, or every turn in flight; returns the turns cancelled."""
-        targets = [turn_id] if turn_id is not None else self.tracker.open_turns()
-        done = []
-        for target in targets:
-            if self.tracker.is_open(target):
-                self.turns.cancel(target)
-                self.tracker.finish(target, Outcome.CANCELLED)
-                done.append(target)
-        return done
-
-    def device_state(self, state: str) -> None:
-        """An audio device reports ``waiting_for_device``, or that it works again."""
-        if state == State.WAITING_FOR_DEVICE:
-            self._set_state(State.WAITING_FOR_DEVICE)
-        elif self.state == State.WAITING_FOR_DEVICE:
-            self._set_state(State.IDLE if not self.tracker.open_turns() else State.THINKING)
-
-    def set_muted(self, muted: bool) -> None:
-        """While muted, the microphone is heard as silence; commands still work."""
-        self.muted = muted
-        if self.endpointer is not None:
-            self.endpointer.muted = muted
-        self.events.publish(StateChanged(self.state, muted))
-
-    def listen(self) -> None:
-        """Push-to-talk: open the microphone for one turn even when muted."""
-        if self.muted:
-            self._listen_once = True
-            self.set_muted(False)
-
     def reconfigure(self, config: Config) -> None:
         """A reloaded config's live keys: listen mode, budgets, the apology text on next start."""
         self.config = config
@@ -367,17 +294,6 @@ class TurnController:
         self.activation = Activation(config.listen)
         self.activation.adopt(awake)
         self.budget.reconfigure(config.latency)
-
-    async def prepare(self) -> None:
-        """Before listening: synthesize the acknowledgements, the holding phrases and the reprompt."""
-        if self.tts is None or self.output is None or not self.clock.realtime:
-            return
-        await self.budget.prepare(self.tts)
-        reprompt = self.config.output.reprompt.strip()
-        if reprompt and self.config.latency.transcript_ms:
-            work = asyncio.to_thread(synthesize_all, self.tts, reprompt)
-            pcm = await asyncio.wait_for(work, self.config.deadlines.tts_s)
-            self._announced[reprompt] = (pcm, self.tts.sample_rate)
 
     # -- inside ------------------------------------------------------------------------------
 
@@ -401,33 +317,6 @@ class TurnController:
         if self._listen_once:
             self._listen_once = False
             self.set_muted(True)
-
-    def _speech_began(self, turn_id: int) -> None:
-        """Barge-in: the user speaks while a reply plays: stop it at once."""
-        self.tracker.record(turn_id)
-        if self.wake is not None and not self.wake.awake:
-            self._stop_only.add(turn_id)  # the gate is open only for the stop word (an alarm plays)
-        if not (self.config.listen.barge_in and self.barge_in):
-            return
-        speaking = [
-            t for t in self.tracker.open_turns()
-            if t != turn_id and Mark.FIRST_AUDIO in self.tracker.record(t).marks
-        ]  # fmt: skip
-        if speaking:
-            for older in speaking:
-                self.cancel(older)
-            self.tracker.action(turn_id, Action.BARGE_IN)
-            if self.speaker is not None:
-                self.speaker.interrupt()
-
-    def _voice_suspected(self, suspect: bool) -> None:
-        """The user may be starting to talk over the reply: pause the speaker until it is sure."""
-        if not (self.config.listen.barge_in and self.barge_in) or self.speaker is None:
-            return
-        if suspect:
-            self.speaker.pause()
-        else:
-            self.speaker.resume()
 
     def _commit(self, turn_id: int, speech_end_ms: float, endpoint_ms: float) -> None:
         """The endpointer's decision on ``turn_id`` is final."""
@@ -487,46 +376,6 @@ class TurnController:
         answered = Mark.FIRST_ANSWER_AUDIO in rec.marks or bool(rec.reply) or rec.handled_by == "intent"
         self.tracker.finish(turn_id, Outcome.ANSWERED if answered else Outcome.EMPTY_REPLY)
 
-    def _failed(self, turn_id: int, err: AssistantError, stage: str) -> None:
-        """A stage failed on the turn. A turn already over (cancelled: its command had its answer)
-        is only logged; a speculation's failure waits for its endpoint (the user may go on, and
-        then it never was); any other ends as that error."""
-        if self.turns.is_cancelled(turn_id) or not self.tracker.is_open(turn_id):
-            self.turns.cancel(turn_id)
-            _LOGGER.info("turn %d: %s after the turn ended: %s", turn_id, err.code, err.message)
-            return
-        if self.turns.is_held(turn_id):
-            self.turns.cancel(turn_id)  # its work stops now
-            self._failed_held[turn_id] = (err, stage)
-            return
-        self._fail_now(turn_id, err, stage)
-
-    def _fail_now(self, turn_id: int, err: AssistantError, stage: str) -> None:
-        """The turn ends as ``err``: an error event, the record's outcome, an apology if spoken."""
-        self.errors.append((turn_id, err))
-        del self.errors[:-100]
-        if isinstance(err, StageTimeoutError):
-            self.tracker.action(turn_id, Action.STAGE_TIMEOUT)
-        spoken = self.tracker.is_open(turn_id) and not self.turns.is_silent(turn_id) and stage != "output"
-        spoken &= turn_id not in self._stop_only  # heard for the stop word only: nobody asked
-        self.events.publish(ErrorEvent(turn_id, self._request_id(turn_id), err.code, err.message))
-        self.turns.cancel(turn_id)
-        self.tracker.finish(turn_id, Outcome.ERROR, err.code)
-        if spoken:
-            self._apologise(turn_id)
-
-    def _reprompt(self, turn_id: int) -> None:
-        """No usable words in time: the turn ends ``reprompted`` and the user hears
-        ``output.reprompt`` (synthesized at start-up) instead of silence."""
-        self._begin(turn_id, TurnKind.VOICE)  # a turn of the user's all the same: older replies stop
-        self.tracker.action(turn_id, Action.REPROMPT)
-        text = self.config.output.reprompt.strip()
-        if text and self.output is not None and self.tts is not None:
-            self.tracker.record(turn_id).mark(Mark.FIRST_AUDIO, self.clock.position_ms())
-            self._notice(self._say(turn_id, text), f"reprompt-{turn_id}")
-        self.turns.cancel(turn_id)
-        self.tracker.finish(turn_id, Outcome.REPROMPTED)
-
     def _intent(self, turn_id: int, intent: str | None, event: Event) -> None:
         """The intents stage matched (or not) the turn's words: on its record now; published
         once the turn is committed (at once if it is)."""
@@ -541,112 +390,3 @@ class TurnController:
                 self.endpointer.end_now(turn_id)  # a whole command: no need to wait for more
         else:
             self.events.publish(event)
-
-    def _stop_others(self, turn_id: int) -> None:
-        """ "Stop": every older reply in flight is cancelled, and the speaker falls silent."""
-        for older in self.tracker.open_turns():
-            if older < turn_id:
-                self.cancel(older)
-        if self.speaker is not None:
-            self.speaker.interrupt()
-
-    def _stop_word(self, turn_id: int, text: str) -> None:
-        """The stop word over playback: every other turn in flight is cancelled, the speaker falls
-        silent, ringing alarms stop; this turn ends unanswered (it is no turn of its own)."""
-        self.turns.cancel(turn_id)
-        self.tracker.discard(turn_id)
-        self._no_speech(turn_id)
-        stopped = self.cancel()
-        if self.endpointer is not None:
-            self.endpointer.end_now(turn_id)  # a paused utterance ends here: the next speech is new
-        alarms = self.alarms.silence() if self.alarms is not None else 0
-        if self.speaker is not None:
-            self.speaker.interrupt()
-        self.tracker.actions[Action.STOP_WORD] += 1
-        _LOGGER.info("stop word %r: %d turn(s) stopped, %d alarm(s) silenced", text, len(stopped), alarms)
-        self.events.publish(StopWord(text, self.clock.position_ms(), stopped, alarms))
-        self._settle_state()
-
-    async def announce(self, text: str) -> bool:
-        """Speak ``text``, which belongs to no turn (a timer's alarm), through the output, after
-        what it is playing; False where there is no output or voice. A failure raises."""
-        tts, output = self.tts, self.output
-        if tts is None or output is None:
-            return False
-        spoken = self._announced.get(text)
-        if spoken is None:
-            work = asyncio.to_thread(synthesize_all, tts, text)
-            spoken = (await asyncio.wait_for(work, self.config.deadlines.tts_s), tts.sample_rate)
-            self._announced = {**dict(list(self._announced.items())[-7:]), text: spoken}
-        await output.play_notice(*spoken)
-        return True
-
-    def _apologise(self, turn_id: int) -> None:
-        if self.output is None or self.tts is None or not self.config.output.apology.strip():
-            return
-        self._notice(self._say_sorry(turn_id), f"apology-{turn_id}")
-
-    def _notice(self, work: Coroutine[Any, Any, object], name: str) -> None:
-        """Play a notice in a task of its own, which ``settle`` waits for."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._notices.add(task)
-        task.add_done_callback(self._notices.discard)
-
-    async def settle(self) -> None:
-        """Wait for apologies still being played (the output closes its sink after this)."""
-        if self._notices:
-            await asyncio.wait(list(self._notices), timeout=self.config.deadlines.output_s)
-
-    async def _say_sorry(self, turn_id: int) -> None:
-        """Speak the apology (``announce`` keeps it once synthesized); a failure is only logged."""
-        if await self._say(turn_id, self.config.output.apology.strip()):
-            self.tracker.actions[Action.APOLOGY_PLAYED] += 1
-
-    async def _say(self, turn_id: int, text: str) -> bool:
-        """``announce(text)`` for a turn that has ended; a failure is only logged."""
-        try:
-            return await self.announce(text)
-        except Exception as err:  # the TTS itself may be what failed
-            _LOGGER.warning("turn %d: %r could not be spoken: %r", turn_id, text, err)
-            return False
-
-    def _marked(self, turn_id: int, mark: str) -> None:
-        self.budget.marked(turn_id, mark)
-        if turn_id in self._stop_only:
-            return  # heard only for the stop word: the assistant is not listening to a question
-        if mark == Mark.SPEECH_START:
-            marks = self.tracker.record(turn_id).marks if self.tracker.is_open(turn_id) else {}
-            if Mark.ENDPOINT not in marks:  # unpaced input: the endpoint may be marked first
-                self._set_state(State.LISTENING)
-        elif mark == Mark.ENDPOINT or (mark == Mark.TRANSCRIPT and not self.turns.is_held(turn_id)):
-            self._set_state(State.THINKING)  # a speculation is not: the user may go on
-        elif mark == Mark.FIRST_AUDIO:
-            self._set_state(State.SPEAKING)
-        elif mark == Mark.DONE:
-            self.activation.replied(time.monotonic())
-
-    def _finished(self, rec: TurnRecord) -> None:
-        self.budget.closed(rec.turn_id)
-        self._intended.pop(rec.turn_id, None)
-        info = self._info.pop(rec.turn_id, TurnInfo(TurnKind.VOICE))
-        self._stop_only.discard(rec.turn_id)
-        if rec.outcome == Outcome.ANSWERED:
-            for span in self.budget.policy.over_budget(rec):
-                self.tracker.actions[f"over_budget.{span}"] += 1
-        self.turns.forget(rec.turn_id)
-        if self.on_turn is not None:
-            self.on_turn(rec)
-        self.events.publish(TurnFinished(rec.turn_id, info.request_id, rec.to_json(), info.kind))
-        if not self.tracker.open_turns():
-            self._set_state(State.IDLE)
-
-    def _settle_state(self) -> None:
-        """Idle again where no turn is in flight (a transcript refused, no speech, the wake
-        gate closed with no question)."""
-        if not self.tracker.open_turns() and self.state in (State.LISTENING, State.THINKING):
-            self._set_state(State.IDLE)
-
-    def _set_state(self, state: State) -> None:
-        if state != self.state:
-            self.state = state
-            self.events.publish(StateChanged(state, self.muted))
