@@ -1,2 +1,3 @@
-"""Where a turn starts and ends in the audio: the clock-free ``segmenter`` and the barge-in ``echo`` gate.
-The VAD stage (``stages.vad``) runs them. See ``docs/architecture.md``."""
+"""Where a turn starts and ends in the audio: the clock-free ``segmenter`` and the barge-in ``echo`` gate
+(with ``envelope``, ``judge`` and ``frames``). The VAD stage (``stages.vad``) runs them. See
+``docs/architecture.md``."""

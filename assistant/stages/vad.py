@@ -68,6 +68,9 @@ short one for "stop".
 Positions: the segmenter counts samples; the stage puts them on the input timeline by adding
 the ``start_ms`` of the first ``AudioIn`` it sees. Input is assumed contiguous. A partial frame
 left at ``EndOfStream`` (under ``frame_ms``) is discarded.
+
+``Framer`` and ``HighPass`` live in ``endpointing/frames.py``; the segmenter's events become
+messages and reports in ``stages/vad_events.py`` (``SegmenterEvents``, a part of ``VadStage``).
 """
 
 from __future__ import annotations
@@ -76,79 +79,22 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
-
 from assistant.config import VadConfig
 from assistant.contracts import TurnDetector
 from assistant.endpointing.echo import EchoGate
 from assistant.endpointing.envelope import FloorGate
+from assistant.endpointing.frames import BYTES_PER_MS, HIGHPASS_HZ, Framer, HighPass
 from assistant.endpointing.judge import TurnJudge
-from assistant.endpointing.segmenter import (
-    Dropped,
-    Ended,
-    Paused,
-    Resumed,
-    Segmenter,
-    SegmenterEvent,
-    Started,
-)
+from assistant.endpointing.segmenter import Segmenter, SegmenterEvent, Started
 from assistant.errors import StageError
-from assistant.messages import (
-    SAMPLE_RATE,
-    AudioIn,
-    Message,
-    SpeechSoFar,
-    SpeechStarted,
-    Utterance,
-    WakeWordHeard,
-)
+from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechSoFar, WakeWordHeard
 from assistant.stages.base import Queue, run_inbox
+from assistant.stages.vad_events import SegmenterEvents
 from assistant.text.speakable import transcript_kind
-from assistant.turn.reports import (
-    EndpointFinal,
-    SpeculationVoid,
-    SpeechBegan,
-    SpeechDropped,
-    TurnChannel,
-    VoiceSuspected,
-)
+from assistant.turn.reports import TurnChannel, VoiceSuspected
 
 _LOGGER = logging.getLogger(__name__)
 
-
-class Framer:
-    """Re-chunks arbitrary byte pieces into whole frames of ``frame_ms`` at 16 kHz int16 mono."""
-
-    def __init__(self, frame_ms: int) -> None:
-        self.frame_bytes = 2 * SAMPLE_RATE * frame_ms // 1000
-        """Bytes per frame."""
-        self._pending = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back until the next piece completes a frame (possibly an odd count)."""
-        return len(self._pending)
-
-    def push(self, pcm: bytes) -> list[bytes]:
-        """Add a piece; return every frame now complete, oldest first."""
-        self._pending += pcm
-        whole = len(self._pending) - len(self._pending) % self.frame_bytes
-        if whole == 0:
-            return []
-        chunk = bytes(self._pending[:whole])
-        del self._pending[:whole]
-        size = self.frame_bytes
-        return [chunk[i : i + size] for i in range(0, whole, size)]
-
-    def reset(self) -> None:
-        """Forget the partial frame."""
-        self._pending.clear()
-
-
-BYTES_PER_MS = 2 * SAMPLE_RATE // 1000
-"""Bytes of 16 kHz int16 mono audio per millisecond."""
-HIGHPASS_HZ = 150.0
-"""Default cut-off of the filter in front of webrtcvad, in Hz."""
 WARMUP_MS = 90
 """Default length of input whose VAD verdicts are ignored while webrtcvad adapts, in ms."""
 SUSPECT_QUIET_FRAMES = 5
@@ -161,27 +107,7 @@ SUSPECT_MAX_FRAMES = 50
 """Frames (1.5 s of 30 ms) after which a suspected barge-in that started no turn is let go."""
 
 
-class HighPass:
-    """Streaming linear-phase FIR high-pass for 16 kHz int16 audio (numpy only, no per-sample loop)."""
-
-    def __init__(self, cutoff_hz: float = HIGHPASS_HZ, taps: int = 257) -> None:
-        n = np.arange(taps) - (taps - 1) / 2
-        lowpass = np.sinc(2 * cutoff_hz / SAMPLE_RATE * n) * np.hamming(taps)
-        self._taps = -lowpass / lowpass.sum()
-        self._taps[(taps - 1) // 2] += 1.0
-        self._history = np.zeros(taps - 1)
-        self.delay_ms = (taps - 1) / 2 * 1000 / SAMPLE_RATE
-        """Group delay of the filter, in ms."""
-
-    def __call__(self, pcm: bytes) -> bytes:
-        """Filter a whole number of samples, continuing from the previous call."""
-        samples = np.concatenate([self._history, np.frombuffer(pcm, dtype="<i2")])
-        self._history = samples[len(samples) - len(self._history) :]
-        out = np.convolve(samples, self._taps, mode="valid")
-        return np.clip(np.rint(out), -32768, 32767).astype("<i2").tobytes()
-
-
-class VadStage:
+class VadStage(SegmenterEvents):
     """Frames audio, runs webrtcvad on each frame, and emits turn boundaries."""
 
     name = "vad"
@@ -440,65 +366,3 @@ class VadStage:
             if self._judge is None:
                 self._judge = TurnJudge(self.turn_model)
             self._judge.ask(turn_id, pcm, self.turn_verdict)
-
-    def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
-        origin = self._origin_ms or 0.0
-        messages: list[Message] = []
-        for event in events:
-            if isinstance(event, Started):
-                self._turn_id = self._turns.new_id()
-                window = 2 * -(-self.config.start_ms // self.config.frame_ms)
-                self._over_playback = self.frames - 1 - self._played_frame <= window
-                self.channel.report(SpeechBegan(self._turn_id))
-                self._speech_start_ms = origin + event.start_ms
-                self._progress_at = event.start_ms
-                _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
-                messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
-                continue
-            turn_id = self._turn_id
-            assert turn_id is not None, "segmenter reported on a turn it never started"
-            if isinstance(event, Paused):
-                self._speculating = True
-                self.speculations += 1
-                self._turns.hold(turn_id)
-                messages.append(self._utterance(turn_id, event, origin + event.speech_end_ms, True))
-                self._ask_turn_model(turn_id, event.pcm)
-                continue
-            if isinstance(event, Resumed):
-                # the speculation is void: drop everything of it; the speech goes on as a new turn
-                self.discarded += 1
-                self._speculating = False
-                self._turns.cancel(turn_id)
-                self._turn_id = self._turns.new_id()
-                self.channel.report(SpeculationVoid(turn_id, self._turn_id))
-                messages.append(SpeechStarted(turn_id=self._turn_id, start_ms=self._speech_start_ms))
-                continue
-            self._turn_id = None
-            speculated, self._speculating = self._speculating, False
-            if isinstance(event, Dropped):
-                self.dropped += 1
-                _LOGGER.info("turn %d dropped: %s", turn_id, event.reason)
-                self._turns.cancel(turn_id)
-                self.channel.report(SpeechDropped(turn_id))
-            elif isinstance(event, Ended):
-                self.utterances += 1
-                self.truncated += event.truncated
-                if not speculated:
-                    messages.append(self._utterance(turn_id, event, origin + event.endpoint_ms, False))
-                self.channel.report(
-                    EndpointFinal(turn_id, origin + event.speech_end_ms, origin + event.endpoint_ms)
-                )
-        return messages
-
-    def _utterance(self, turn_id: int, event: Ended | Paused, at_ms: float, speculative: bool) -> Utterance:
-        origin = self._origin_ms or 0.0
-        return Utterance(
-            turn_id=turn_id,
-            pcm=event.pcm,
-            speech_start_ms=origin + event.speech_start_ms,
-            speech_end_ms=origin + event.speech_end_ms,
-            endpoint_ms=at_ms,
-            truncated=isinstance(event, Ended) and event.truncated,
-            speculative=speculative,
-            over_playback=self._over_playback,
-        )
