@@ -69,15 +69,18 @@ States and rules:
 
 ``finish()`` at end of input ends an open turn with its endpoint at the end of input (or drops
 it when it has too little speech). Frames of a partly filled start window are forgotten.
+
+The events (``Started``, ``Paused``, ``Resumed``, ``Ended``, ``Dropped``) are declared in
+``endpointing/boundaries.py``; this module imports them, so they can be named from here too.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
 
 from assistant.config import VadConfig
+from assistant.endpointing.boundaries import Dropped, Ended, Paused, Resumed, SegmenterEvent, Started
 from assistant.endpointing.envelope import Envelope
 from assistant.messages import SAMPLE_RATE
 
@@ -85,62 +88,6 @@ TAIL_MS = 200
 """Default trailing audio kept after the last voiced frame, in ms."""
 TRANSCRIPT_KINDS = ("finished", "question", "open", "unsure")
 """What a speculative transcript may say of the turn (``Segmenter.heard``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SegmenterEvent:
-    """Base of what ``Segmenter`` reports."""
-
-
-@dataclass(frozen=True, slots=True)
-class Started(SegmenterEvent):
-    """A turn has started (reported at the frame that completed the start window)."""
-
-    start_ms: float
-    """Input-timeline position of the turn's first voiced frame, in ms."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ended(SegmenterEvent):
-    """The started turn is over and had enough speech."""
-
-    pcm: bytes = field(repr=False)
-    """16 kHz mono int16: pre-roll, the speech, and up to ``tail_ms`` after it."""
-    speech_start_ms: float
-    """Input-timeline position of the first voiced frame, in ms."""
-    speech_end_ms: float
-    """Input-timeline position of the end of the last voiced frame, in ms."""
-    endpoint_ms: float
-    """Input-timeline position where the turn was declared over, in ms."""
-    truncated: bool = False
-    """True when cut at ``max_utterance_ms`` rather than ended by silence or end of input."""
-
-
-@dataclass(frozen=True, slots=True)
-class Paused(SegmenterEvent):
-    """Speech has paused for ``speculate_after_ms``: the turn may be over (a speculation point)."""
-
-    pcm: bytes = field(repr=False)
-    """16 kHz mono int16 so far: pre-roll, the speech, and the silence since (up to ``tail_ms``)."""
-    speech_start_ms: float
-    """Input-timeline position of the first voiced frame, in ms."""
-    speech_end_ms: float
-    """Input-timeline position of the end of the last voiced frame, in ms."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resumed(SegmenterEvent):
-    """Speech came back after a ``Paused``: whatever was started from it is void."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dropped(SegmenterEvent):
-    """The started turn is over but had too little voiced audio; nothing should come of it."""
-
-    reason: str
-    """Human-readable why, e.g. ``"too little speech: 120 ms < 250 ms"``."""
-    voiced_ms: float
-    """Voiced audio the turn had, in ms."""
 
 
 _LISTENING, _SPEECH, _WAIT_SILENCE = "listening", "speech", "wait_silence"

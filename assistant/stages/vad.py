@@ -81,11 +81,12 @@ from typing import Any
 
 from assistant.config import VadConfig
 from assistant.contracts import TurnDetector
+from assistant.endpointing.boundaries import SegmenterEvent, Started
 from assistant.endpointing.echo import EchoGate
 from assistant.endpointing.envelope import FloorGate
 from assistant.endpointing.frames import BYTES_PER_MS, HIGHPASS_HZ, Framer, HighPass
 from assistant.endpointing.judge import TurnJudge
-from assistant.endpointing.segmenter import Segmenter, SegmenterEvent, Started
+from assistant.endpointing.segmenter import Segmenter
 from assistant.errors import StageError
 from assistant.messages import SAMPLE_RATE, AudioIn, Message, SpeechSoFar, WakeWordHeard
 from assistant.stages.base import Queue, run_inbox

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from assistant.config import VadConfig
-from assistant.endpointing.segmenter import Dropped, Ended, Paused, Resumed, SegmenterEvent, Started
+from assistant.endpointing.boundaries import Dropped, Ended, Paused, Resumed, SegmenterEvent, Started
 from assistant.messages import Message, SpeechStarted, Utterance
 from assistant.turn.registry import Turns
 from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, SpeechDropped, TurnChannel
