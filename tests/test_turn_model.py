@@ -101,6 +101,51 @@ def test_a_late_verdict_that_allows_less_silence_ends_the_turn_at_once() -> None
     assert endpoint_after(("heard", "finished"), ("model", True), at_frame=15) == 450.0
 
 
+def paused_segmenter(*, due: bool) -> Segmenter:
+    """450 ms of speech, then 150 ms of silence (paused); the turn model asked when ``due``."""
+    seg = Segmenter(replace(JUDGED, fine_end=False))
+    for i in range(15):
+        seg.process(frame(i), True)
+    for i in range(15, 20):
+        seg.process(frame(i), False)
+    seg.verdict_due = due
+    return seg
+
+
+def ended_at(seg: Segmenter, frames: range, verdict_at: int | None = None, complete: bool = False) -> Ended:
+    """The first ``Ended`` while ``frames`` of silence pass (the verdict given before ``verdict_at``)."""
+    for i in frames:
+        events = seg.turn_verdict(complete) if i == verdict_at else []
+        events += seg.process(frame(i), False)
+        for event in events:
+            if isinstance(event, Ended):
+                return event
+    raise AssertionError("the turn did not end")
+
+
+@pytest.mark.parametrize(("complete", "silence_ms"), [(False, 600.0), (True, 450.0)])
+def test_a_finished_statement_waits_for_a_due_verdict(complete: bool, silence_ms: float) -> None:
+    # "Set a tie with four." heard in the pause of "Set a timer for ... five minutes": the words
+    # alone end it at the quick end (300 ms); asked, the model is waited for
+    alone = paused_segmenter(due=False)
+    assert alone.heard("finished") == []
+    assert ended_at(alone, range(20, 60)).endpoint_ms == 15 * 30.0 + 300.0
+    due = paused_segmenter(due=True)
+    assert due.heard("finished") == []
+    ended = ended_at(due, range(20, 60), verdict_at=30, complete=complete)  # in at 450 ms of silence
+    assert ended.endpoint_ms == 15 * 30.0 + silence_ms
+    expected = "complete" if complete else "incomplete"
+    assert ended.judged == f"transcript finished, model {expected}"
+
+
+def test_a_question_does_not_wait_for_the_verdict() -> None:
+    seg = paused_segmenter(due=True)
+    assert seg.heard("question") == []
+    ended = ended_at(seg, range(20, 60))
+    assert ended.endpoint_ms == 15 * 30.0 + 300.0
+    assert ended.judged == "transcript question, model none"
+
+
 def test_the_judges_forget_a_pause_when_speech_resumes() -> None:
     seg = Segmenter(replace(JUDGED, fine_end=False))
     for i in range(15):
@@ -255,9 +300,10 @@ def stage(engine, turn_model: bool = True) -> tuple[VadStage, ReportLog]:  # typ
 
 
 async def test_the_stage_holds_a_paused_request_open_with_the_turn_model(turn_engine, piper) -> None:  # type: ignore[no-untyped-def]
-    speech, stop = paused(trimmed(piper("How many days are in, a leap year?")), 900)
+    # a pause longer than the plain end of turn (600 ms), shorter than the hold (750 ms)
+    speech, stop = paused(trimmed(piper("How many days are in, a leap year?")), 680)
     pcm = with_silence(speech, trail_ms=2000)
-    resume_ms = 300 + (stop + 16 * 900) / 16
+    resume_ms = 300 + (stop + 16 * 680) / 16
     # the words at the pause say nothing either way ("How many days"): the model decides
     vad, channel = stage(turn_engine)
     (final,) = await endpoints(vad, channel, pcm, "How many days")

@@ -64,9 +64,12 @@ class VadConfig:
     agreed_end_silence_ms: int = 200
     """End-of-turn silence when the turn model and the transcript both say the utterance is
     complete; never longer than ``quick_end_silence_ms``."""
-    hold_silence_ms: int = 1200
+    hold_silence_ms: int = 750
     """End-of-turn silence while the utterance looks unfinished (the turn model says incomplete,
-    or the transcript ends on "the", "of", "for"...); never shorter than ``end_silence_ms``."""
+    or the transcript ends on "the", "of", "for"...); never shorter than ``end_silence_ms``. The
+    budget overrules the judges: a held turn is answered at this silence plus the moment its
+    speculated answer needs to start, so above ``latency.budget_ms`` minus ~50 ms a turn the judges
+    took for unfinished misses the budget; a pause longer than this, mid-request, is cut."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))

@@ -33,6 +33,9 @@ class Ended(SegmenterEvent):
     """Input-timeline position where the turn was declared over, in ms."""
     truncated: bool = False
     """True when cut at ``max_utterance_ms`` rather than ended by silence or end of input."""
+    judged: str = ""
+    """What ended it, for the log: ``transcript <kind>, model <verdict>`` (the judges of the last
+    pause, ``none`` for one that had not spoken), ``command``, ``end of input`` or ``max_utterance_ms``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,10 @@
 
 ``TurnJudge.ask(turn_id, pcm, on_verdict)`` runs ``TurnDetector.complete_probability`` in one
 thread of its own and calls ``on_verdict(turn_id, probability)`` on the event loop that asked.
-The thread runs ``TURN_MODEL_NICENESS`` steps below the rest of the process (Linux niceness is per
-thread), so ASR's speculation on the same pause has the cores first. A newer question cancels an
-older one not yet started; a model that raises is logged, and no verdict comes (the transcript
-then judges the pause alone). Without a running event loop (audio fed by hand) nothing is asked.
+The thread may run ``TURN_MODEL_NICENESS`` steps below the rest of the process (Linux niceness is
+per thread). A newer question cancels an older one not yet started; a model that raises is
+logged, and no verdict comes (the segmenter then ends a finished statement at ``end_silence_ms``
+rather than at the quick end). Without a running event loop (audio fed by hand) nothing is asked.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from assistant.contracts import TurnDetector
 
 _LOGGER = logging.getLogger(__name__)
 
-TURN_MODEL_NICENESS = 5
-"""How much lower the turn model's thread runs than the rest of the process."""
+TURN_MODEL_NICENESS = 0
+"""How much lower the turn model's thread runs than the rest of the process. At 5 (so that ASR's
+speculation had the cores first) the verdict came after the quick end on most of the bench's
+pauses: the speculated answer's LLM and voice take both cores once ASR is done, and a finished
+statement now waits for the verdict (``Segmenter.verdict_due``)."""
 
 
 class TurnJudge:

@@ -50,6 +50,8 @@ States and rules:
                               ``end_silence_ms`` until it is in
   model incomplete            ``quick_end_silence_ms`` for a question, ``end_silence_ms``
                               for a finished statement, else ``hold_silence_ms``
+  verdict due, not in yet     ``quick_end_silence_ms`` for a question, else
+                              ``end_silence_ms`` until it is in
   no model verdict            ``quick_end_silence_ms`` when the transcript reads finished,
                               else ``end_silence_ms`` (the transcript heuristic alone)
   ==========================  ========================================================
@@ -129,6 +131,10 @@ class Segmenter:
         """What the transcript of this pause says (``TRANSCRIPT_KINDS``), or None: nothing yet."""
         self._complete: bool | None = None
         """What the turn model says of this pause (None: nothing yet, or no model)."""
+        self.verdict_due = False
+        """The turn model was asked about this pause (set by the caller): a finished statement waits
+        for its verdict. Whisper reads the first half of a paused request as a finished sentence
+        ("Set a tie with four."), which only the audio can overrule."""
         self.wake_end = -1
         """Samples: where the latest wake word was heard (-1: none)."""
         self._voiced_after = 0
@@ -202,6 +208,7 @@ class Segmenter:
         if self._paused and not self._question_heard():
             self._paused = False
             self._heard = self._complete = None
+            self.verdict_due = False
             return [Resumed()]
         return []
 
@@ -214,7 +221,7 @@ class Segmenter:
 
     def finish(self) -> list[SegmenterEvent]:
         """End of input: end or drop an open turn (endpoint at the end of input); reset."""
-        events = self._end(truncated=False) if self._state == _SPEECH else []
+        events = self._end(truncated=False, judged="end of input") if self._state == _SPEECH else []
         self._state = _LISTENING
         self._window.clear()
         self._history.clear()
@@ -276,7 +283,8 @@ class Segmenter:
         if heard == "open":
             return self._hold_frames
         if complete is None:
-            return self._quick_frames if heard in ("finished", "question") else self._end_frames
+            quick = heard == "question" or (heard == "finished" and not self.verdict_due)
+            return self._quick_frames if quick else self._end_frames
         if complete:
             if heard in ("finished", "question"):
                 return self._agreed_frames
@@ -290,7 +298,7 @@ class Segmenter:
         Nothing happens once speech has resumed."""
         if self._state != _SPEECH or not self._paused:
             return []
-        return self._end(truncated=False)
+        return self._end(truncated=False, judged="command")
 
     def _silence_reaches(self, frames: int) -> bool:
         """True once the silence since the (fine) end of speech lasts ``frames`` frames."""
@@ -315,6 +323,7 @@ class Segmenter:
             if self._paused:
                 self._paused = False
                 self._heard = self._complete = None
+                self.verdict_due = False
                 events.append(Resumed())
         else:
             self._silent_frames += 1
@@ -344,13 +353,20 @@ class Segmenter:
             speech_end_ms=_ms(self._fine_end),
         )
 
-    def _end(self, *, truncated: bool) -> list[SegmenterEvent]:
+    def _judges(self) -> str:
+        """The judges of the current pause, as ``Ended.judged`` reports them."""
+        model = {None: "none", True: "complete", False: "incomplete"}[self._complete]
+        return f"transcript {self._heard or 'none'}, model {model}"
+
+    def _end(self, *, truncated: bool, judged: str = "") -> list[SegmenterEvent]:
         """Close the open turn at the current position."""
+        judged = "max_utterance_ms" if truncated else judged or self._judges()
         self._state = _WAIT_SILENCE if truncated else _LISTENING
         fine_end = self._fine_end
         self._silent_frames = self._lead = 0
         self._paused = False
         self._heard = self._complete = None
+        self.verdict_due = False
         self._window.clear()
         buffer, self._buffer = self._buffer, bytearray()
         voiced_ms = float(self._voiced_frames * self.config.frame_ms)
@@ -368,6 +384,7 @@ class Segmenter:
                 speech_end_ms=_ms(fine_end),
                 endpoint_ms=self.position_ms,
                 truncated=truncated,
+                judged=judged,
             )
         ]
 

@@ -366,4 +366,4 @@ class VadStage(SegmenterEvents):
         if self.turn_model is not None and self.config.turn_model:
             if self._judge is None:
                 self._judge = TurnJudge(self.turn_model)
-            self._judge.ask(turn_id, pcm, self.turn_verdict)
+            self._segmenter.verdict_due = self._judge.ask(turn_id, pcm, self.turn_verdict)

@@ -79,6 +79,8 @@ class SegmenterEvents:
                 self._turns.cancel(turn_id)
                 self.channel.report(SpeechDropped(turn_id))
             elif isinstance(event, Ended):
+                silence, why = event.endpoint_ms - event.speech_end_ms, event.judged
+                _LOGGER.info("turn %d: endpoint after %.0f ms of silence (%s)", turn_id, silence, why)
                 self.utterances += 1
                 self.truncated += event.truncated
                 if not speculated:
