@@ -27,7 +27,9 @@ from assistant.events import (
     Event,
     IntentNotRecognized,
     IntentRecognized,
+    StopWord,
     TurnFinished,
+    WakeDetected,
 )
 from assistant.mqtt.bridge import MqttBridge
 from assistant.mqtt.hass import INTENT_EVENT_TYPES, event_configs
@@ -255,7 +257,7 @@ def test_the_value_template_makes_home_assistants_event_payload() -> None:
     then read as its MQTT event platform reads it: ``event_type`` popped, the rest attributes."""
     sandbox = pytest.importorskip("jinja2.sandbox")
     config = MqttConfig()
-    ((_, entity),) = event_configs(config, Topics(config)).items()
+    entity = event_configs(config, Topics(config))[("event", "intent")]
     (message,) = event_messages(TURN_ON, Topics(config), config)
     template = sandbox.ImmutableSandboxedEnvironment().from_string(entity["value_template"])
     attributes = json.loads(template.render(value=message.payload, value_json=json.loads(message.payload)))
@@ -263,6 +265,30 @@ def test_the_value_template_makes_home_assistants_event_payload() -> None:
     assert attributes == {"area": "kitchen", "domain": "light", "text": "turn on the kitchen lights",
                           "turn": 5, "id": "q1"}  # fmt: skip
     assert set(INTENT_EVENT_TYPES) == set(entity["event_types"])
+
+
+@pytest.mark.parametrize(
+    ("event", "name", "attributes"),
+    [
+        (WakeDetected("Okay Nabu", "okay_nabu", 1510.0, 0.97), "wake",
+         {"wake_word": "Okay Nabu", "model": "okay_nabu", "at_ms": 1510.0, "probability": 0.97}),
+        (StopWord("Stop.", 8200.0, [4], 1), "stop_word",
+         {"text": "Stop.", "at_ms": 8200.0, "stopped": [4], "alarms": 1}),
+    ],
+)  # fmt: skip
+def test_the_wake_and_stop_word_events_reach_home_assistant(
+    event: Event, name: str, attributes: dict[str, Any]
+) -> None:
+    """Each published on its own topic, read by its own event entity as Home Assistant renders it."""
+    sandbox = pytest.importorskip("jinja2.sandbox")
+    config = MqttConfig()
+    entity = event_configs(config, Topics(config))[("event", name)]
+    (message,) = event_messages(event, Topics(config), config)
+    assert message.topic == entity["state_topic"] == f"{T}/{name}"
+    template = sandbox.ImmutableSandboxedEnvironment().from_string(entity["value_template"])
+    rendered = json.loads(template.render(value=message.payload, value_json=json.loads(message.payload)))
+    assert rendered.pop("event_type") == name and entity["event_types"] == [name]
+    assert rendered == attributes
 
 
 async def test_the_latency_record_carries_the_intent(broker: Broker) -> None:

@@ -17,6 +17,8 @@ button         cancel           stop the reply in progress
 notify         say              speak a message as it is (``say``)
 text           ask              ask a question; the answer is spoken (``ask``)
 event          intent           fires once per local intent matched (``intent`` topic)
+event          wake             fires when the wake word model hears its word (``wake`` topic)
+event          stop_word        fires when "stop" is said over a reply or an alarm (``stop_word``)
 =============  ===============  ===========================================================
 
 The ``intent`` event entity (``event.voice_assistant_intent``) reads the ``intent`` topic through
@@ -49,6 +51,8 @@ _INTENT_TEMPLATE = (
 )
 """The ``intent`` payload as Home Assistant's event payload: the slots flattened into the
 attributes (ours win over a slot of the same name)."""
+_NAMED_TEMPLATE = "{{{{ dict(value_json, event_type={name!r}) | tojson }}}}"
+"""A payload as an event of one type (``name``), its keys the attributes."""
 INTENT_EVENT_TYPES = (
     "HassTurnOn", "HassTurnOff", "HassStartTimer", "HassCancelTimer", "HassCancelAllTimers",
     "HassTimerStatus", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer",
@@ -141,6 +145,20 @@ def event_configs(config: MqttConfig, topics: Topics) -> dict[tuple[str, str], d
             "value_template": _INTENT_TEMPLATE,
             "event_types": list(INTENT_EVENT_TYPES),
             "icon": "mdi:home-automation",
+        },
+        ("event", "wake"): {
+            "name": "Wake word",
+            "state_topic": topics.out("wake"),
+            "value_template": _NAMED_TEMPLATE.format(name="wake"),
+            "event_types": ["wake"],
+            "icon": "mdi:account-voice",
+        },
+        ("event", "stop_word"): {
+            "name": "Stop word",
+            "state_topic": topics.out("stop_word"),
+            "value_template": _NAMED_TEMPLATE.format(name="stop_word"),
+            "event_types": ["stop_word"],
+            "icon": "mdi:stop-circle-outline",
         },
     }
     return _identify(config, topics, entities)
