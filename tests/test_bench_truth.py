@@ -88,6 +88,12 @@ def test_match_gives_each_item_its_answer_and_its_cuts() -> None:
     # an item whose turn was cancelled before its answer began says so
     barged = _record(5, {"speech_end": 9090.0, "endpoint": 9390.0}, "what is", outcome="cancelled")
     assert [f.outcome for f in truth.match([barged], [PAUSED, PLAIN])] == ["unheard", "cancelled"]
+    # one whose answer began playing answered it, however slowly: the next item's barge-in
+    # cancelled only the rest, and its latency counts (not left out as if nothing was heard)
+    marks = {"speech_end": 9090.0, "endpoint": 9390.0, "first_answer_audio": 12400.0}
+    late = _record(6, marks, "what is two plus three", outcome="cancelled")
+    (_, found_late) = truth.match([late], [PAUSED, PLAIN])
+    assert found_late.answer is late and found_late.outcome == "cancelled"
 
 
 def _result(item: str, noise: str, first_vad: float, first_true: float, **kw: object) -> ItemResult:

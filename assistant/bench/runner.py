@@ -327,6 +327,7 @@ def run_bench(
         "answered": len(answered),
         "missed": [r.item_id for r in results if r.spans is None],
         "missed_outcomes": {r.item_id: r.outcome for r in results if r.spans is None},
+        "cut_short": [r.item_id for r in answered if r.outcome != "answered"],
         "pipeline": pipe_stats,
         "pipeline_true": true_stats,
         "lag": truth.stats([r.spans_true["lag"] for r in answered if r.spans_true and "lag" in r.spans_true]),

@@ -22,6 +22,7 @@ def format_table(result: dict[str, Any]) -> str:
     outcomes = result.get("missed_outcomes", {})
     lines = [
         f"{result['answered']}/{result['items']} items answered"
+        + (f" ({len(result['cut_short'])} cut short by the next item)" if result.get("cut_short") else "")
         + (
             "; missed: " + ", ".join(f"{i} ({outcomes.get(i, '?')})" for i in result["missed"])
             if result["missed"]

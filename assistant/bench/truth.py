@@ -61,7 +61,8 @@ class Matched:
     """The turns that belong to one item."""
 
     answer: TurnRecord | None = None
-    """The answered turn whose speech ended at or after the item's last part started."""
+    """The turn that answered the item (``answered``): answered, or its answer began playing before
+    the next item barged in (its outcome ``cancelled``; its latency counts like any other)."""
     cuts: list[TurnRecord] = field(default_factory=list)
     """Turns committed inside the item's pause."""
     others: list[TurnRecord] = field(default_factory=list)
@@ -73,6 +74,11 @@ class Matched:
         if self.answer is not None:
             return self.answer.outcome
         return self.others[0].outcome if self.others else "unheard"
+
+
+def answered(rec: TurnRecord) -> bool:
+    """The turn was answered, or its answer began playing (a later barge-in cancelled the rest)."""
+    return rec.outcome == "answered" or "first_answer_audio" in rec.marks
 
 
 ANSWER_WINDOW_MS = 2000.0
@@ -94,7 +100,7 @@ def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) ->
                 continue
             if cut_in_two(rec, pos):
                 found.cuts.append(rec)
-            elif found.answer is None and rec.outcome == "answered":
+            elif found.answer is None and answered(rec):
                 found.answer = rec
             else:
                 found.others.append(rec)
