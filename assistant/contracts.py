@@ -116,6 +116,10 @@ class Transcriber(ABC):
         (``timed`` False) return None."""
         return None
 
+    def interrupt_background(self) -> None:  # noqa: B027 - optional: no background passes
+        """Stop the background pass under way (if any) at its next step: it returns None. The
+        next background pass runs as usual."""
+
     def reconfigure(self, config: AsrConfig) -> None:  # noqa: B027 - optional: nothing applies live
         """Apply reloaded ``[asr]`` keys that need no model reload."""
 

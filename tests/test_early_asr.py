@@ -288,6 +288,49 @@ async def test_a_quiet_item_waits_for_a_running_pass_and_runs_after_it() -> None
     assert stage.passes._spoken.last[0].end_ms == 1430.0
 
 
+class InterruptiblePasses(SlowPasses):
+    """A background pass stops (returns None) when interrupted, as the Whisper engine's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = threading.Event()
+
+    def interrupt_background(self) -> None:
+        self.interrupted.set()
+
+    def transcribe_timed(
+        self, pcm: bytes, prefix: str = "", *, background: bool = False, times: bool = True
+    ) -> TimedResult | None:
+        if background and not self.background:  # the first pass runs until interrupted
+            self.background.append(prefix)
+            return None if self.interrupted.wait(10) else super().transcribe_timed(pcm, prefix)
+        self.release.set()
+        return super().transcribe_timed(pcm, prefix, background=background, times=times)
+
+
+async def test_a_quiet_item_interrupts_a_pass_on_earlier_speech() -> None:
+    engine = InterruptiblePasses()
+    stage = AsrStage(engine, live_log(), during_speech=True)
+    stage.passes.offer(SpeechSoFar(1, bytes(1000 * 32), 300.0, end_ms=1030.0))
+    await asyncio.sleep(0.05)
+    assert not engine.interrupted.is_set()
+    stage.passes.offer(SpeechSoFar(1, bytes(1300 * 32), 300.0, end_ms=1330.0, quiet=True))
+    assert engine.interrupted.is_set()  # the pass on the first second stops at its next step...
+    while stage.passes.passes < 1 or stage.passes.running:
+        await asyncio.sleep(0.01)
+    # ...and the quiet one runs at once, over all of the speech
+    assert len(engine.background) == 2 and stage.passes.passes == 1
+    assert stage.passes._spoken is not None and stage.passes._spoken.last is not None
+    assert stage.passes._spoken.last[0].end_ms == 1330.0
+    # a quiet item finding a quiet pass running waits without stopping it
+    engine.interrupted.clear()
+    stage.passes.offer(SpeechSoFar(2, bytes(800 * 32), 5000.0, end_ms=5830.0, quiet=True))
+    stage.passes.offer(SpeechSoFar(2, bytes(900 * 32), 5000.0, end_ms=5930.0, quiet=True))
+    assert not engine.interrupted.is_set()
+    while stage.passes.passes < 3 or stage.passes.running:
+        await asyncio.sleep(0.01)
+
+
 async def test_file_input_and_the_option_off_run_no_pass() -> None:
     for log, during in ((ReportLog(StreamClock(realtime=False)), True), (live_log(), False)):
         engine = SlowPasses()
@@ -411,6 +454,38 @@ def test_a_background_pass_gives_way_to_a_transcription(engines, spoken: CorpusI
     with engine._model_first():
         assert engine.transcribe_timed(spoken.pcm, background=True) is None
     assert engine.gave_way == gave_way + 2
+
+
+def test_an_interrupted_background_pass_stops_and_the_next_one_runs(engines, spoken: CorpusItem) -> None:  # type: ignore[no-untyped-def]
+    engine = engines.asr
+    model = engine._model
+    inside, go = threading.Event(), threading.Event()
+    encode = model.encode
+
+    def held_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "pass":
+            inside.set()
+            go.wait(10)
+        return encode(*args, **kwargs)
+
+    results: list[TimedResult | None] = []
+    model.encode = held_encode
+    gave_way = engine.gave_way
+    try:
+        thread = threading.Thread(
+            target=lambda: results.append(engine.transcribe_timed(spoken.pcm, background=True)), name="pass"
+        )
+        thread.start()
+        assert inside.wait(10)
+        engine.interrupt_background()  # while it encodes: it stops before decoding
+        go.set()
+        thread.join(30)
+    finally:
+        model.encode = encode
+        go.set()
+    assert results == [None] and engine.gave_way == gave_way + 1
+    after = engine.transcribe_timed(spoken.pcm, background=True)  # the interruption was for that one
+    assert after is not None and wer(LONG, after.result.text) < 0.2
 
 
 def test_the_engine_continues_a_prefix_and_times_the_words(engines, spoken: CorpusItem) -> None:  # type: ignore[no-untyped-def]

@@ -111,6 +111,8 @@ class WhisperEngine(Transcriber):
         self._waiting = 0
         """Calls waiting for the model that a background pass gives way to."""
         self._waiting_lock = threading.Lock()
+        self._interrupted = False
+        """``interrupt_background`` was called: the background pass under way stops."""
         self.calls = 0
         """Utterances transcribed."""
         self.fallbacks = 0
@@ -222,6 +224,8 @@ class WhisperEngine(Transcriber):
         if background and (self._waiting or not self._lock.acquire(blocking=False)):
             self.gave_way += 1
             return None
+        if background:
+            self._interrupted = False  # an interruption was meant for an earlier pass
         try:
             with _held(self._lock) if background else self._model_first():
                 timed = self._timed(audio, audio_ms, prefix, background, times)
@@ -302,9 +306,14 @@ class WhisperEngine(Transcriber):
             text if kept else "", () if kept else (text,), audio_ms, frames * FRAME_MS, False, reason
         )
 
+    def interrupt_background(self) -> None:
+        """The background pass under way stops at its next step (see ``Transcriber``)."""
+        self._interrupted = True
+
     def _give_way(self, background: bool) -> None:
-        """A background pass stops here when another call waits for the model."""
-        if background and self._waiting:
+        """A background pass stops here when another call waits for the model, or when it was
+        interrupted."""
+        if background and (self._waiting or self._interrupted):
             raise _GaveWay
 
     def _decode_window(

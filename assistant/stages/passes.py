@@ -4,8 +4,10 @@ The VAD sends ``SpeechSoFar`` every ``asr.during_speech_every_ms`` of speech and
 unvoiced frame after speech (``quiet``). ``SpeechPasses.offer`` starts a pass on it in a task of
 its own, in the background (``Transcriber.transcribe_timed(background=True)``: the engine puts
 any other call first), when none is running; a quiet one that finds a pass running waits for it
-(the latest only), as its audio may hold the whole utterance. Each pass's words go to the
-utterance's ``Agreement``; its result is kept as the utterance's last.
+(the latest only), as its audio may hold the whole utterance, and stops a pass on earlier
+speech at its next step (``interrupt_background``): that pass would only have told the agreement
+what the quiet one is about to hear, and the pause is when its transcript is wanted. Each pass's
+words go to the utterance's ``Agreement``; its result is kept as the utterance's last.
 
 At the pause the ASR stage asks ``ready(utterance)``: the result of a pass on the last quiet item
 whose audio reaches the utterance's end of speech (nothing was said after it), if it is to be trusted,
@@ -70,6 +72,8 @@ class SpeechPasses:
         if self.running:
             if item.quiet:
                 self._waiting = item
+                if self._running is not None and not self._running.quiet:
+                    self.engine.interrupt_background()
             return
         self._start(item)
 
