@@ -164,11 +164,19 @@ def test_a_warmed_up_canceller_keeps_the_near_end_where_the_microphone_hears_no_
         )
 
     warm = Processor(Features(echo=True, noise="off", gain=False))
-    cold = Processor(Features(echo=True, noise="off", gain=False))
-    cold._ap.reset()  # noqa: SLF001 - the library's own reset: no warm-up
+    cold = Processor(Features(echo=True, noise="off", gain=False), warm=False)
     warmed, fresh = kept_db(through(warm), user, span), kept_db(through(cold), user, span)
     assert warmed > -6.0, warmed  # (each burst's onset is clipped for a few 10 ms: not 0 dB)
     assert fresh < warmed - 10.0, ("AEC3 no longer suppresses a fresh near end", fresh, warmed)
+
+
+def test_the_bench_measures_the_near_end_a_canceller_keeps() -> None:
+    from assistant.bench.echo import measure_near_end
+
+    kept = measure_near_end(speechlike(5.0, seed=4), speechlike(1.0, seed=5), [3.0])
+    assert set(kept) == {"no_echo", "echo_-18dB", "echo_0dB"}
+    assert kept["no_echo"]["warm"] > kept["no_echo"]["fresh"] + 0.2, kept
+    assert all(0.0 <= row[k] <= 1.0 for row in kept.values() for k in ("warm", "fresh"))
 
 
 def test_coupling_tells_an_echo_from_a_microphone_that_hears_none() -> None:

@@ -92,8 +92,9 @@ class Features:
 class Processor:
     """One stream through WebRTC's APM: ``process(near, far)`` on whole 10 ms frames."""
 
-    def __init__(self, features: Features, module: ModuleType | None = None) -> None:
-        """``module``: pywebrtc_audio (default: imported here; ``ProcessingUnavailable`` if it cannot be)."""
+    def __init__(self, features: Features, module: ModuleType | None = None, *, warm: bool = True) -> None:
+        """``module``: pywebrtc_audio (default: imported here; ``ProcessingUnavailable`` if it cannot be);
+        ``warm``: with echo cancellation, ``warm_up`` (False: AEC3 as the library starts it)."""
         self.features = features
         api = module or webrtc()
         self._ap: Any = api.AudioProcessor(
@@ -107,7 +108,7 @@ class Processor:
         )
         self.frames = 0
         """10 ms frames processed."""
-        if features.echo:
+        if features.echo and warm:
             self.warm_up()
 
     def warm_up(self, seconds: float = WARM_UP_S) -> None:
