@@ -15,7 +15,7 @@ import pytest
 
 from assistant.audio import processing
 from assistant.audio.playback import Playout
-from assistant.audio.processing import FRAME, Features, Processor
+from assistant.audio.processing import FRAME, Coupling, Features, Processor
 from assistant.audio.reference import CaptureClock, PlayedAudio, sample_index
 from assistant.bench.corpus import pink_noise
 from assistant.bench.echo import erle_db, room_echo, through_stage
@@ -143,6 +143,58 @@ def test_echo_cancellation_removes_a_room_echo_of_the_far_end() -> None:
     assert processor.frames == out.size // FRAME
 
 
+def kept_db(out: np.ndarray, user: np.ndarray, span: slice) -> float:
+    """The power of ``out`` against the user's alone over ``span``, in dB."""
+    power = [float(np.mean(x[span].astype(np.float64) ** 2)) + 1e-9 for x in (out, user)]
+    return float(10 * np.log10(power[0] / power[1]))
+
+
+def test_a_warmed_up_canceller_keeps_the_near_end_where_the_microphone_hears_no_echo() -> None:
+    """Fresh, AEC3 takes the echo to be as loud as the far end until its filter converges, which
+    it never does without an echo: the user's words 3 s into the first far end are suppressed.
+    After the warm-up (a far end over a quiet near end) they pass as spoken."""
+    far = speechlike(6.0, seed=4)
+    user = np.zeros(far.size, dtype=np.int16)
+    user[3 * SAMPLE_RATE : 4 * SAMPLE_RATE] = speechlike(1.0, seed=5)
+    span = slice(3 * SAMPLE_RATE, 4 * SAMPLE_RATE)
+
+    def through(processor: Processor) -> np.ndarray:
+        return np.concatenate(
+            [processor.process(user[i : i + 320], far[i : i + 320]) for i in range(0, far.size - 319, 320)]
+        )
+
+    warm = Processor(Features(echo=True, noise="off", gain=False))
+    cold = Processor(Features(echo=True, noise="off", gain=False), warm=False)
+    warmed, fresh = kept_db(through(warm), user, span), kept_db(through(cold), user, span)
+    assert warmed > -6.0, warmed  # (each burst's onset is clipped for a few 10 ms: not 0 dB)
+    assert fresh < warmed - 10.0, ("AEC3 no longer suppresses a fresh near end", fresh, warmed)
+
+
+def test_the_bench_measures_the_near_end_a_canceller_keeps() -> None:
+    from assistant.bench.echo import measure_near_end
+
+    kept = measure_near_end(speechlike(5.0, seed=4), speechlike(1.0, seed=5), [3.0])
+    assert set(kept) == {"no_echo", "echo_-18dB", "echo_0dB"}
+    assert kept["no_echo"]["warm"] > kept["no_echo"]["fresh"] + 0.2, kept
+    assert all(0.0 <= row[k] <= 1.0 for row in kept.values() for k in ("warm", "fresh"))
+
+
+def test_coupling_tells_an_echo_from_a_microphone_that_hears_none() -> None:
+    far = speechlike(4.0, seed=6)
+    quiet = (np.random.default_rng(3).standard_normal(far.size) * 10).astype(np.int16)
+    echo = (room_echo(far.astype(np.float32)) * 10 ** (-18 / 20)).astype(np.int16)
+    for near, coupled in ((quiet, False), (echo, True), (np.zeros_like(far), False)):
+        coupling = Coupling()
+        assert coupling.echo and coupling.coupling_db is None, "echo is assumed until measured"
+        for at in range(0, far.size - 319, 320):
+            coupling.add(near[at : at + 320], far[at : at + 320])
+        assert coupling.echo is coupled, coupling.coupling_db
+    silent = Coupling()
+    for at in range(0, far.size - 319, 320):
+        silent.add(quiet[at : at + 320], np.zeros(320, dtype=np.int16))
+    assert silent.coupling_db is None, "windows without a far end measure nothing"
+
+
 def test_noise_suppression_lowers_steady_noise_and_gain_control_raises_quiet_speech() -> None:
     noise = (pink_noise(3 * SAMPLE_RATE, 4) * 1000).astype(np.int16)
     ns = Processor(Features(echo=False, noise="high", gain=False))
@@ -240,6 +292,20 @@ def test_the_stage_lines_the_far_end_up_by_the_playback_clock() -> None:
     assert aligned > 25.0, aligned
     assert late < aligned - 10.0, (late, aligned)
     assert early > 25.0, early
+
+
+def test_the_stage_passes_the_microphone_as_captured_where_it_hears_no_echo() -> None:
+    """The speaker plays, the microphone hears only the user: once the coupling is measured (a
+    second of far end), pieces pass as captured; a microphone that hears the speaker gets the
+    canceller's output throughout."""
+    far = speechlike(5.0, seed=7)
+    user = np.zeros(far.size, dtype=np.int16)
+    user[3 * SAMPLE_RATE : 4 * SAMPLE_RATE] = speechlike(1.0, seed=8)
+    stage_out = through_live_stage(far, user, 0)
+    after = slice(2 * SAMPLE_RATE, stage_out.size)
+    assert np.array_equal(stage_out[after], user[after])
+    mic = np.clip(room_echo(far.astype(np.float32)) + user, -32768, 32767).astype(np.int16)
+    assert erle_db(mic, through_live_stage(far, mic, 0), slice(SAMPLE_RATE, 3 * SAMPLE_RATE)) > 15.0
 
 
 def test_through_stage_measures_no_enhancement_without_echo_cancellation() -> None:

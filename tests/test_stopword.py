@@ -244,23 +244,35 @@ ECHO_18_DB = (
 
 @pytest.mark.models
 @pytest.mark.parametrize(
-    ("barge_in", "echo"),
+    ("barge_in", "echo", "aec"),
     [
-        (False, None),
-        (True, None),
-        pytest.param(True, "50%", marks=pytest.mark.xfail(reason=ECHO_18_DB, strict=False)),
+        (False, None, False),
+        (True, None, False),
+        pytest.param(True, "50%", False, marks=pytest.mark.xfail(reason=ECHO_18_DB, strict=False)),
+        (False, None, True),
     ],
-    ids=["no-barge-in", "barge-in", "barge-in-echo-18dB"],
+    ids=["no-barge-in", "barge-in", "barge-in-echo-18dB", "no-barge-in-aec"],
 )
 async def test_stop_over_a_playing_reply_stops_it_and_nothing_is_answered(
-    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any, barge_in: bool, echo: str | None
+    pulse: PulseServer,
+    tmp_path: Path,
+    engines: Any,
+    speak: Any,
+    barge_in: bool,
+    echo: str | None,
+    aec: bool,
 ) -> None:
     """With barge-in off only the stop word can stop the reply; with it on, the reply stops at
     the first syllable (barge-in) and the stop word is still no turn of its own. ``echo``: the
-    microphone also hears the speaker, at this volume."""
+    microphone also hears the speaker, at this volume. ``aec``: with echo cancellation on (the
+    word 2.5 s into the canceller's first far end, where a fresh AEC3 suppressed it)."""
     if echo is not None:
         pulse.loopback("spk.monitor", "mic", volume=echo)
-    rig = Rig(pulse, engines, _config(tmp_path, barge_in=barge_in))
+    config = _config(tmp_path, barge_in=barge_in)
+    if aec:
+        pytest.importorskip("pywebrtc_audio", reason="the aec extra (pywebrtc-audio) is not installed")
+        config = replace(config, audio_processing=replace(config.audio_processing, echo_cancellation=True))
+    rig = Rig(pulse, engines, config)
     await rig.start()
     said = await rig.pipeline.say(LONG)
     await until(lambda: rig.sink.playback_level() > 0, 60)
@@ -285,6 +297,9 @@ async def test_stop_over_a_playing_reply_stops_it_and_nothing_is_answered(
           f"{last - asked:.2f} s after ({len(stop) / SPEECH_RATE:.2f} s of audio)")  # fmt: skip
     assert last < stop_end + 0.8, (last - asked, stop_end - asked)
     assert stopped_after < len(stop) / SPEECH_RATE + 1.5
+    if aec:
+        apm = rig.pipeline._apm  # noqa: SLF001 - what ran
+        assert apm is not None and apm.processor is not None and apm.processor.features.echo
 
 
 @pytest.mark.models

@@ -10,7 +10,9 @@
   filed by when each block is heard). ERLE = microphone power / output power, over the reply's
   second half (after convergence) and over all of it; without AEC it is 0 dB. Also double talk:
   a question spoken over the reply at 0 dB, and how much of it survives (its word error rate in
-  Whisper, raw microphone against processed).
+  Whisper, raw microphone against processed). And the share of a question's 10 ms frames a
+  canceller keeps within 6 dB when it is said 0.5 to 11.5 s into the canceller's first far end,
+  with no echo, at -18 dB and at 0 dB, warmed up and fresh (``measure_near_end``).
 - **Noise**: the corpus's clean items in every voice with pink noise at two SNRs (``SNRS``, dB),
   transcribed by Whisper (the default ``[asr]`` model) raw, with noise suppression at two levels,
   and with suppression and gain control. Each item is processed as one stream that starts with
@@ -177,6 +179,56 @@ def measure_erle(
     return result
 
 
+def frames_kept(out: npt.NDArray[np.int16], user: npt.NDArray[np.float32], span: slice) -> float:
+    """Of the user's 10 ms frames in ``span`` above about -50 dBFS, the share that ``out`` keeps
+    within 6 dB of the user's own level (the echo canceller's cut of the near end)."""
+    frame = SAMPLE_RATE // 100
+    pairs = [
+        (_power(user[i : i + frame]), _power(out[i : i + frame]))
+        for i in range(span.start, span.stop - frame, frame)
+    ]
+    loud = [(u, o) for u, o in pairs if u > 1e5]
+    return sum(o > u / 4 for u, o in loud) / max(len(loud), 1)
+
+
+def measure_near_end(
+    reply: npt.NDArray[np.int16], word: npt.NDArray[np.int16], onsets_s: Sequence[float]
+) -> dict[str, dict[str, float]]:
+    """How much of ``word`` (the user) a canceller keeps when it is said over ``reply`` at each
+    of ``onsets_s`` (seconds into the canceller's first far end), with no echo, the reply's echo
+    through a room at -18 dB, and at 0 dB (as loud as the word); a warmed-up canceller (as the
+    daemon makes it) and a fresh one (the library's own start). The mean share of the word's
+    frames kept within 6 dB (``frames_kept``)."""
+    far = reply.astype(np.float32)
+    take = word.astype(np.float32)
+    result: dict[str, dict[str, float]] = {}
+    for name, echo_db in (("no_echo", None), ("echo_-18dB", -18.0), ("echo_0dB", 0.0)):
+        if echo_db is None:
+            echo = np.zeros_like(far)
+        else:
+            echo = room_echo(far, like=take) * np.float32(10 ** (echo_db / 20))
+        row: dict[str, float] = {}
+        for warm in (True, False):
+            kept = []
+            for onset in onsets_s:
+                start = int(onset * SAMPLE_RATE)
+                user = np.zeros_like(far)
+                user[start : start + len(take)] = take[: len(far) - start]
+                end = min(len(far), start + len(take) + SAMPLE_RATE // 2)
+                mic = _to_int16(echo[:end] + user[:end])
+                processor = Processor(Features(echo=True, noise="off", gain=False), warm=warm)
+                out = np.concatenate(
+                    [
+                        processor.process(mic[i : i + PIECE], reply[i : i + PIECE])
+                        for i in range(0, len(mic) - PIECE + 1, PIECE)
+                    ]
+                )
+                kept.append(frames_kept(out, user, slice(start, min(start + len(take), len(out)))))
+            row["warm" if warm else "fresh"] = round(float(np.mean(kept)), 2)
+        result[name] = row
+    return result
+
+
 NS_VARIANTS: dict[str, AudioProcessingConfig] = {
     "raw": AudioProcessingConfig(inputs="none"),
     "ns_moderate": AudioProcessingConfig(
@@ -257,6 +309,8 @@ def run_echo_bench(
     reply = np.concatenate(piper[1:12])  # about 20 s of speech, as a long reply
     log("echo: ERLE at the stage")
     result: dict[str, Any] = {"echo": measure_erle(reply, piper[0], asr, log)}
+    log("echo: the user's words kept by the canceller over the first far end")
+    result["echo"]["near_end_kept"] = measure_near_end(reply, piper[0], np.arange(0.5, 12.0, 1.0).tolist())
     wanted = set(list(QUESTIONS + COMMANDS)[:limit])
     log("noise: WER with and without noise suppression")
     result["noise"] = measure_noise([i for i in items if i.text in wanted], asr, SNRS, log)
@@ -282,6 +336,11 @@ def format_echo(result: dict[str, Any]) -> str:
     ]
     for name, row in echo["double_talk"].items():
         lines.append(f"  {name:6} {row['wer']:>6.1%}  {row['heard']!r}")
+    lines.append(
+        "a question over the first 12 s of a fresh canceller's far end (its frames kept within 6 dB):"
+    )
+    for name, row in echo["near_end_kept"].items():
+        lines.append(f"  {name:11} warmed up {row['warm']:.0%}  fresh {row['fresh']:.0%}")
     lines.append("noisy corpus items (WER, Whisper):")
     for snr, rows in result["noise"].items():
         cells = "  ".join(f"{name} {row['wer']:.1%}" for name, row in rows.items())

@@ -21,6 +21,15 @@ DAC time) is late by more than that, the echo comes before its reference and is 
 of its device (about 50 ms with pacat), or the newest far end is not filed yet when it is read.
 Without a live speaker the APM runs without AEC.
 
+Where the microphone hears (next to) nothing of the speaker (a headset, a speaker across the room,
+the virtual devices without a loopback), there is no echo to cancel, and AEC3 still clips the
+first 40-60 ms of each of the user's words and some of their bursts while the speaker plays (the
+stop word's "s" and "t"; Whisper heard "Stop." as "Snut..." in one run of four). So the stage
+measures how loud the far end comes back (``processing.Coupling``, from the captured audio
+against the far end) and, with echo cancellation alone on, passes each piece as captured while
+that coupling is under -35 dB; the canceller keeps running on it, so it has converged when an echo
+appears. Until a second of far end has been measured it assumes echo.
+
 Each piece out keeps the samples as captured (``AudioIn.raw``): the VAD's energy echo gate, the
 second line, judges those, so a canceller or suppressor whose residue jumps (a wobbling playback
 clock, a re-convergence) never makes the assistant interrupt itself; the VAD's speech verdicts,
@@ -37,7 +46,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from assistant.audio.processing import FRAME, Processor, load
+from assistant.audio.processing import FRAME, Coupling, Processor, load
 from assistant.audio.reference import CaptureClock
 from assistant.config import AudioProcessingConfig
 from assistant.contracts import EchoReference
@@ -87,6 +96,10 @@ class AudioProcessingStage:
         """Audio that went through the APM, in ms."""
         self.errors = 0
         """Pieces the APM raised on (passed on as they came)."""
+        self.coupling = Coupling()
+        """How loud the speaker comes back into the microphone (echo cancellation)."""
+        self.bypassed_ms = 0.0
+        """Audio passed on as captured because the microphone hears no echo worth cancelling, in ms."""
 
     @property
     def processor(self) -> Processor | None:
@@ -98,6 +111,7 @@ class AudioProcessingStage:
         if config != self.config:
             self.config = config
             self._processor, self._loaded = None, False
+            self.coupling = Coupling()
 
     def _wanted(self, item: AudioIn) -> bool:
         inputs = self.config.inputs
@@ -139,9 +153,20 @@ class AudioProcessingStage:
             if self.errors == 1:
                 _LOGGER.warning("audio processing failed (%r): the microphone passes unprocessed", err)
             out = data[:whole]
+        if far is not None and self._echo_only(processor):
+            self.coupling.add(near, far)
+            if not self.coupling.echo:  # the canceller keeps learning; its output is not used
+                out = data[:whole]
+                self.bypassed_ms += len(near) / SAMPLE_RATE * 1000
         self.processed_ms += len(near) / SAMPLE_RATE * 1000
         arrived = item.arrived_ns - int(len(self._rest) // 2 * NS_PER_SAMPLE) if item.arrived_ns else 0
         return [AudioIn(out, start_ms, arrived, raw=data[:whole])]
+
+    @staticmethod
+    def _echo_only(processor: Processor) -> bool:
+        """Echo cancellation alone runs (the captured audio may stand in for its output)."""
+        features = processor.features
+        return features.echo and features.noise == "off" and not features.gain
 
     def _far(self, item: AudioIn, start_ms: float, count: int) -> np.ndarray:
         """What was heard from ``reference_margin_ms`` after the capture of timeline position
