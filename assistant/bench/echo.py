@@ -237,7 +237,9 @@ NS_VARIANTS: dict[str, AudioProcessingConfig] = {
     "ns_very_high": AudioProcessingConfig(
         inputs="all", echo_cancellation=False, noise_suppression="very_high", gain_control=False
     ),
-    "ns_moderate_agc": AudioProcessingConfig(inputs="all", echo_cancellation=False),
+    "ns_moderate_agc": AudioProcessingConfig(
+        inputs="all", echo_cancellation=False, noise_suppression="moderate", gain_control=True
+    ),
 }
 """The settings the noisy items are transcribed with."""
 
