@@ -23,12 +23,13 @@ musl) nothing is done.
 Measured on the 2-core machine, default models, peak RSS of ``assistant run`` over the stream of
 ``assistant bench --write-stream`` (61 items, 392 s, in real time; one run each, the machine shared,
 so within about 15 MB): a 4 MB threshold 631.6 MB; 4 MB and two heaps 617.5 MB; 1 MB and two heaps
-600.5 and 609.6 MB (two runs), at 2.6-4.6 million more page faults over the run (5-13 s more system
-time); 512 KB and two heaps 601.3 MB. piper alone (4 texts of 30-110 characters, 3 times, in
-90-character pieces): peak 259-266 MB at 4 MB, 250-254 MB at 1 MB and two heaps, 242-245 MB at 512
-KB, 235 MB ``lean``; page faults +10 %, +20 % and +40 % against 4 MB (CPU time within the machine's
-noise, 670-840 ms a text). Earlier, on the previous corpus: glibc's defaults 812-864 MB; ``assistant
-bench --soak`` RSS at rest 566.7 MB after warm-up, 563.6 MB after 1,000 turns with the idle trim.
+600.5, 609.6 and 601.3 MB (three runs), at 2.6-5.9 million more page faults over the run (5-19 s
+more system time); 512 KB and two heaps 601.3 MB. piper alone (4 texts of 30-110 characters, 3
+times, in 90-character pieces): peak 259-266 MB at 4 MB, 250-254 MB at 1 MB and two heaps, 242-245
+MB at 512 KB, 235 MB ``lean``; page faults +10 %, +20 % and +40 % against 4 MB (CPU time within the
+machine's noise, 670-840 ms a text). Earlier, on the previous corpus: glibc's defaults 812-864 MB;
+``assistant bench --soak`` RSS at rest 566.7 MB after warm-up, 563.6 MB after 1,000 turns with the
+idle trim.
 """
 
 from __future__ import annotations
