@@ -5,25 +5,31 @@ short-lived large buffers (Whisper's full-window attention, 50 MB a head's worth
 layers, in proportion to the audio made at once) end up on heaps that only grow, one per thread
 that allocated. Three levels, by ``ASSISTANT_ALLOCATOR``:
 
-- default: ``tune()`` fixes the mmap threshold at 4 MB before any model loads (blocks that large
-  are mapped and unmapped when freed; smaller ones stay on the heaps, which cost no page faults),
-  the voice trims the heaps after each text it speaks (``PiperEngine(after=trim)``) and
-  ``trim_when_idle`` gives the heaps' free pages back once the assistant has been idle for a
-  second (a task beside the pipeline, see ``Pipeline.helpers``). A trim takes 2-10 ms.
+- default: ``tune()`` fixes the mmap threshold at 1 MB and caps the heaps at two before any model
+  loads (blocks of 1 MB and more are mapped and unmapped when freed; smaller ones stay on the heaps,
+  which cost no page faults; every thread shares those two heaps instead of glibc's up to 8 per core,
+  each keeping what its thread freed), the voice trims the heaps after each text it speaks
+  (``PiperEngine(after=trim)``) and ``trim_when_idle`` gives the heaps' free pages back once the
+  assistant has been idle for a second (a task beside the pipeline, see ``Pipeline.helpers``). A
+  trim takes 2-10 ms.
 - ``lean``: blocks of 128 KB and more mapped, trims at 128 KB, two heaps: the least memory, at a
-  cost in synthesis (every fresh mapping page-faults: about 30 % more CPU per sentence).
+  cost in synthesis (every fresh mapping page-faults).
 - ``glibc``: glibc's own defaults, no trims.
 
 A setting the user gave in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
 ``MALLOC_ARENA_MAX``) is left as given; where the C library is not glibc (bionic under Termux,
 musl) nothing is done.
 
-Measured on the 2-core machine, default models (peak RSS of ``assistant run`` over the bench's 29
-questions in real time, one run each, the machine shared, so rough): glibc's defaults 812-864 MB;
-4 MB threshold 596 MB; 128 KB 555 MB. piper alone, a 166-character text in 90-character pieces:
-peak 264-272 MB and 277-356 ms of CPU per sentence by default, 254-260 MB and 275-330 ms at 4 MB,
-215-220 MB and 354-429 ms at 1 MB. Earlier: ``assistant bench --soak`` RSS at rest 566.7 MB after
-warm-up, 563.6 MB after 1,000 turns with the idle trim.
+Measured on the 2-core machine, default models, peak RSS of ``assistant run`` over the stream of
+``assistant bench --write-stream`` (61 items, 392 s, in real time; one run each, the machine shared,
+so within about 15 MB): a 4 MB threshold 631.6 MB; 4 MB and two heaps 617.5 MB; 1 MB and two heaps
+600.5, 609.6 and 601.3 MB (three runs), at 2.6-5.9 million more page faults over the run (5-19 s
+more system time); 512 KB and two heaps 601.3 MB. piper alone (4 texts of 30-110 characters, 3
+times, in 90-character pieces): peak 259-266 MB at 4 MB, 250-254 MB at 1 MB and two heaps, 242-245
+MB at 512 KB, 235 MB ``lean``; page faults +10 %, +20 % and +40 % against 4 MB (CPU time within the
+machine's noise, 670-840 ms a text). Earlier, on the previous corpus: glibc's defaults 812-864 MB;
+``assistant bench --soak`` RSS at rest 566.7 MB after warm-up, 563.6 MB after 1,000 turns with the
+idle trim.
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 SETTINGS = {
-    "default": ((M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 4 << 20),),
+    "default": (
+        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 1 << 20),
+        (M_ARENA_MAX, "MALLOC_ARENA_MAX", 2),
+    ),
     "lean": (
         (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 128 * 1024),
         (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 128 * 1024),
