@@ -10,7 +10,7 @@ import pytest
 
 from assistant import models
 from assistant.config import ConfigError, TtsConfig
-from assistant.engines.piper import PiperEngine, pieces
+from assistant.engines.piper import PiperEngine, pieces, spoken_length
 
 LONG = (
     "Romeo and Juliet is a tragedy written by William Shakespeare early in his career, about two "
@@ -34,6 +34,21 @@ def test_long_text_is_cut_at_sentence_ends_then_clause_breaks_then_spaces() -> N
     no_breaks = "word " * 40
     assert all(len(p) <= 60 for p in pieces(no_breaks, 60))
     assert pieces("1,000,000 people live in a city the size of " + "x" * 100, 40)[0].startswith("1,000,000")
+
+
+def test_numbers_count_as_read_out() -> None:
+    # "July 20, 1969" is read as "July twentieth, nineteen sixty-nine": the voice's memory follows
+    # the audio, so a piece with digits holds fewer characters
+    text = (
+        "The first person to walk on the Moon was Neil Armstrong, who on July 20, 1969, "
+        "stepped out of the lunar module Eagle."
+    )
+    assert len(text) <= 120 < spoken_length(text)
+    parts = pieces(text, 90)
+    assert " ".join(parts) == text and len(parts) == 2
+    assert all(spoken_length(p) <= 90 for p in parts), parts
+    assert parts[0].endswith(",")  # at a clause break, as without digits
+    assert pieces("No digits here at all, just words.", 40) == ["No digits here at all, just words."]
 
 
 def test_a_word_longer_than_the_limit_stays_whole() -> None:

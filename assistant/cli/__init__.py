@@ -28,9 +28,10 @@ __all__ = ["_config", "_with_mqtt", "_with_wyoming", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from assistant.service import allocator
+    from assistant.service import allocator, threads
 
     allocator.tune()  # ASSISTANT_ALLOCATOR=lean: freed memory given back (service/allocator.py)
+    threads.passive_waits()  # OpenMP's idle threads sleep (service/threads.py)
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(
