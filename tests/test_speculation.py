@@ -121,7 +121,9 @@ async def test_adaptive_endpoint(
 ) -> None:
     first, second = halves
     pcm = np.concatenate([silence(300), first, second, silence(1500)])
-    config = _config(speculate_after_ms=150, end_silence_ms=900, quick_end_silence_ms=300)
+    config = _config(
+        speculate_after_ms=150, end_silence_ms=900, quick_end_silence_ms=300, hold_silence_ms=1200
+    )
     _, _, records = await _run(config, pcm, FakeTranscriber([heard] * 3), FakeChat("Paris."))
     rec = records[-1]
     wait = rec.marks["endpoint"] - rec.marks["speech_end"]
