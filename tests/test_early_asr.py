@@ -4,11 +4,13 @@ and the stages on real speech (``asr.during_speech``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -414,8 +416,10 @@ async def test_the_stages_transcribe_during_real_speech_as_well(engines, spoken:
     assert wer(LONG, early.heard) <= wer(LONG, whole.heard) + 0.07, (early.heard, whole.heard)
 
 
-def test_a_background_pass_gives_way_to_a_transcription(engines, spoken: CorpusItem) -> None:  # type: ignore[no-untyped-def]
-    engine = engines.asr
+@contextlib.contextmanager
+def pass_held_in_encoding(engine: Any, pcm: bytes) -> Iterator[list[TimedResult | None]]:
+    """A background pass on ``pcm`` in a thread of its own, held inside its encoding while the
+    block runs, then let go and joined; its result is in the list yielded."""
     model = engine._model
     inside, go = threading.Event(), threading.Event()
     encode = model.encode
@@ -428,26 +432,32 @@ def test_a_background_pass_gives_way_to_a_transcription(engines, spoken: CorpusI
 
     results: list[TimedResult | None] = []
     model.encode = held_encode
-    gave_way = engine.gave_way
+    thread = threading.Thread(
+        target=lambda: results.append(engine.transcribe_timed(pcm, background=True)), name="pass"
+    )
     try:
-        thread = threading.Thread(
-            target=lambda: results.append(engine.transcribe_timed(spoken.pcm, background=True)), name="pass"
-        )
         thread.start()
         assert inside.wait(10)
-        final: list[AsrResult] = []
+        yield results
+        go.set()
+        thread.join(30)
+    finally:
+        model.encode = encode
+        go.set()
+
+
+def test_a_background_pass_gives_way_to_a_transcription(engines, spoken: CorpusItem) -> None:  # type: ignore[no-untyped-def]
+    engine = engines.asr
+    gave_way = engine.gave_way
+    final: list[AsrResult] = []
+    with pass_held_in_encoding(engine, spoken.pcm) as results:
         waiter = threading.Thread(target=lambda: final.append(engine.transcribe(spoken.pcm)))
         waiter.start()
         deadline = time.monotonic() + 10
         while engine._waiting == 0 and time.monotonic() < deadline:
             time.sleep(0.005)
         assert engine._waiting == 1  # the transcription waits for the model
-        go.set()
-        thread.join(10)
-        waiter.join(30)
-    finally:
-        model.encode = encode
-        go.set()
+    waiter.join(30)
     assert results == [None] and engine.gave_way == gave_way + 1
     assert wer(LONG, final[0].text) < 0.2
     # while a transcription holds the model, a background pass does not even wait
@@ -458,31 +468,9 @@ def test_a_background_pass_gives_way_to_a_transcription(engines, spoken: CorpusI
 
 def test_an_interrupted_background_pass_stops_and_the_next_one_runs(engines, spoken: CorpusItem) -> None:  # type: ignore[no-untyped-def]
     engine = engines.asr
-    model = engine._model
-    inside, go = threading.Event(), threading.Event()
-    encode = model.encode
-
-    def held_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if threading.current_thread().name == "pass":
-            inside.set()
-            go.wait(10)
-        return encode(*args, **kwargs)
-
-    results: list[TimedResult | None] = []
-    model.encode = held_encode
     gave_way = engine.gave_way
-    try:
-        thread = threading.Thread(
-            target=lambda: results.append(engine.transcribe_timed(spoken.pcm, background=True)), name="pass"
-        )
-        thread.start()
-        assert inside.wait(10)
+    with pass_held_in_encoding(engine, spoken.pcm) as results:
         engine.interrupt_background()  # while it encodes: it stops before decoding
-        go.set()
-        thread.join(30)
-    finally:
-        model.encode = encode
-        go.set()
     assert results == [None] and engine.gave_way == gave_way + 1
     after = engine.transcribe_timed(spoken.pcm, background=True)  # the interruption was for that one
     assert after is not None and wer(LONG, after.result.text) < 0.2
