@@ -166,16 +166,12 @@ def heard_text(engines: Any, samples: np.ndarray) -> str:
     return str(engines.asr.transcribe(samples[max(0, on[0] - 1600) : on[-1] + 1600].tobytes()).text)
 
 
-@pytest.mark.parametrize("echo", [None, "50%", "70%"], ids=["no-echo", "echo-18dB", "echo-9dB"])
-async def test_speech_over_the_reply_stops_it_within_200_ms_and_is_answered(
-    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any, echo: str | None
-) -> None:
-    """``echo``: the microphone also hears the speaker, at this volume (double talk)."""
-    first = np.concatenate([normalized(speak("Tell me about the history of Rome."), 0.7), silence(300)])
-    second = np.concatenate([normalized(speak("What is the capital of France?"), 0.7), silence(300)])
-    if echo is not None:
-        pulse.loopback("spk.monitor", "mic", volume=echo)
-    rig = Rig(pulse, engines, talkative(Config()))
+async def question_over_reply(
+    rig: Rig, tmp_path: Path, first: np.ndarray, second: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """``first`` asked, ``second`` spoken 2 s into its reply; the first turn was cancelled by the
+    barge-in and the second answered. Returns the microphone and speaker recordings with their
+    times, and when ``second`` was played."""
     await rig.start()
     await rig.play(write_wav(tmp_path / "q1.wav", first, SPEECH_RATE))
     await until(lambda: rig.answer_playing(), 90)
@@ -189,14 +185,36 @@ async def test_speech_over_the_reply_stops_it_within_200_ms_and_is_answered(
     assert [o for o, _ in outcomes] == ["cancelled", "answered"], outcomes
     assert "capital" in rig.records[1].transcript.lower(), outcomes
     assert rig.pipeline.tracker.actions["barge_in"] == 1
+    return mic, mic_t, spk, spk_t, asked
 
-    # when the second question's speech began, as heard in the microphone feed
+
+def reply_under_speech(
+    mic: np.ndarray, mic_t: np.ndarray, spk: np.ndarray, spk_t: np.ndarray, second: np.ndarray, asked: float
+) -> tuple[float, float, list[int]]:
+    """When ``second``'s speech began in the microphone feed, how long it lasts (s), and the loud
+    speaker samples while it was spoken (the reply, which must have been playing before it)."""
     spoken_at = mic_t[onset_in(mic, mic_t, second, asked)]
     spoken_s = len(second) / SPEECH_RATE
-    # the reply's last sample: the last loud speaker sample while the question is being spoken
-    # (the second answer cannot start before the question has ended)
     during = [i for i in loud(spk, 300) if spoken_at - 1.0 <= spk_t[i] <= spoken_at + spoken_s - 0.3]
     assert during and spk_t[during[0]] < spoken_at - 0.3, "the reply was not playing when the user spoke"
+    return spoken_at, spoken_s, during
+
+
+@pytest.mark.parametrize("echo", [None, "50%", "70%"], ids=["no-echo", "echo-18dB", "echo-9dB"])
+async def test_speech_over_the_reply_stops_it_within_200_ms_and_is_answered(
+    pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any, echo: str | None
+) -> None:
+    """``echo``: the microphone also hears the speaker, at this volume (double talk)."""
+    first = np.concatenate([normalized(speak("Tell me about the history of Rome."), 0.7), silence(300)])
+    second = np.concatenate([normalized(speak("What is the capital of France?"), 0.7), silence(300)])
+    if echo is not None:
+        pulse.loopback("spk.monitor", "mic", volume=echo)
+    rig = Rig(pulse, engines, talkative(Config()))
+    mic, mic_t, spk, spk_t, asked = await question_over_reply(rig, tmp_path, first, second)
+    # when the second question's speech began, as heard in the microphone feed; the reply's last
+    # sample: the last loud speaker sample while the question is being spoken (the second answer
+    # cannot start before the question has ended)
+    spoken_at, spoken_s, during = reply_under_speech(mic, mic_t, spk, spk_t, second, asked)
     stop_s = spk_t[during[-1]] - spoken_at
     print(f"barge-in: speech onset in the mic feed -> reply silent on the speaker: {stop_s * 1000:.0f} ms")
     assert stop_s < STOP_BAR_S

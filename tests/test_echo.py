@@ -39,7 +39,15 @@ from assistant.turn.reports import ReportLog
 from .conftest import SPEECH_RATE, silence, write_wav
 from .pulse import PulseServer, pulse_fixture  # noqa: F401 - the fixture
 from .test_audio_pulse import Recorder, loud, until
-from .test_bargein import STOP_BAR_S, Rig, close_rigs, heard_text, onset_in, talkative  # noqa: F401 - the fixture
+from .test_bargein import (  # noqa: F401 - close_rigs: the fixture
+    STOP_BAR_S,
+    Rig,
+    close_rigs,
+    heard_text,
+    question_over_reply,
+    reply_under_speech,
+    talkative,
+)
 
 pytest.importorskip("pywebrtc_audio", reason="the aec extra (pywebrtc-audio) is not installed")
 
@@ -119,26 +127,11 @@ async def test_a_question_over_the_reply_at_0_db_echo_stops_it_within_200_ms_and
     second = np.concatenate([speak("What is the capital of France?"), silence(300)])
     pulse.loopback("spk.monitor", "mic")  # 100 %: the microphone hears the reply as loud as it plays
     rig = Rig(pulse, engines, with_aec(talkative(Config())))
-    await rig.start()
-    await rig.play(write_wav(tmp_path / "q1.wav", first, SPEECH_RATE))
-    await until(lambda: rig.answer_playing(), 90)
-    await asyncio.sleep(2.0)
-    assert rig.sink.playing, "the reply ended before it could be interrupted: make it longer"
-    asked = await rig.play(write_wav(tmp_path / "q2.wav", second, SPEECH_RATE))
-    await rig.wait_turns(2, 90)
-    (mic, mic_t), (spk, spk_t) = await rig.stop()
-
-    outcomes = [(r.outcome, r.transcript) for r in rig.records]
-    assert [o for o, _ in outcomes] == ["cancelled", "answered"], outcomes
-    assert "capital" in rig.records[1].transcript.lower(), outcomes
-    assert rig.pipeline.tracker.actions["barge_in"] == 1
+    mic, mic_t, spk, spk_t, asked = await question_over_reply(rig, tmp_path, first, second)
     apm = rig.pipeline._apm  # noqa: SLF001 - what ran
     assert apm is not None and apm.processor is not None and apm.processor.features.echo
 
-    spoken_at = mic_t[onset_in(mic, mic_t, second, asked)]
-    spoken_s = len(second) / SPEECH_RATE
-    during = [i for i in loud(spk, 300) if spoken_at - 1.0 <= spk_t[i] <= spoken_at + spoken_s - 0.3]
-    assert during and spk_t[during[0]] < spoken_at - 0.3, "the reply was not playing when the user spoke"
+    spoken_at, spoken_s, during = reply_under_speech(mic, mic_t, spk, spk_t, second, asked)
     reply_db = level_db(spk[(spk_t > spoken_at - 1.5) & (spk_t < spoken_at - 0.1)])
     user_db = level_db(second)
     print(f"echo {reply_db:.1f} dBFS, the user {user_db:.1f} dBFS: the user {user_db - reply_db:+.1f} dB")
