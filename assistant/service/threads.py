@@ -8,8 +8,9 @@ sets the policy before either library is loaded (the libraries read it once, whe
 unless the environment already gives one (``OMP_WAIT_POLICY=ACTIVE`` brings the spinning back).
 
 Measured on the project's 2-core machine with other work running (SmolLM2-135M, two threads, 8
-questions per run, runs alternated): per token p50 24-28 ms, worst 29-34 ms passive, against
-12-98 ms p50 and 80-273 ms worst by default; the first token's worst 250-555 ms against 540-2,850.
+questions per run, runs alternated, ``scripts/omp-wait``): per token p50 24-29 ms, worst 29-34 ms
+passive, against 12-98 ms p50 and 80-273 ms worst by default; the first token's worst 250-555 ms
+against 540-2,850.
 On the quiet machine, in ``assistant bench`` (61 items, the same hour, runs back to back): e2e
 paired median -1 ms (no change), the LLM's first token -27 ms, the first audio after it +11 ms.
 """
