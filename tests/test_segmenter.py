@@ -156,7 +156,8 @@ def test_segmenter_keeps_working_after_finish() -> None:
 
 
 def test_two_utterances_in_order() -> None:
-    events = run("0" * 10 + "1" * 15 + "0" * 30 + "1" * 12 + "0" * 20)
+    # (900 ms apart: with the default vad.continue_ms the second would continue the first)
+    events = run("0" * 10 + "1" * 15 + "0" * 30 + "1" * 12 + "0" * 20, replace(CONFIG, continue_ms=0))
     assert [type(e) for _, e in events] == [Started, Ended, Started, Ended]
     first, second = only(events, Ended)
     assert isinstance(first, Ended) and isinstance(second, Ended)

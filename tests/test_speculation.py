@@ -139,7 +139,8 @@ async def test_ack_played_only_when_the_answer_would_be_late(
 ) -> None:
     first, second = halves
     pcm = np.concatenate([silence(300), first, second, silence(2000)])
-    config = _config(speculate_after_ms=0, end_silence_ms=300)
+    # one turn: espeak's pause between the halves ends it, and the second half is no continuation
+    config = _config(speculate_after_ms=0, end_silence_ms=300, continue_ms=0)
     pipeline, sink, records = await _run(
         config, pcm, FakeTranscriber(["Capital of France?"]), SlowChat("Paris is the capital.", delay)
     )
@@ -165,7 +166,7 @@ async def test_no_ack_when_the_answer_is_being_synthesized_in_time(
     first, second = halves
     pcm = np.concatenate([silence(300), first, second, silence(2500)])
     latency = LatencyConfig(budget_ms=1200, ack_margin_ms=600, acks=("One moment.",))
-    config = _config(latency, speculate_after_ms=0, end_silence_ms=300)
+    config = _config(latency, speculate_after_ms=0, end_silence_ms=300, continue_ms=0)
     answer = "Paris is the capital."
     pipeline, sink, records = await _run(
         config, pcm, FakeTranscriber(["Capital of France?"]), FakeChat(answer), SlowSynth(20.0)
@@ -283,7 +284,7 @@ async def test_an_answer_past_its_deadline_gets_a_holding_phrase(
     pcm = np.concatenate([silence(300), first[: loud[-1] + 1], second, silence(4000)])
     hold_ms = 0 if engines == "off" else 1500
     latency = LatencyConfig(acks=("Hmm.",), holds=("One moment.",), hold_ms=hold_ms)
-    config = _config(latency, speculate_after_ms=0, end_silence_ms=300)
+    config = _config(latency, speculate_after_ms=0, end_silence_ms=300, continue_ms=0)
     answer = "Paris is the capital."
     chat = SlowChat(answer, 2.2 if engines in ("chat", "off") else 0.0)
     synth = SlowSynth(400.0) if engines == "voice" else FakeSynth()  # "Paris": 2 s

@@ -49,9 +49,13 @@ def true_spans(marks: dict[str, float], true_end_ms: float) -> dict[str, float]:
 
 def cut_in_two(rec: TurnRecord, pos: StreamPosition) -> bool:
     """The turn was committed (it has an ``endpoint``) with its speech ending inside the item's
-    pause: it took the first part of a paused utterance for the whole."""
+    pause: it took the first part of a paused utterance for the whole. A turn the second part
+    continued (action ``continued``) before any of its audio played was not: the user heard
+    nothing of it, and the turn that continued it answers both parts."""
     end = rec.marks.get("speech_end")
     if pos.pause_end_ms is None or end is None or "endpoint" not in rec.marks:
+        return False
+    if "continued" in rec.actions and "first_audio" not in rec.marks:
         return False
     return pos.speech_start_ms <= end < pos.pause_end_ms
 

@@ -69,7 +69,13 @@ class VadConfig:
     or the transcript ends on "the", "of", "for"...); never shorter than ``end_silence_ms``. The
     budget overrules the judges: a held turn is answered at this silence plus the moment its
     speculated answer needs to start, so above ``latency.budget_ms`` minus ~50 ms a turn the judges
-    took for unfinished misses the budget; a pause longer than this, mid-request, is cut."""
+    took for unfinished misses the budget; a pause longer than this, mid-request, ends the turn,
+    and the speech after it continues the turn (``continue_ms``)."""
+    continue_ms: int = 1000
+    """Speech that comes back within this long of a turn's end of speech continues that turn: the
+    turn is cancelled wherever it is (action ``continued``; the speaker stops if its answer began)
+    and a new turn hears both parts as one utterance ("Set a timer for ... five minutes", a pause
+    longer than the endpoint's silence). 0: every turn stands alone."""
 
     def __post_init__(self) -> None:
         _check_choice("vad.aggressiveness", self.aggressiveness, range(4))
@@ -85,6 +91,7 @@ class VadConfig:
         _check_range("vad.turn_threshold", self.turn_threshold, 0.0, 1.0)
         _check_range("vad.hold_silence_ms", self.hold_silence_ms, 100, 10_000)
         _check_range("vad.agreed_end_silence_ms", self.agreed_end_silence_ms, self.frame_ms, 5000)
+        _check_range("vad.continue_ms", self.continue_ms, 0, 5000)
 
 
 @dataclass(frozen=True)

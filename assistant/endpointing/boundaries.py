@@ -17,6 +17,9 @@ class Started(SegmenterEvent):
 
     start_ms: float
     """Input-timeline position of the turn's first voiced frame, in ms."""
+    continues: bool = False
+    """The speech came back within ``vad.continue_ms`` of the last turn's end: this turn continues
+    it (its audio and ``start_ms`` are the last turn's, and the new speech follows)."""
 
 
 @dataclass(frozen=True, slots=True)

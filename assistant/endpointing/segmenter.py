@@ -83,6 +83,7 @@ from collections import deque
 
 from assistant.config import VadConfig
 from assistant.endpointing.boundaries import Dropped, Ended, Paused, Resumed, SegmenterEvent, Started
+from assistant.endpointing.continuation import LastTurn
 from assistant.endpointing.envelope import Envelope
 from assistant.messages import SAMPLE_RATE
 
@@ -141,6 +142,9 @@ class Segmenter:
         """Voiced frames of the open turn that start at or after ``wake_end``."""
         self._recent: deque[tuple[int, bool]] = deque(maxlen=16)
         """(start sample, voiced) of the last frames of the open turn."""
+        window_samples = 2 * self._start_frames * self.frame_samples
+        self._last = LastTurn(SAMPLE_RATE * config.continue_ms // 1000, window_samples)
+        """The last ended turn, while new speech may continue it."""
 
     def _frames(self, ms: int) -> int:
         """Whole frames covering at least ``ms`` (at least one)."""
@@ -187,6 +191,7 @@ class Segmenter:
         if self._state == _SPEECH:
             return self._continue(frame_pcm, is_speech, frame_end)
         self._history.append(frame_pcm)
+        self._last.push(frame_pcm, frame_end)
         if self._state == _WAIT_SILENCE:
             self._silent_frames = 0 if is_speech else self._silent_frames + 1
             if self._silent_frames >= self._end_frames:
@@ -203,6 +208,7 @@ class Segmenter:
         speculation on the open turn with no speech after it is void (``Resumed``)."""
         self.wake_end = position
         if self._state != _SPEECH:
+            self._last.forget()  # what follows a wake word is a new request
             return []
         self._voiced_after = sum(voiced for start, voiced in self._recent if start >= position)
         if self._paused and not self._question_heard():
@@ -225,7 +231,12 @@ class Segmenter:
         self._state = _LISTENING
         self._window.clear()
         self._history.clear()
+        self._last.forget()
         return events
+
+    def forget_last(self) -> None:
+        """The last turn stands alone: speech after it starts a new turn, whenever it comes."""
+        self._last.forget()
 
     def _start(self, index: int) -> list[SegmenterEvent]:
         window = list(self._window)
@@ -237,6 +248,11 @@ class Segmenter:
         self._speech_start = first_voiced * self.frame_samples
         self._speech_end = (index + 1) * self.frame_samples
         self._voiced_frames = sum(window[window.index(True) :])
+        continued = self._last.take(self._speech_start, self._speech_end)
+        if continued is not None:  # the last turn's audio, the pause, and this speech
+            self._buffer = bytearray(continued.buffer)
+            self._buffer_start, self._speech_start = continued.buffer_start, continued.speech_start
+            self._voiced_frames += continued.voiced_frames
         first = index - len(window) + 1
         self._recent.clear()
         self._recent.extend(((first + i) * self.frame_samples, v) for i, v in enumerate(window))
@@ -247,7 +263,7 @@ class Segmenter:
         self._state = _SPEECH
         self._window.clear()
         self._history.clear()
-        return [Started(start_ms=_ms(self._speech_start))]
+        return [Started(start_ms=_ms(self._speech_start), continues=continued is not None)]
 
     def quick_end(self, *, question: bool = False) -> list[SegmenterEvent]:
         """The transcript so far reads as a finished sentence (``question``: one ending in ``?``):
@@ -377,6 +393,10 @@ class Segmenter:
             return [Dropped(reason="only the wake word", voiced_ms=voiced_ms)]
         end = min(self._speech_end + self._tail_samples, self._frame_index * self.frame_samples)
         pcm = bytes(buffer[: 2 * (end - self._buffer_start)])
+        if not truncated:
+            self._last.ended(
+                bytes(buffer), self._buffer_start, self._speech_start, fine_end, self._voiced_frames
+            )
         return [
             Ended(
                 pcm=pcm,

@@ -43,7 +43,7 @@ the command topics declared now."""
 _LIVE = {
     "vad": "aggressiveness preroll_ms start_ms end_silence_ms min_speech_ms max_utterance_ms"
     " speculate_after_ms quick_end_silence_ms fine_end floor_gate turn_model turn_threshold hold_silence_ms"
-    " agreed_end_silence_ms",
+    " agreed_end_silence_ms continue_ms",
     "asr": "language beam_size no_speech_threshold min_avg_logprob window window_margin_ms"
     " max_tokens_per_s max_tokens_extra fallback_logprob short_no_speech_gate during_speech"
     " during_speech_every_ms",

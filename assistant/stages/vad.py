@@ -174,6 +174,8 @@ class VadStage(SegmenterEvents):
         self.muted = False
         """While True, input is heard as silence (an open utterance ends as if the room went quiet)."""
         self._turn_id: int | None = None
+        self._last_turn = 0
+        """The last turn that ended (speech soon after its end continues it)."""
         self._origin_ms: float | None = None
         self.frames = 0
         """Frames classified."""
@@ -337,6 +339,11 @@ class VadStage(SegmenterEvents):
         """The speculative transcript of ``turn_id`` is a recognised command: end the turn now."""
         if turn_id == self._turn_id and self._speculating:
             self._translate(self._segmenter.end_now())
+
+    def forget_last(self, turn_id: int) -> None:
+        """``turn_id`` stands alone (the stop word): speech after it is a new turn."""
+        if turn_id == self._last_turn:
+            self._segmenter.forget_last()
 
     def transcribed(self, turn_id: int, text: str) -> None:
         """The speculative transcript of ``turn_id``: finished (a question or not), open (it ends

@@ -22,6 +22,7 @@ class SegmenterEvents:
     channel: TurnChannel
     _turns: Turns
     _turn_id: int | None
+    _last_turn: int
     _origin_ms: float | None
     _speech_start_ms: float
     _progress_at: float
@@ -47,7 +48,12 @@ class SegmenterEvents:
                 self._turn_id = self._turns.new_id()
                 window = 2 * -(-self.config.start_ms // self.config.frame_ms)
                 self._over_playback = self.frames - 1 - self._played_frame <= window
-                self.channel.report(SpeechBegan(self._turn_id))
+                continues = self._last_turn if event.continues else 0
+                if continues:
+                    _LOGGER.info(
+                        "turn %d continues turn %d: speech came back after its end", self._turn_id, continues
+                    )
+                self.channel.report(SpeechBegan(self._turn_id, continues))
                 self._speech_start_ms = origin + event.start_ms
                 self._progress_at = event.start_ms
                 _LOGGER.debug("turn %d: speech started at %.0f ms", self._turn_id, self._speech_start_ms)
@@ -79,6 +85,7 @@ class SegmenterEvents:
                 self._turns.cancel(turn_id)
                 self.channel.report(SpeechDropped(turn_id))
             elif isinstance(event, Ended):
+                self._last_turn = turn_id
                 silence, why = event.endpoint_ms - event.speech_end_ms, event.judged
                 _LOGGER.info("turn %d: endpoint after %.0f ms of silence (%s)", turn_id, silence, why)
                 self.utterances += 1

@@ -212,8 +212,8 @@ class TurnController(Stopping, Notices, StateKeeper):
                 self._done(turn_id, done_ms)
             case Failed(turn_id, error, stage):
                 self._failed(turn_id, error, stage)
-            case SpeechBegan(turn_id):
-                self._speech_began(turn_id)
+            case SpeechBegan(turn_id, continues):
+                self._speech_began(turn_id, continues)
             case VoiceSuspected(suspect):
                 self._voice_suspected(suspect)
             case EndpointFinal(turn_id, speech_end_ms, endpoint_ms):

@@ -61,6 +61,9 @@ class Action(StrEnum):
     """The answer missed ``latency.hold_ms`` with no speakable word from the LLM: a holding phrase."""
     FIRST_AUDIO_LATE = "first_audio_late"
     """The answer missed ``latency.hold_ms`` while its first chunk was being synthesized: a holding phrase."""
+    CONTINUED = "continued"
+    """Speech came back within ``vad.continue_ms`` of the turn's end: the turn was cancelled and
+    a new one hears its words and the new ones as one utterance."""
     STOP_WORD = "stop_word"
     """The stop word was heard over playback: the reply or alarm stopped (counted once per
     stop, on no turn's record: the stop word is no turn)."""

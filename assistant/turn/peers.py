@@ -22,6 +22,9 @@ class Endpointer(Protocol):
     def end_now(self, turn_id: int) -> None:
         """The speculative transcript is a recognised command: end the turn now."""
 
+    def forget_last(self, turn_id: int) -> None:
+        """``turn_id`` stands alone: speech soon after its end does not continue it."""
+
 
 class WakeGate(Protocol):
     """What the controller asks of the wake stage."""

@@ -62,6 +62,10 @@ class TurnReport(Report):
 class SpeechBegan(TurnReport):
     """VAD: speech started a turn (barge-in acts on it)."""
 
+    continues: int = 0
+    """The turn this speech continues (it came back within ``vad.continue_ms`` of that turn's end;
+    this turn's utterance holds both), 0: none."""
+
 
 @dataclass(frozen=True, slots=True)
 class SpeculationVoid(TurnReport):

@@ -50,9 +50,17 @@ class Stopping:
                 done.append(target)
         return done
 
-    def _speech_began(self, turn_id: int) -> None:
-        """Barge-in: the user speaks while a reply plays: stop it at once."""
+    def _speech_began(self, turn_id: int, continues: int = 0) -> None:
+        """Barge-in: the user speaks while a reply plays: stop it at once. Speech that continues
+        an earlier turn (``continues``) cancels that turn wherever it is: its words were half of
+        this one's."""
         self.tracker.record(turn_id)
+        if continues and self.tracker.is_open(continues):
+            heard = Mark.FIRST_AUDIO in self.tracker.record(continues).marks
+            self.tracker.action(continues, Action.CONTINUED)
+            self.cancel(continues)
+            if heard and self.speaker is not None:
+                self.speaker.interrupt()
         if self.wake is not None and not self.wake.awake:
             self._stop_only.add(turn_id)  # the gate is open only for the stop word (an alarm plays)
         if not (self.config.listen.barge_in and self.barge_in):
@@ -94,6 +102,7 @@ class Stopping:
         stopped = self.cancel()
         if self.endpointer is not None:
             self.endpointer.end_now(turn_id)  # a paused utterance ends here: the next speech is new
+            self.endpointer.forget_last(turn_id)
         alarms = self.alarms.silence() if self.alarms is not None else 0
         if self.speaker is not None:
             self.speaker.interrupt()
