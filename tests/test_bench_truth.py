@@ -124,7 +124,14 @@ def test_groups_report_both_ends_over_budget_and_wer() -> None:
     assert groups["hum"]["answered"] == 0 and groups["hum"]["wer"] is None
     assert groups["intent"]["from_true_end"]["first_audio"]["p50"] == 780.0
     paused = truth.paused_report(results)
-    assert paused == {"items": 1, "cut": 1, "cut_items": [{"item": "c", "first_part_heard": "what time"}]}
+    assert paused == {
+        "items": 1, "cut": 1, "cut_items": [{"item": "c", "first_part_heard": "what time"}],
+        "false_starts": 0, "false_start_items": [],
+    }  # fmt: skip
+    results[2].cut, results[2].false_start = False, True  # continued, after its audio had begun
+    paused = truth.paused_report(results)
+    assert (paused["cut"], paused["false_starts"]) == (0, 1)
+    assert paused["false_start_items"] == [{"item": "c", "first_part_heard": "what time"}]
 
 
 def test_stats_are_percentiles_of_the_values() -> None:

@@ -136,13 +136,22 @@ async def test_the_continued_turn_is_cancelled_and_the_next_hears_both_parts(
     assert [r.outcome for r in records] == ["answered", "answered"]
 
 
-def test_the_bench_counts_a_continued_turn_as_a_cut_only_if_it_was_heard() -> None:
+def test_the_bench_counts_a_continued_turn_as_no_cut_and_a_heard_one_as_a_false_start() -> None:
     marks = {"speech_start": 310.0, "speech_end": 1290.0, "endpoint": 1590.0}
     continued = _record(1, marks, "Set a timer for", outcome="cancelled")
     continued.actions.append("continued")
-    assert not truth.cut_in_two(continued, PAUSED)
+    whole = _record(
+        2, {"speech_start": 310.0, "speech_end": 3090.0, "endpoint": 3390.0}, "Set a timer for ten"
+    )
+    assert not truth.cut_in_two(continued, PAUSED) and not truth.false_start(continued, PAUSED)
+    (found,) = truth.match([continued, whole], [PAUSED])
+    assert (found.cuts, found.false_starts, found.answer) == ([], [], whole)
     continued.marks["first_audio"] = 1900.0  # its acknowledgement or answer had begun to play
-    assert truth.cut_in_two(continued, PAUSED)
+    assert not truth.cut_in_two(continued, PAUSED) and truth.false_start(continued, PAUSED)
+    (found,) = truth.match([continued, whole], [PAUSED])
+    assert (found.cuts, found.false_starts, found.answer) == ([], [continued], whole)
+    stood = _record(3, marks, "Set a timer for")  # not continued: cut in two
+    assert truth.cut_in_two(stood, PAUSED) and not truth.false_start(stood, PAUSED)
 
 
 # -- real speech ----------------------------------------------------------------------------

@@ -156,8 +156,11 @@ class ItemResult:
     paused: bool = False
     cut: bool = False
     """A paused utterance whose first part was taken for the whole (a turn committed in the pause)."""
+    false_start: bool = False
+    """A paused utterance answered whole, but only after the first part's turn had begun to play
+    (it was continued by the second part: ``truth.false_start``)."""
     cut_transcript: str = ""
-    """What that turn heard."""
+    """What the cut (or false-started) turn heard."""
     outcome: str = "unheard"
     """The answered turn's outcome, or, when none answered, that of the item's turn (``cancelled``:
     the next turn barged in before the answer began), or ``unheard`` (no turn)."""
@@ -291,6 +294,8 @@ def run_bench(
         result.outcome = found.outcome
         if found.cuts:
             result.cut, result.cut_transcript = True, found.cuts[0].transcript
+        elif found.false_starts:
+            result.false_start, result.cut_transcript = True, found.false_starts[0].transcript
         rec = found.answer
         if rec is None:
             continue

@@ -57,6 +57,11 @@ def format_table(result: dict[str, Any]) -> str:
         f" ({result.get('first_audio_over_budget_true', 0)} from the true end)",
         f"paused utterances cut in two: {paused['cut']} of {paused['items']}"
         + "".join(f"; {c['item']} heard {c['first_part_heard']!r}" for c in paused["cut_items"]),
+        f"paused utterances answered whole after a false start (the first part's turn had begun to"
+        f" play): {paused.get('false_starts', 0)}"
+        + "".join(
+            f"; {c['item']} heard {c['first_part_heard']!r}" for c in paused.get("false_start_items", [])
+        ),
         f"turns started by noise alone: {noise['turns']}"
         + (
             f" ({', '.join(f'{k} {v}' for k, v in sorted(noise['by_noise'].items()))})"

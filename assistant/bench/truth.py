@@ -1,6 +1,7 @@
 """The bench's turns against the corpus's truth: which turn answered which item, every span from
 the pipeline's ``speech_end`` and from ``speech_end_true`` (where speech truly ends in the item,
-from its clean signal; DESIGN.md, "Latency: definitions"), and paused utterances cut in two.
+from its clean signal; DESIGN.md, "Latency: definitions"), paused utterances cut in two, and those
+answered whole after a false start.
 
 Pure: turn records and stream positions in, numbers out.
 """
@@ -47,17 +48,26 @@ def true_spans(marks: dict[str, float], true_end_ms: float) -> dict[str, float]:
     return out
 
 
-def cut_in_two(rec: TurnRecord, pos: StreamPosition) -> bool:
-    """The turn was committed (it has an ``endpoint``) with its speech ending inside the item's
-    pause: it took the first part of a paused utterance for the whole. A turn the second part
-    continued (action ``continued``) before any of its audio played was not: the user heard
-    nothing of it, and the turn that continued it answers both parts."""
+def _in_pause(rec: TurnRecord, pos: StreamPosition) -> bool:
+    """Committed (it has an ``endpoint``) with its speech ending inside the item's pause."""
     end = rec.marks.get("speech_end")
     if pos.pause_end_ms is None or end is None or "endpoint" not in rec.marks:
         return False
-    if "continued" in rec.actions and "first_audio" not in rec.marks:
-        return False
     return pos.speech_start_ms <= end < pos.pause_end_ms
+
+
+def cut_in_two(rec: TurnRecord, pos: StreamPosition) -> bool:
+    """The turn was committed with its speech ending inside the item's pause, and stood: it took
+    the first part of a paused utterance for the whole. A turn the second part continued (action
+    ``continued``) did not: the turn that continued it answers both parts."""
+    return _in_pause(rec, pos) and "continued" not in rec.actions
+
+
+def false_start(rec: TurnRecord, pos: StreamPosition) -> bool:
+    """The turn was committed inside the item's pause and continued by the second part, but only
+    after its audio (an acknowledgement, or the first part's answer) had begun: the user heard the
+    assistant start, and stop, before the whole utterance was answered."""
+    return _in_pause(rec, pos) and "continued" in rec.actions and "first_audio" in rec.marks
 
 
 @dataclass
@@ -68,7 +78,9 @@ class Matched:
     """The turn that answered the item (``answered``): answered, or its answer began playing before
     the next item barged in (its outcome ``cancelled``; its latency counts like any other)."""
     cuts: list[TurnRecord] = field(default_factory=list)
-    """Turns committed inside the item's pause."""
+    """Turns committed inside the item's pause that stood (``cut_in_two``)."""
+    false_starts: list[TurnRecord] = field(default_factory=list)
+    """Turns committed inside the pause, continued after their audio began (``false_start``)."""
     others: list[TurnRecord] = field(default_factory=list)
     """Its other turns: not answered (cancelled by a barge-in, reprompted...), or answered again."""
 
@@ -104,6 +116,8 @@ def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) ->
                 continue
             if cut_in_two(rec, pos):
                 found.cuts.append(rec)
+            elif false_start(rec, pos):
+                found.false_starts.append(rec)
             elif found.answer is None and answered(rec):
                 found.answer = rec
             else:
@@ -208,11 +222,15 @@ def groups(results: Sequence[Any], budget_ms: float) -> dict[str, dict[str, Any]
 
 
 def paused_report(results: Sequence[Any]) -> dict[str, Any]:
-    """How many paused utterances were cut in two, which, and what the cut turn heard."""
+    """How many paused utterances were cut in two, which, and what the cut turn heard; how many
+    were answered whole only after a false start (``false_start``)."""
     paused = [r for r in results if r.paused]
     cut = [r for r in paused if r.cut]
+    started = [r for r in paused if r.false_start]
     return {
         "items": len(paused),
         "cut": len(cut),
         "cut_items": [{"item": r.item_id, "first_part_heard": r.cut_transcript} for r in cut],
+        "false_starts": len(started),
+        "false_start_items": [{"item": r.item_id, "first_part_heard": r.cut_transcript} for r in started],
     }
