@@ -14,12 +14,13 @@ import pytest
 
 from assistant import models
 from assistant.config import Config, VadConfig
+from assistant.contracts import TurnDetector
 from assistant.endpointing.segmenter import Ended, Paused, Segmenter
 from assistant.engines import TURN_MODEL, load_turn_model
 from assistant.errors import ConfigError, ModelCorruptError
 from assistant.messages import AudioIn, Utterance
 from assistant.service.lifecycle import LIVE_KEYS
-from assistant.stages.vad import VadStage
+from assistant.stages.vad import ASKS_TURN_MODEL, VadStage
 from assistant.text.speakable import looks_open, transcript_kind
 from assistant.turn.reports import EndpointFinal, ReportLog
 
@@ -277,19 +278,21 @@ def test_a_corrupt_model_file_is_model_corrupt(tmp_path: Path) -> None:
 async def endpoints(
     vad: VadStage, channel: ReportLog, pcm: bytes, text: str | None = None
 ) -> list[EndpointFinal]:
-    """Feed ``pcm`` unpaced; at each pause wait (in real time) for the turn model's verdict from
-    its thread, then hand the stage ``text`` as the transcript. Returns the final endpoints."""
+    """Feed ``pcm`` unpaced; at each pause hand the stage ``text`` as the transcript, then wait (in
+    real time) for the turn model's verdict from its thread, if the words asked for one. Returns
+    the final endpoints."""
     step = 960
     for offset in range(0, len(pcm) - step + 1, step):
         for message in vad.feed(AudioIn(pcm[offset : offset + step], offset / 32)):
             if isinstance(message, Utterance) and message.speculative:
                 asked = len(vad.verdicts)
-                for _ in range(500):
-                    if len(vad.verdicts) > asked or vad.turn_model is None:
-                        break
-                    await asyncio.sleep(0.01)
                 if text is not None:
                     vad.transcribed(message.turn_id, text)
+                wanted = text is not None and transcript_kind(text) in ASKS_TURN_MODEL
+                for _ in range(500):
+                    if len(vad.verdicts) > asked or vad.turn_model is None or not wanted:
+                        break
+                    await asyncio.sleep(0.01)
     vad.finish()
     return [r for r in channel.reports if isinstance(r, EndpointFinal)]
 
@@ -324,6 +327,38 @@ async def test_the_stage_commits_a_finished_question_early_with_the_turn_model(t
     assert vad.verdicts[0][1] >= 0.5
     assert fast.endpoint_ms - fast.speech_end_ms <= 330  # the quick end (300 ms, whole frames)
     assert slow.endpoint_ms - slow.speech_end_ms >= 600
+
+
+class CountingModel(TurnDetector):
+    """Says "complete" and counts the questions it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def complete_probability(self, pcm: bytes) -> float:
+        self.asked += 1
+        return 0.9
+
+
+@pytest.mark.parametrize(
+    ("text", "asked"),
+    [
+        ("What is the capital of France?", 0),  # a question ends at the quick end anyway
+        ("Set a timer for", 0),  # an open sentence is held whatever the model says
+        ("Set a tie with four.", 1),  # a finished statement waits for the verdict
+        ("what is the capital of france", 1),  # unsure: the model decides
+    ],
+)
+async def test_the_turn_model_is_asked_only_when_the_words_leave_the_pause_to_it(
+    piper: Callable[[str], np.ndarray], text: str, asked: int
+) -> None:
+    model = CountingModel()
+    channel = ReportLog()
+    vad = VadStage(VadConfig(), channel, turn_model=model)
+    pcm = with_silence(trimmed(piper("What is the capital of France?")), trail_ms=1500)
+    (final,) = await endpoints(vad, channel, pcm, text)
+    assert model.asked == asked and len(vad.verdicts) == asked
+    assert final.endpoint_ms > final.speech_end_ms
 
 
 async def test_without_the_model_the_stage_says_so_and_judges_by_the_words(

@@ -34,9 +34,10 @@ the segmenter every speculative transcript (finished, a question, open, or unsur
 turn when the words leave it open); ``end_now(turn_id)`` ends it at once when the transcript is a
 recognised command.
 
-The turn model (``vad.turn_model``, a ``TurnDetector``: Smart Turn v3.2): at each pause the stage
-hands the utterance so far to the model in its own thread (one worker, lowered CPU priority, so
-it does not delay the speculation it races with: ASR has the cores first), and its verdict
+The turn model (``vad.turn_model``, a ``TurnDetector``: Smart Turn v3.2): once a pause's
+speculative transcript is in and reads as a finished statement or unsure (``ASKS_TURN_MODEL``;
+a question, an open sentence or a command needs no verdict), the stage hands the paused
+utterance to the model in its own thread (``endpointing/judge.py``), and its verdict
 (probability >= ``vad.turn_threshold``: complete) reaches the segmenter when it comes, if the
 pause still stands (``segmenter``'s table says what each verdict does). A model that fails is
 logged, and the pause is judged by the transcript alone. ``turn_model`` and ``turn_threshold``
@@ -104,6 +105,11 @@ suspected barge-in that started no turn is let go."""
 QUIET_FRAMES = 1
 """Unvoiced frames in a row after speech at which the utterance so far is sent as ``quiet``
 (at 2, the bench corpus's transcripts were ready at the pause less often, and no more right)."""
+ASKS_TURN_MODEL = ("finished", "unsure")
+"""The transcript kinds whose pause the turn model is asked about. A question ends at the quick
+end and an open sentence is held whatever the model says (the segmenter's table), and a command
+ends at once: the model's CPU (about 50 ms on this machine, at the moment ASR, the LLM's prompt
+and the turn model all want the two cores) would only slow the speculated answer."""
 SUSPECT_MAX_FRAMES = 50
 """Frames (1.5 s of 30 ms) after which a suspected barge-in that started no turn is let go."""
 
@@ -162,6 +168,8 @@ class VadStage(SegmenterEvents):
         """The last frame classified while the speaker played."""
         self._over_playback = False
         """The open turn's speech began while the speaker played."""
+        self._paused_pcm = b""
+        """The paused utterance, until its transcript says whether the turn model is needed."""
         self.progress_ms = 0
         """Send ``SpeechSoFar`` every this many ms of a turn's speech (at a voiced frame); 0: never."""
         self._progress_at = 0.0
@@ -347,9 +355,14 @@ class VadStage(SegmenterEvents):
 
     def transcribed(self, turn_id: int, text: str) -> None:
         """The speculative transcript of ``turn_id``: finished (a question or not), open (it ends
-        on a word that leaves it open) or unsure, for the segmenter's judges."""
+        on a word that leaves it open) or unsure, for the segmenter's judges. A finished statement
+        or an unsure one asks the turn model about the pause (``ASKS_TURN_MODEL``)."""
         if turn_id == self._turn_id and self._speculating:
-            self._translate(self._segmenter.heard(transcript_kind(text)))
+            kind = transcript_kind(text)
+            pcm, self._paused_pcm = self._paused_pcm, b""
+            if pcm and kind in ASKS_TURN_MODEL:
+                self._ask_turn_model(turn_id, pcm)
+            self._translate(self._segmenter.heard(kind))
 
     def turn_verdict(self, turn_id: int, probability: float) -> None:
         """The turn model's probability that the paused ``turn_id`` is complete."""

@@ -4,7 +4,6 @@ its speculation held or voided, its ``Utterance``, its end. A part of ``VadStage
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from assistant.config import VadConfig
 from assistant.endpointing.boundaries import Dropped, Ended, Paused, Resumed, SegmenterEvent, Started
@@ -36,9 +35,7 @@ class SegmenterEvents:
     utterances: int
     truncated: int
 
-    if TYPE_CHECKING:
-
-        def _ask_turn_model(self, turn_id: int, pcm: bytes) -> None: ...
+    _paused_pcm: bytes
 
     def _translate(self, events: list[SegmenterEvent]) -> list[Message]:
         origin = self._origin_ms or 0.0
@@ -66,8 +63,9 @@ class SegmenterEvents:
                 self.speculations += 1
                 self._turns.hold(turn_id)
                 messages.append(self._utterance(turn_id, event, origin + event.speech_end_ms, True))
-                self._ask_turn_model(turn_id, event.pcm)
+                self._paused_pcm = event.pcm  # for the turn model, if the words leave it to it
                 continue
+            self._paused_pcm = b""  # the pause is over, whatever comes
             if isinstance(event, Resumed):
                 # the speculation is void: drop everything of it; the speech goes on as a new turn
                 self.discarded += 1
