@@ -81,6 +81,16 @@ class SpeechSoFar(TurnMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class Resumption:
+    """Where, in the utterance of a turn that continued an ended one, the new speech begins."""
+
+    start_ms: float
+    """Input-timeline position of the new speech's first voiced frame, in ms."""
+    offset: int
+    """Bytes into the utterance's ``pcm`` where the new speech's audio (its pre-roll) begins."""
+
+
+@dataclass(frozen=True, slots=True)
 class Utterance(TurnMessage):
     """Data: one user's utterance, from pre-roll to the end of speech."""
 
@@ -100,6 +110,9 @@ class Utterance(TurnMessage):
     over_playback: bool = False
     """The speech began while the speaker played (a reply, an alarm): a short one may be the
     stop word (``listen.stop_word``)."""
+    resumed: Resumption | None = None
+    """Where the speech that continued an ended turn begins (``vad.continue_ms``); None: the
+    utterance is one turn's alone."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ and real speech through the real pipeline)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +16,14 @@ from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.bench import truth
 from assistant.config import Config, IntentsConfig, LatencyConfig, VadConfig
+from assistant.contracts import AsrResult, Transcriber
 from assistant.daemon import Daemon
 from assistant.endpointing.segmenter import Dropped, Ended, Segmenter, SegmenterEvent, Started
+from assistant.messages import EndOfStream, Message, Resumption, Transcript, Utterance
 from assistant.pipeline import Engines, Pipeline
+from assistant.stages.asr import AsrStage
 from assistant.turn.latency import TurnRecord
+from assistant.turn.reports import ReportLog, StopWordHeard
 
 from .conftest import silence
 from .fakes import FakeChat, FakeSynth, FakeTranscriber
@@ -194,3 +199,51 @@ async def test_a_request_with_a_long_pause_is_one_turn_on_the_real_models(
     records, timers = await run(0)
     said = [(r.outcome, r.transcript, r.actions) for r in records]
     assert len([r for r in records if "endpoint" in r.marks]) == 2 and 300.0 not in timers, said
+
+
+# -- the stop word right after a question ---------------------------------------------------
+
+
+class ByLength(Transcriber):
+    """Hears ``tail`` in a clip of at most ``tail_bytes``, ``whole`` in a longer one."""
+
+    def __init__(self, whole: str, tail: str, tail_bytes: int) -> None:
+        self.whole, self.tail, self.tail_bytes = whole, tail, tail_bytes
+        self.heard: list[int] = []
+
+    def transcribe(self, pcm: bytes, *args: Any, **kwargs: Any) -> AsrResult:
+        self.heard.append(len(pcm))
+        return AsrResult(self.tail if len(pcm) <= self.tail_bytes else self.whole, (), len(pcm) / 32)
+
+
+async def _asr(engine: Transcriber, new_speech_ms: float) -> tuple[ReportLog, list[str]]:
+    """A continued turn's utterance over playback: 1.6 s of the first part and the pause, then
+    ``new_speech_ms`` of new speech (its audio from byte 51,200)."""
+    log = ReportLog()
+    stage = AsrStage(engine, log, stop_word=True)
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+    end = 2600.0 + new_speech_ms
+    pcm = bytes(int(32 * (end - 1000.0 + 300)))
+    resumed = Resumption(2600.0, 51_200)
+    await inbox.put(Utterance(2, pcm, 1000.0, end, end + 300, over_playback=True, resumed=resumed))
+    await inbox.put(EndOfStream())
+    await stage.run(inbox, outbox)
+    return log, [
+        m.text for m in (outbox.get_nowait() for _ in range(outbox.qsize())) if isinstance(m, Transcript)
+    ]
+
+
+async def test_stop_said_right_after_a_question_is_the_stop_word_not_part_of_it() -> None:
+    engine = ByLength("What is the weather? Stop.", "Stop.", 40_000)
+    log, said = await _asr(engine, 600.0)
+    assert [r.text for r in log.of(StopWordHeard)] == ["Stop."] and said == []
+    assert engine.heard[0] < 40_000  # the new speech alone was heard first
+    # other words after the question: the whole utterance is the turn's
+    engine = ByLength("What is the weather and tomorrow?", "and tomorrow", 40_000)
+    log, said = await _asr(engine, 600.0)
+    assert not log.of(StopWordHeard) and said == ["What is the weather and tomorrow?"]
+    # new speech too long to be the stop word: only the whole is transcribed
+    engine = ByLength("What is the weather? Stop, and tell me about tomorrow.", "Stop.", 40_000)
+    log, said = await _asr(engine, 2000.0)
+    assert not log.of(StopWordHeard) and len(engine.heard) == 1 and said

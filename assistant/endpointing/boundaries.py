@@ -39,6 +39,10 @@ class Ended(SegmenterEvent):
     judged: str = ""
     """What ended it, for the log: ``transcript <kind>, model <verdict>`` (the judges of the last
     pause, ``none`` for one that had not spoken), ``command``, ``end of input`` or ``max_utterance_ms``."""
+    resumed_ms: float | None = None
+    """In a turn that continued an ended one: where the new speech's first voiced frame is, ms."""
+    resumed_at: int = 0
+    """Bytes into ``pcm`` where the new speech's audio (its pre-roll) begins; 0 with no ``resumed_ms``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class Paused(SegmenterEvent):
     """Input-timeline position of the first voiced frame, in ms."""
     speech_end_ms: float
     """Input-timeline position of the end of the last voiced frame, in ms."""
+    resumed_ms: float | None = None
+    """In a turn that continued an ended one: where the new speech's first voiced frame is, ms."""
+    resumed_at: int = 0
+    """Bytes into ``pcm`` where the new speech's audio (its pre-roll) begins; 0 with no ``resumed_ms``."""
 
 
 @dataclass(frozen=True, slots=True)

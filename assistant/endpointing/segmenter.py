@@ -145,6 +145,10 @@ class Segmenter:
         window_samples = 2 * self._start_frames * self.frame_samples
         self._last = LastTurn(SAMPLE_RATE * config.continue_ms // 1000, window_samples)
         """The last ended turn, while new speech may continue it."""
+        self._resumed_ms: float | None = None
+        """In a turn that continues an ended one: the new speech's first voiced frame (ms)."""
+        self._resumed_at = 0
+        """...and the byte in the turn's audio where the new speech's audio begins."""
 
     def _frames(self, ms: int) -> int:
         """Whole frames covering at least ``ms`` (at least one)."""
@@ -249,7 +253,10 @@ class Segmenter:
         self._speech_end = (index + 1) * self.frame_samples
         self._voiced_frames = sum(window[window.index(True) :])
         continued = self._last.take(self._speech_start, self._speech_end)
+        self._resumed_ms, self._resumed_at = None, 0
         if continued is not None:  # the last turn's audio, the pause, and this speech
+            self._resumed_ms = _ms(self._speech_start)
+            self._resumed_at = 2 * (self._buffer_start - continued.buffer_start)
             self._buffer = bytearray(continued.buffer)
             self._buffer_start, self._speech_start = continued.buffer_start, continued.speech_start
             self._voiced_frames += continued.voiced_frames
@@ -367,6 +374,8 @@ class Segmenter:
             pcm=bytes(self._buffer[: 2 * (end - self._buffer_start)]),
             speech_start_ms=_ms(self._speech_start),
             speech_end_ms=_ms(self._fine_end),
+            resumed_ms=self._resumed_ms,
+            resumed_at=self._resumed_at,
         )
 
     def _judges(self) -> str:
@@ -405,6 +414,8 @@ class Segmenter:
                 endpoint_ms=self.position_ms,
                 truncated=truncated,
                 judged=judged,
+                resumed_ms=self._resumed_ms,
+                resumed_at=self._resumed_at,
             )
         ]
 

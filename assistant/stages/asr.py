@@ -12,7 +12,9 @@ The stop word (``listen.stop_word``): an utterance whose speech began while the 
 and lasted at most ``stopword.MAX_STOP_MS`` is checked, once transcribed (Whisper on that clip
 alone, at the first pause), against the stop phrases (``intents/stopword.py``). If it is one,
 the controller hears ``StopWordHeard`` (what plays stops, alarms are silenced) and the turn goes
-no further: no transcript, no intents, no LLM, no answer.
+no further: no transcript, no intents, no LLM, no answer. In a turn that continued an ended one
+(``Utterance.resumed``: "stop" right after one's own question), the new speech is the clip: it is
+transcribed alone first, and the whole utterance only if it is not the stop word.
 During speech (``asr.during_speech``, live input, an engine that is ``timed``): the VAD sends the
 utterance so far (``SpeechSoFar``) as it grows and when the speech may have ended; the stage
 hands it to ``passes.SpeechPasses``, which transcribes it in the background (a task of its own,
@@ -122,6 +124,12 @@ class AsrStage:
             report(Marked(turn_id, Mark.ENDPOINT, utt.endpoint_ms))
         wanted = self._wanted_by(utt.speech_end_ms)
         try:
+            if utt.resumed is not None and self._stop_word(utt):  # the new speech alone first
+                clip = partial(self.engine.transcribe, utt.pcm[utt.resumed.offset :], wanted)
+                said = await self._in_thread(turn_id, wanted, clip)
+                if said.text and is_stop(said.text, self.language):
+                    self._stop_heard(turn_id, said.text)
+                    return
             result = await self._recognise(utt, wanted)
         except StageTimeoutError:
             if wanted is None or self.channel.turns.is_cancelled(turn_id):
@@ -142,10 +150,8 @@ class AsrStage:
             report(NoSpeech(turn_id))
             _LOGGER.info("turn %d: no speech in %.0f ms of audio", turn_id, result.audio_ms)
             return
-        if self._stop_word(utt) and is_stop(result.text, self.language):
-            self.stop_words += 1
-            _LOGGER.info("turn %d: the stop word (%s)", turn_id, result.text)
-            report(StopWordHeard(turn_id, result.text))
+        if utt.resumed is None and self._stop_word(utt) and is_stop(result.text, self.language):
+            self._stop_heard(turn_id, result.text)
             return
         report(Marked(turn_id, Mark.TRANSCRIPT, self.channel.clock.position_ms()))
         _LOGGER.info("turn %d heard: %s", turn_id, result.text)
@@ -191,8 +197,15 @@ class AsrStage:
         )
 
     def _stop_word(self, utt: Utterance) -> bool:
-        """The utterance may be the stop word: short, and begun while the speaker played."""
-        return self.stop_word and utt.over_playback and utt.speech_end_ms - utt.speech_start_ms <= MAX_STOP_MS
+        """The utterance may be the stop word: short, and begun while the speaker played (in a
+        turn that continued an ended one, the new speech: "stop" said right after a question)."""
+        start = utt.speech_start_ms if utt.resumed is None else utt.resumed.start_ms
+        return self.stop_word and utt.over_playback and utt.speech_end_ms - start <= MAX_STOP_MS
+
+    def _stop_heard(self, turn_id: int, text: str) -> None:
+        self.stop_words += 1
+        _LOGGER.info("turn %d: the stop word (%s)", turn_id, text)
+        self.channel.report(StopWordHeard(turn_id, text))
 
     def _wanted_by(self, speech_end_ms: float) -> float | None:
         """When (``time.monotonic()``) the transcript is due, on live input; None otherwise."""

@@ -7,7 +7,7 @@ import logging
 
 from assistant.config import VadConfig
 from assistant.endpointing.boundaries import Dropped, Ended, Paused, Resumed, SegmenterEvent, Started
-from assistant.messages import Message, SpeechStarted, Utterance
+from assistant.messages import Message, Resumption, SpeechStarted, Utterance
 from assistant.turn.registry import Turns
 from assistant.turn.reports import EndpointFinal, SpeculationVoid, SpeechBegan, SpeechDropped, TurnChannel
 
@@ -106,4 +106,7 @@ class SegmenterEvents:
             truncated=isinstance(event, Ended) and event.truncated,
             speculative=speculative,
             over_playback=self._over_playback,
+            resumed=None
+            if event.resumed_ms is None
+            else Resumption(origin + event.resumed_ms, event.resumed_at),
         )
