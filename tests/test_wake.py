@@ -21,6 +21,7 @@ import pytest
 from assistant.audio.sinks import MemorySink
 from assistant.audio.sources import PcmSource
 from assistant.bench.corpus import Voice, build_corpus
+from assistant.bench.wer import wer
 from assistant.config import Config, IntentsConfig, ListenConfig
 from assistant.contracts import AsrResult, Transcriber
 from assistant.daemon import Daemon
@@ -51,6 +52,14 @@ VOICES = (
 )
 """espeak-ng voices in which the model hears "okay nabu" and Whisper tiny.en the question after
 it (``bench --wake`` has the misses per voice: espeak-ng's female variants are not heard)."""
+
+
+def heard_as(heard: list[str], said: list[str]) -> bool:
+    """Each of ``said`` was heard, in order, within a word in five (piper's takes vary: one CI run
+    heard "pert on the kitchen lights")."""
+    return len(heard) == len(said) and all(wer(s, h) <= 0.2 for s, h in zip(said, heard, strict=True))
+
+
 OTHERS = ("What is the capital of France?", "Turn on the kitchen lights.", "Okay, so what is the weather?")
 """Speech without the wake word. ("Okay, now what time is it?" is too near: the model hears "okay
 nabu" in it in some voices; ``bench --wake`` counts such false wakes on an hour of speech.)"""
@@ -520,7 +529,7 @@ async def test_the_wake_word_then_a_pause_with_the_microphone_open_is_not_a_turn
     stream = say(WAKE) + silence(1000) + say(WAKE_ALONE) + silence(2000) + say(OTHERS[1]) + silence(1000)
     records, events, asr = await _run(engines, _config(tmp_path, realtime=False), stream)
     heard = [r.transcript.lower().strip(" .?") for r in records]
-    assert heard == ["what time is it", "turn on the kitchen lights"], heard
+    assert heard_as(heard, ["what time is it", "turn on the kitchen lights"]), heard
     assert sum(isinstance(e, WakeDetected) for e in events) == 2
     assert all(text.strip() for text in asr.texts), asr.texts  # never the wake word's silenced audio
     assert asr.calls <= 4, asr.texts  # each question, perhaps speculated once
@@ -535,7 +544,7 @@ async def test_a_wake_word_said_while_the_gate_is_open_is_not_transcribed(
     stream = spoken[(WAKE, voice)] + silence(1000) + spoken[(WAKE_LIGHTS, voice)] + silence(1000)
     records, events, _ = await _run(engines, _config(tmp_path, realtime=False), stream)
     heard = [r.transcript.lower().strip(" .?") for r in records]
-    assert heard == ["what time is it", "turn on the kitchen lights"], heard
+    assert heard_as(heard, ["what time is it", "turn on the kitchen lights"]), heard
     assert sum(isinstance(e, WakeDetected) for e in events) == 2
 
 
@@ -609,7 +618,7 @@ async def test_a_follow_up_needs_no_wake_word_until_the_window_closes(
     records, events, asr = await _run(engines, _config(tmp_path, realtime=True, follow_up_s=7.0), stream)
     assert time.monotonic() - started >= len(stream) / 32_000  # paced in real time
     heard = [r.transcript.lower().strip(" .?") for r in records]
-    assert heard == ["what time is it", "turn on the kitchen lights"], heard
+    assert heard_as(heard, ["what time is it", "turn on the kitchen lights"]), heard
     assert sum(isinstance(e, WakeDetected) for e in events) == 1
     assert asr.calls <= 4  # two turns (each perhaps speculated once); the last sentence never reached ASR
 
