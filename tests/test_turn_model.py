@@ -24,6 +24,8 @@ from assistant.stages.vad import ASKS_TURN_MODEL, VadStage
 from assistant.text.speakable import looks_open, transcript_kind
 from assistant.turn.reports import EndpointFinal, ReportLog
 
+from .conftest import steady_piper
+
 MANIFEST = Path(__file__).resolve().parents[1] / "models" / "manifest.toml"
 
 # ------------------------------------------------------------------------------ the segmenter
@@ -205,22 +207,9 @@ def turn_engine(turn_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def piper(model_dir: Path):  # type: ignore[no-untyped-def]
-    """Text -> 16 kHz int16 speech in the default piper voice, without piper's random variation
-    (noise scales 0): the same take every run, so the model's verdicts are repeatable."""
-    from piper import PiperVoice
-    from piper.config import SynthesisConfig
-
-    from assistant.audio.convert import float_to_pcm16, pcm16_to_float, resample
-
-    voice = PiperVoice.load(models.resolve("piper-en_US-joe-medium", "tts", model_dir))
-    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-
-    def say(text: str) -> np.ndarray:
-        pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, steady))
-        audio = resample(pcm16_to_float(pcm), voice.config.sample_rate)
-        return np.frombuffer(float_to_pcm16(audio), dtype="<i2")
-
-    return say
+    """Text -> 16 kHz int16 speech in the default piper voice, the same take every run, so the
+    model's verdicts are repeatable."""
+    return steady_piper(model_dir)
 
 
 def trimmed(samples: np.ndarray) -> np.ndarray:
