@@ -18,8 +18,9 @@ from dataclasses import dataclass
 class Continued:
     """What the new turn takes over from the one it continues."""
 
-    buffer: bytes
-    """The last turn's audio from its first kept sample, and every frame since, int16."""
+    buffer: bytearray
+    """The last turn's audio from its first kept sample, and every frame since, int16 (handed
+    over, not copied: the new turn's buffer grows from it)."""
     buffer_start: int
     """Input position of ``buffer``'s first sample."""
     speech_start: int
@@ -44,18 +45,14 @@ class LastTurn:
         self._voiced_frames = 0
         self._kept = False
 
-    @property
-    def kept(self) -> bool:
-        """A turn is kept and may still be continued."""
-        return self._kept
-
     def ended(
-        self, buffer: bytes, buffer_start: int, speech_start: int, speech_end: int, voiced: int
+        self, buffer: bytearray, buffer_start: int, speech_start: int, speech_end: int, voiced: int
     ) -> None:
-        """A turn ended (not cut, not dropped): ``buffer`` is all its audio, up to the endpoint."""
+        """A turn ended (not cut, not dropped): ``buffer`` is all its audio, up to the endpoint (kept
+        as it is: the caller hands it over)."""
         if not self.continue_samples:
             return
-        self._buffer = bytearray(buffer)
+        self._buffer = buffer
         self._buffer_start, self._speech_start, self._speech_end = buffer_start, speech_start, speech_end
         self._voiced_frames, self._kept = voiced, True
 
@@ -75,7 +72,7 @@ class LastTurn:
         continues it; else None. Either way the last turn is let go."""
         if not self._kept:
             return None
-        kept = Continued(bytes(self._buffer), self._buffer_start, self._speech_start, self._voiced_frames)
+        kept = Continued(self._buffer, self._buffer_start, self._speech_start, self._voiced_frames)
         soon = first_voiced - self._speech_end <= self.continue_samples
         # never join audio that is not contiguous
         whole = self._buffer_start + len(self._buffer) // 2 == upto

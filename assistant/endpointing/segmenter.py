@@ -257,7 +257,7 @@ class Segmenter:
         if continued is not None:  # the last turn's audio, the pause, and this speech
             self._resumed_ms = _ms(self._speech_start)
             self._resumed_at = 2 * (self._buffer_start - continued.buffer_start)
-            self._buffer = bytearray(continued.buffer)
+            self._buffer = continued.buffer
             self._buffer_start, self._speech_start = continued.buffer_start, continued.speech_start
             self._voiced_frames += continued.voiced_frames
         first = index - len(window) + 1
@@ -403,9 +403,7 @@ class Segmenter:
         end = min(self._speech_end + self._tail_samples, self._frame_index * self.frame_samples)
         pcm = bytes(buffer[: 2 * (end - self._buffer_start)])
         if not truncated:
-            self._last.ended(
-                bytes(buffer), self._buffer_start, self._speech_start, fine_end, self._voiced_frames
-            )
+            self._last.ended(buffer, self._buffer_start, self._speech_start, fine_end, self._voiced_frames)
         return [
             Ended(
                 pcm=pcm,
