@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -166,6 +167,16 @@ def heard_text(engines: Any, samples: np.ndarray) -> str:
     return str(engines.asr.transcribe(samples[max(0, on[0] - 1600) : on[-1] + 1600].tobytes()).text)
 
 
+def heard_share(said: str, heard: str) -> float:
+    """The share of ``said``'s letters that ``heard`` has in the same order (spaces and punctuation
+    left out): 1.0 when every letter was heard, 0.0 when nothing was."""
+    a, b = "".join(normalize(said)), "".join(normalize(heard))
+    if not a:
+        return 1.0
+    blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
+    return sum(block.size for block in blocks) / len(a)
+
+
 async def question_over_reply(
     rig: Rig, tmp_path: Path, first: np.ndarray, second: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
@@ -230,10 +241,10 @@ async def test_speech_over_the_reply_stops_it_within_200_ms_and_is_answered(
     text = heard_text(engines, after)
     reply = rig.records[1].reply
     print(f"second answer heard on the speaker: {text!r}; its reply: {reply!r}")
-    # the second question's own reply was heard: most of its words (tiny.en adds words of its own
-    # to the recording's end at times: "...Paris. THE THE")
-    said, heard = normalize(reply), set(normalize(text))
-    assert sum(w in heard for w in said) >= 0.6 * len(said), (reply, text)
+    # the second question's own reply was heard: most of its letters, in order. tiny.en adds words
+    # of its own to the recording's end at times ("...Paris. THE THE") and splits or joins words
+    # over double talk ("The capital, a Francis Paris."), so words alone fail on a good take
+    assert heard_share(reply, text) >= 0.75, (reply, text)
 
 
 async def test_the_reply_looped_back_into_the_microphone_triggers_nothing(
