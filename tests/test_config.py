@@ -28,6 +28,7 @@ def test_defaults_match_default_pipeline() -> None:
         ({"llm": {"temperature": "hot"}}, "llm.temperature = 'hot' has the wrong type: expected float"),
         ({"llm": {"max_tokens": True}}, "llm.max_tokens = True has the wrong type: expected int"),
         ({"asr": {"compute_type": "fp4"}}, "asr.compute_type = 'fp4' is not allowed"),
+        ({"llm": {"kv_cache": "q5_1"}}, "llm.kv_cache = 'q5_1' is not allowed: choose one of ['q8_0'"),
         ({"llm": {"system_prompt": "  "}}, "llm.system_prompt is empty"),
         ({"vad": 3}, "[vad] must be a table"),
     ],

@@ -298,3 +298,32 @@ def test_the_bench_timing_wrapper_hides_nothing_of_the_engine() -> None:
     assert memory_tokens(LlmConfig(), timed) == 0
     assert timed.calls == 0 and timed.history_tokens == 0
     assert timed.prime([]) == 0  # the fake cannot prime (the contract's default): nor can its wrapper
+
+
+def test_the_kv_cache_type_reaches_llama_and_keys_the_warm_state(model_dir: Path, tmp_path: Path) -> None:
+    """``llm.kv_cache`` on the default model: the q8_0 state holds about half the bytes of the
+    f16 one for the same tokens, each type has its own warm state, and both answer."""
+    from dataclasses import replace
+
+    from assistant import models
+    from assistant.config import Config
+    from assistant.engines.llama import LlamaEngine
+
+    config = replace(Config().llm, warm=True, max_tokens=8)
+    question = [
+        {"role": "system", "content": config.system_prompt},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    states, replies = {}, {}
+    for kind in ("f16", "q8_0"):
+        engine = LlamaEngine(
+            models.resolve(config.model, "llm", model_dir), replace(config, kv_cache=kind), state_dir=tmp_path
+        )
+        assert engine.kv_cache == kind and engine.warm_source == "evaluated", kind
+        (states[kind],) = set(tmp_path.glob("*.llstate")) - set(states.values())
+        pieces: list[str] = []
+        engine.chat(question, pieces.append)
+        replies[kind] = "".join(pieces)
+    f16, q8 = (states[k].stat().st_size for k in ("f16", "q8_0"))
+    assert 0.4 * f16 < q8 < 0.7 * f16, (f16, q8)
+    assert "Paris" in replies["f16"] and "Paris" in replies["q8_0"], replies

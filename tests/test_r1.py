@@ -213,6 +213,21 @@ def test_warm_state_is_saved_loaded_and_equivalent(tiny_r1: Path, tmp_path: Path
     assert LlamaEngine(tiny_r1, config).warm_source == "evaluated"  # a bad file is replaced
 
 
+def test_a_model_that_cannot_have_a_q8_kv_cache_loads_with_f16(
+    tiny_r1: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tiny model's heads have 16 dimensions, under a q8_0 block's 32: llama.cpp refuses
+    the quantized cache, and the engine says so and loads the model with llama.cpp's own."""
+    from assistant.engines.llama import LlamaEngine
+
+    engine = LlamaEngine(tiny_r1, replace(CONFIG, kv_cache="q8_0"))
+    assert engine.kv_cache == "f16"
+    assert "cannot have a q8_0 KV cache" in caplog.text and 'llm.kv_cache = "f16"' in caplog.text
+    pieces: list[str] = []
+    engine.chat(two_turns(), pieces.append)
+    assert len(engine.last_context) > len(engine.last_prompt)
+
+
 def test_warm_state_goes_beside_the_model_folder_in_use(tiny_r1: Path, tmp_path: Path) -> None:
     from assistant.engines.llama import LlamaEngine, default_state_dir
 

@@ -86,6 +86,17 @@ def default_state_dir(model_dir: Path | None = None) -> Path:
     return (model_dir or default_model_dir()).parent / "state"
 
 
+def kv_cache_params(kind: str) -> dict[str, Any]:
+    """``Llama``'s arguments for a KV cache of ``kind`` (``llm.kv_cache``): a quantized V cache
+    needs flash attention."""
+    import llama_cpp
+
+    if kind == "f16":
+        return {}
+    ggml = {"q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}[kind]
+    return {"type_k": ggml, "type_v": ggml, "flash_attn": True}
+
+
 class LlamaEngine(ChatEngine):
     """A loaded GGUF model."""
 
@@ -117,18 +128,10 @@ class LlamaEngine(ChatEngine):
         self._own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         """The one thread every llama.cpp evaluation runs on (see the module's docstring)."""
         self._own_ident = self._own.submit(threading.get_ident).result()
-        try:
-            self._llm: Any = self._on_own_thread(
-                Llama,
-                model_path=str(gguf_path),
-                n_ctx=config.n_ctx,
-                n_threads=config.n_threads or None,
-                n_threads_batch=config.n_threads_batch or None,
-                seed=config.seed,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as err:
-            raise ModelCorruptError(f"{gguf_path}: llama.cpp cannot load this model: {err}") from err
+        self.kv_cache = config.kv_cache
+        """The KV cache's number type in use: ``llm.kv_cache``, or ``f16`` where the model
+        cannot have that (a quantized cache needs heads of at least 32 dimensions)."""
+        self._llm: Any = self._load(Llama, gguf_path, config)
         self.vocab = _Vocab(self._llm)
         model = self._llm._model
         bos, eos = self._llm.token_bos(), self._llm.token_eos()
@@ -230,6 +233,36 @@ class LlamaEngine(ChatEngine):
             llm.eval(todo)
             return len(todo)
 
+    def _load(self, llama: Any, gguf_path: Path, config: LlmConfig) -> Any:
+        """``gguf_path`` in llama.cpp, with the KV cache ``llm.kv_cache`` asks for if it can."""
+        kinds = [config.kv_cache] if config.kv_cache == "f16" else [config.kv_cache, "f16"]
+        for kind in kinds:
+            try:
+                llm = self._on_own_thread(
+                    llama,
+                    model_path=str(gguf_path),
+                    n_ctx=config.n_ctx,
+                    n_threads=config.n_threads or None,
+                    n_threads_batch=config.n_threads_batch or None,
+                    seed=config.seed,
+                    verbose=False,
+                    **kv_cache_params(kind),
+                )
+            except (ValueError, RuntimeError, OSError) as err:
+                if kind != kinds[-1]:
+                    _LOGGER.warning(
+                        "llm: %s cannot have a %s KV cache (%s): using f16, which takes twice the"
+                        ' memory; set llm.kv_cache = "f16" to skip this try',
+                        gguf_path.name,
+                        kind,
+                        err,
+                    )
+                    continue
+                raise ModelCorruptError(f"{gguf_path}: llama.cpp cannot load this model: {err}") from err
+            self.kv_cache = kind
+            return llm
+        raise AssertionError("unreachable: the last kind raises")
+
     def system_prefix(self) -> list[int]:
         """Tokens every turn's prompt begins with: up to where the first question starts."""
         return self.next_prefix([{"role": "system", "content": self.config.system_prompt}])
@@ -241,7 +274,15 @@ class LlamaEngine(ChatEngine):
 
         stat = self.path.stat()
         key = json.dumps(
-            [self.path.name, stat.st_size, stat.st_mtime_ns, prefix, self.n_ctx, llama_cpp.__version__]
+            [
+                self.path.name,
+                stat.st_size,
+                stat.st_mtime_ns,
+                prefix,
+                self.n_ctx,
+                llama_cpp.__version__,
+                self.kv_cache,
+            ]
         )
         return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.llstate"
 
