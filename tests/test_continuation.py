@@ -133,6 +133,7 @@ async def test_the_continued_turn_is_cancelled_and_the_next_hears_both_parts(
         ("answered", "What is the capital of France?"),
     ]
     assert records[0].actions == ["continued"] and "first_audio" not in records[0].marks
+    assert records[1].continues == records[0].turn_id and records[0].continues == 0
     assert asr.calls[1] > 2 * (len(first) + len(second))  # int16 bytes: both parts and the pause
     assert records[1].marks["speech_start"] == records[0].marks["speech_start"]
     # and with the option off, the same audio is two turns, each answered
@@ -157,6 +158,15 @@ def test_the_bench_counts_a_continued_turn_as_no_cut_and_a_heard_one_as_a_false_
     assert (found.cuts, found.false_starts, found.answer) == ([], [continued], whole)
     stood = _record(3, marks, "Set a timer for")  # not continued: cut in two
     assert truth.cut_in_two(stood, PAUSED) and not truth.false_start(stood, PAUSED)
+    # a turn that had ended (its short reply taken whole at once) when the second part continued
+    # it: not cancelled, but the next turn names it; its answer was heard, so a false start
+    ended = _record(4, dict(marks, first_audio=1700.0), "Set a timer for")
+    later = _record(
+        5, {"speech_start": 310.0, "speech_end": 3090.0, "endpoint": 3390.0}, "Set a timer for ten"
+    )
+    later.continues = 4
+    (found,) = truth.match([ended, later], [PAUSED])
+    assert (found.cuts, found.false_starts, found.answer) == ([], [ended], later)
 
 
 # -- real speech ----------------------------------------------------------------------------

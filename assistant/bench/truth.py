@@ -8,7 +8,7 @@ Pure: turn records and stream positions in, numbers out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,18 +56,25 @@ def _in_pause(rec: TurnRecord, pos: StreamPosition) -> bool:
     return pos.speech_start_ms <= end < pos.pause_end_ms
 
 
-def cut_in_two(rec: TurnRecord, pos: StreamPosition) -> bool:
+def was_continued(rec: TurnRecord, continued: Collection[int] = ()) -> bool:
+    """A later turn went on with this one's speech (``continued``: the ids the records'
+    ``continues`` name): cancelled as it was (action ``continued``), or after it had ended (the
+    bench's memory sink takes a short reply whole at once, and the turn ends there)."""
+    return "continued" in rec.actions or rec.turn_id in continued
+
+
+def cut_in_two(rec: TurnRecord, pos: StreamPosition, continued: Collection[int] = ()) -> bool:
     """The turn was committed with its speech ending inside the item's pause, and stood: it took
-    the first part of a paused utterance for the whole. A turn the second part continued (action
-    ``continued``) did not: the turn that continued it answers both parts."""
-    return _in_pause(rec, pos) and "continued" not in rec.actions
+    the first part of a paused utterance for the whole. A turn the second part continued
+    (``was_continued``) did not: the turn that continued it answers both parts."""
+    return _in_pause(rec, pos) and not was_continued(rec, continued)
 
 
-def false_start(rec: TurnRecord, pos: StreamPosition) -> bool:
+def false_start(rec: TurnRecord, pos: StreamPosition, continued: Collection[int] = ()) -> bool:
     """The turn was committed inside the item's pause and continued by the second part, but only
     after its audio (an acknowledgement, or the first part's answer) had begun: the user heard the
     assistant start, and stop, before the whole utterance was answered."""
-    return _in_pause(rec, pos) and "continued" in rec.actions and "first_audio" in rec.marks
+    return _in_pause(rec, pos) and was_continued(rec, continued) and "first_audio" in rec.marks
 
 
 @dataclass
@@ -107,6 +114,8 @@ def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) ->
     sound to ``ANSWER_WINDOW_MS`` after its true end) holds the turn's ``speech_end``. A turn
     started by noise alone, in a gap, belongs to no item."""
     out = [Matched() for _ in positions]
+    records = list(records)
+    continued = {rec.continues for rec in records if rec.continues}
     for rec in records:
         end = rec.marks.get("speech_end")
         if end is None:
@@ -114,9 +123,9 @@ def match(records: Iterable[TurnRecord], positions: Sequence[StreamPosition]) ->
         for pos, found in zip(positions, out, strict=True):
             if not pos.speech_start_ms <= end <= pos.speech_end_ms + ANSWER_WINDOW_MS:
                 continue
-            if cut_in_two(rec, pos):
+            if cut_in_two(rec, pos, continued):
                 found.cuts.append(rec)
-            elif false_start(rec, pos):
+            elif false_start(rec, pos, continued):
                 found.false_starts.append(rec)
             elif found.answer is None and answered(rec):
                 found.answer = rec

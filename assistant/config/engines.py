@@ -99,8 +99,8 @@ class LlmConfig:
     n_threads_batch: int = 0
     """Threads evaluating the prompt (a batch); 0 uses every core."""
     kv_cache: str = "q8_0"
-    """The KV cache's number type (llama engine): ``q8_0`` (half the memory of ``f16``: 12 MB
-    instead of 23 for the default model at ``n_ctx`` 1,024; needs llama.cpp's flash attention,
+    """The KV cache's number type (llama engine): ``q8_0`` (about half the memory of ``f16``: 12.5 MB
+    instead of 23.6 for the default model at ``n_ctx`` 1,024; needs llama.cpp's flash attention,
     which it turns on), ``f16`` (llama.cpp's default) or ``q4_0`` (a quarter)."""
     yield_to_tts: bool = True
     """Wait between tokens while a chunk is being synthesized (in-process engine): the chunk is

@@ -62,6 +62,9 @@ class TurnRecord:
     """The command matched (``HassTurnOn``...), when the intents stage answered the turn."""
     handled_by: str = "llm"
     """Who answered: ``intent`` (a local command), ``llm``, or ``say`` (text spoken as given)."""
+    continues: int = 0
+    """The earlier turn whose speech this one continued (``vad.continue_ms``: both parts are
+    this turn's utterance); 0: none."""
     listener: Callable[[int, str], None] | None = field(default=None, repr=False, compare=False)
     """Called with (turn id, mark name) each time a mark is set."""
 
@@ -100,6 +103,7 @@ class TurnRecord:
             "actions": list(self.actions),
             "intent": self.intent,
             "handled_by": self.handled_by,
+            "continues": self.continues,
         }
 
 

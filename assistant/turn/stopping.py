@@ -54,7 +54,7 @@ class Stopping:
         """Barge-in: the user speaks while a reply plays: stop it at once. Speech that continues
         an earlier turn (``continues``) cancels that turn wherever it is: its words were half of
         this one's."""
-        self.tracker.record(turn_id)
+        self.tracker.record(turn_id).continues = continues
         if continues and self.tracker.is_open(continues):
             heard = Mark.FIRST_AUDIO in self.tracker.record(continues).marks
             self.tracker.action(continues, Action.CONTINUED)
