@@ -88,6 +88,42 @@ def test_echo_gate_learns_the_coupling_but_never_from_the_user() -> None:
     assert gate.coupling == pytest.approx(0.1, rel=0.01)  # the user's frames were never learned
 
 
+def test_echo_gate_learns_nothing_from_onsets_and_quiet_ends_and_judges_them_safely() -> None:
+    """Where the sink's clock places the playback a little late, the microphone hears a reply's
+    loud start while its reference still has the soft first milliseconds, and the quiet end of
+    a word against an even quieter reference: such frames would teach a coupling several times
+    the true one, and the user would then have to shout over the reply."""
+
+    def frame(rms: float) -> bytes:
+        return (np.ones(480) * rms * 32768).astype(np.int16).tobytes()
+
+    ms = 1_000_000
+    played: list[tuple[int, int, float]] = [(0, 3000 * ms, 0.2)]  # a steady reply, heard 6 dB down
+
+    def peak(start_ns: int, end_ns: int) -> float:
+        return max((rms for s, e, rms in played if s < end_ns and e > start_ns), default=0.0)
+
+    gate = EchoGate(peak, learn_min=20)
+    for at in range(400, 3000, 30):
+        assert gate.playing(frame(0.1), at * ms)
+    assert gate.coupling == pytest.approx(0.5, rel=0.01)
+    # a gap, then a soft start (20 ms at 0.02) that the microphone, 40 ms ahead, hears loud
+    played += [(3600 * ms, 3620 * ms, 0.02), (3620 * ms, 6000 * ms, 0.2)]
+    for _ in range(15):
+        assert gate.playing(frame(0.1), 3615 * ms)
+        assert not gate.allow(frame(0.1), strict_voiced=True)  # judged against the loudest
+    # a quiet stretch (0.012 for 400 ms) heard at 2.5 times its level (a breath, the room)
+    played += [(6000 * ms, 6400 * ms, 0.012), (6400 * ms, 9000 * ms, 0.2)]
+    for at in range(6310, 6400, 5):
+        assert gate.playing(frame(0.03), at * ms)
+        assert not gate.allow(frame(0.03), strict_voiced=True)  # against 0.2 of the loudest
+    for at in range(6700, 7000, 30):
+        assert gate.playing(frame(0.1), at * ms)
+    assert gate.coupling == pytest.approx(0.5, rel=0.01)  # neither taught it anything
+    user = frame(0.25)  # over a steady stretch, 8 dB over the echo: the user's
+    assert gate.playing(user, 7000 * ms) and gate.allow(user, strict_voiced=True)
+
+
 @pytest.mark.parametrize(("echo_db", "barges"), [(None, True), (0.0, False), (-20.0, True)])
 def test_own_voice_looped_back_does_not_start_a_turn(
     espeak: Any, tmp_path: Path, echo_db: float | None, barges: bool
