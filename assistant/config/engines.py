@@ -78,9 +78,9 @@ class AsrConfig:
 
 
 DEFAULT_HISTORY_TOKENS = 1024
+"""Conversation memory, in tokens, where ``llm.history_tokens`` is -1 and the model says nothing."""
 KV_CACHE_TYPES = ("q8_0", "f16", "q4_0")
 """``llm.kv_cache``'s choices (ggml's number types for the KV cache)."""
-"""Conversation memory, in tokens, where ``llm.history_tokens`` is -1 and the model says nothing."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ class LlmConfig:
         _check_range("llm.top_p", self.top_p, 0.0, 1.0)
         _check_range("llm.n_ctx", self.n_ctx, 128, 131_072)
         _check_range("llm.n_threads", self.n_threads, 0, 256)
-        _check_choice("llm.kv_cache", self.kv_cache, KV_CACHE_TYPES)
         _check_range("llm.n_threads_batch", self.n_threads_batch, 0, 256)
+        _check_choice("llm.kv_cache", self.kv_cache, KV_CACHE_TYPES)
         if not self.system_prompt.strip():
             raise ConfigError("llm.system_prompt is empty: give the assistant a short instruction")
         _check_choice("llm.engine", self.engine, ("llama", "openai"))

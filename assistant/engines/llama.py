@@ -249,9 +249,11 @@ class LlamaEngine(ChatEngine):
                     **kv_cache_params(kind),
                 )
             except (ValueError, RuntimeError, OSError) as err:
-                if kind != kinds[-1]:
+                # only the context can refuse the cache type; a model file that does not load
+                # ("Failed to load model from file") is corrupt whatever the cache
+                if kind != kinds[-1] and "context" in str(err):
                     _LOGGER.warning(
-                        "llm: %s cannot have a %s KV cache (%s): using f16, which takes twice the"
+                        "llm: %s cannot have a %s KV cache (%s): using f16, which takes more"
                         ' memory; set llm.kv_cache = "f16" to skip this try',
                         gguf_path.name,
                         kind,
