@@ -28,7 +28,7 @@ from assistant.audio.sources import AudioSource
 from assistant.clock import StreamClock
 from assistant.config import Config, IntentsConfig
 from assistant.contracts import EchoReference, Speaker, Volume
-from assistant.endpointing.echo import EchoGate
+from assistant.endpointing.echo import gate_for
 from assistant.engines import Engines
 from assistant.errors import AssistantError, ConfigError
 from assistant.events import EventBus
@@ -290,7 +290,7 @@ class Pipeline:
             vad.muted = channel.muted
             vad.progress_ms = self._progress_ms(config)
             if self.speaker is not None:
-                vad.echo_gate = EchoGate(self.speaker.playback_peak, margin_db=config.listen.echo_margin_db)
+                vad.echo_gate = gate_for(self.speaker, config.listen.echo_margin_db)
             channel.endpointer = vad
             return vad
         if name == "asr":

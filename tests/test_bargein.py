@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -159,12 +160,24 @@ def onset_in(recording: np.ndarray, stamps: np.ndarray, clip: np.ndarray, after:
     return start + lag + int(loud(clip)[0])
 
 
-def heard_text(engines: Any, samples: np.ndarray) -> str:
-    """What whisper hears in ``samples`` (the loud part, with a little margin)."""
+def heard_text(engines: Any, samples: np.ndarray, seconds: float | None = None) -> str:
+    """What whisper hears in ``samples`` (the loud part, with a little margin; its first
+    ``seconds`` only, if given)."""
     on = loud(samples, 500)
     if not on.size:
         return ""
-    return str(engines.asr.transcribe(samples[max(0, on[0] - 1600) : on[-1] + 1600].tobytes()).text)
+    end = on[-1] + 1600 if seconds is None else min(on[-1] + 1600, on[0] + int(seconds * SPEECH_RATE))
+    return str(engines.asr.transcribe(samples[max(0, on[0] - 1600) : end].tobytes()).text)
+
+
+def opening(reply: str, letters: int = 30) -> str:
+    """A reply's first sentences, as many as make ``letters`` letters: what its first seconds say."""
+    said = ""
+    for sentence in re.split(r"(?<=[.!?])\s+", reply.strip()):
+        said = f"{said} {sentence}".strip()
+        if len("".join(normalize(said))) >= letters:
+            break
+    return said
 
 
 def heard_share(said: str, heard: str) -> float:
@@ -238,13 +251,14 @@ async def test_speech_over_the_reply_stops_it_within_200_ms_and_is_answered(
     assert stop_s < STOP_BAR_S
 
     after = spk[spk_t > spoken_at + spoken_s - 0.3]
-    text = heard_text(engines, after)
+    text = heard_text(engines, after, seconds=10)
     reply = rig.records[1].reply
     print(f"second answer heard on the speaker: {text!r}; its reply: {reply!r}")
-    # the second question's own reply was heard: most of its letters, in order. tiny.en adds words
-    # of its own to the recording's end at times ("...Paris. THE THE") and splits or joins words
-    # over double talk ("The capital, a Francis Paris."), so words alone fail on a good take
-    assert heard_share(reply, text) >= 0.75, (reply, text)
+    # the second question's own reply was heard: most of its first sentence's letters, in order.
+    # tiny.en adds words of its own to the recording's end at times ("...Paris. THE THE") and splits
+    # or joins words over double talk ("The capital, a Francis Paris."), so words alone fail on a
+    # good take; over a long reply it drops words at the start, so only its opening is compared
+    assert heard_share(opening(reply), text) >= 0.75, (reply, text)
 
 
 async def test_the_reply_looped_back_into_the_microphone_triggers_nothing(

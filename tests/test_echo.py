@@ -9,11 +9,10 @@ sink played by the playback clock, removes it.
   and with the energy gate alone;
 - PulseAudio's own ``module-echo-cancel`` (the OS-level alternative) on the same devices.
 
-The question over the reply at 0 dB does not always hold: the energy gate, the second line, judges
-the microphone as captured (so the canceller's residue, which jumps when the models load both
-cores, never interrupts the reply), and there the user at 0 dB is over the echo by the gate's
-margin only where the reply is quieter than the user (4 runs in 5 here); it is marked ``xfail``
-(not strict) with that reason; the README gives the figures.
+The question over the reply at 0 dB is heard by its waveform: the energy gate, the second line,
+judges the microphone as captured, where the user at 0 dB is only about 3 dB over the echo, under
+the gate's margin; the gate also compares each frame with what the speaker played, and the
+user's frames are not like it (``endpointing/echo.py``).
 
 A real-time test on a shared 2-core machine: one that fails once may be load; rerun it alone.
 """
@@ -30,7 +29,6 @@ import numpy as np
 import pytest
 
 from assistant.audio.pulse import PulseSink, PulseSource
-from assistant.bench.wer import wer
 from assistant.clock import StreamClock
 from assistant.config import AudioProcessingConfig, Config
 from assistant.messages import EndOfStream, Message
@@ -44,7 +42,9 @@ from .test_bargein import (  # noqa: F401 - close_rigs: the fixture
     STOP_BAR_S,
     Rig,
     close_rigs,
+    heard_share,
     heard_text,
+    opening,
     question_over_reply,
     reply_under_speech,
     talkative,
@@ -108,19 +108,11 @@ def level_db(samples: np.ndarray) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(on**2)) / 32768)) if on.size else -120.0
 
 
-AEC_UNDER_LOAD = (
-    "AEC in the loaded daemon: the energy gate judges the raw microphone, where the user at 0 dB is"
-    " 6 dB over the echo only where the reply is quieter; in 1 run of 5 no frame passed"
-    " (README: Echo cancellation)"
-)
-
-
 def with_aec(config: Config, on: bool = True) -> Config:
     return replace(config, audio_processing=replace(config.audio_processing, echo_cancellation=on))
 
 
 @pytest.mark.models
-@pytest.mark.xfail(reason=AEC_UNDER_LOAD, strict=False)
 async def test_a_question_over_the_reply_at_0_db_echo_stops_it_within_200_ms_and_is_answered(
     pulse: PulseServer, tmp_path: Path, engines: Any, speak: Any
 ) -> None:
@@ -138,14 +130,17 @@ async def test_a_question_over_the_reply_at_0_db_echo_stops_it_within_200_ms_and
     user_db = level_db(second)
     print(f"echo {reply_db:.1f} dBFS, the user {user_db:.1f} dBFS: the user {user_db - reply_db:+.1f} dB")
     assert abs(user_db - reply_db) < 4.0, "not a 0 dB echo"
+    gate = rig.pipeline._vad.echo_gate if rig.pipeline._vad else None  # noqa: SLF001 - diagnosis
+    assert gate is not None and gate.waveform is not None, "the sink reports what it played"
+    print(f"echo gate: coupling {gate.coupling:.3f}, floor {gate.waveform.floor}, unlike {gate.unlike}")
     stop_s = spk_t[during[-1]] - spoken_at
     print(f"barge-in at 0 dB echo: speech onset in the mic feed -> reply silent: {stop_s * 1000:.0f} ms")
     assert stop_s < STOP_BAR_S
 
     after = spk[spk_t > spoken_at + spoken_s - 0.3]
-    text = heard_text(engines, after)
+    text = heard_text(engines, after, seconds=10)
     reply = rig.records[1].reply
-    assert wer(reply, text) < 0.5, (reply, text)
+    assert heard_share(opening(reply), text) >= 0.75, (reply, text)
 
 
 @pytest.mark.models
@@ -176,7 +171,9 @@ async def test_the_reply_looped_back_at_0_db_starts_nothing(
         assert apm is None, "nothing on: no processing stage"
     vad = rig.pipeline._vad  # noqa: SLF001 - what the VAD heard
     assert vad is not None and vad.echo_gate is not None
-    print(f"echo gate after AEC: coupling {vad.echo_gate.coupling:.3f}, gated frames {vad.echo_gate.gated}")
+    gate = vad.echo_gate
+    print(f"echo gate: coupling {gate.coupling:.3f}, gated {gate.gated}, unlike the playback {gate.unlike}")
+    assert rig.sink.pauses == 0, "the echo paused the reply (taken for the user's voice)"
 
 
 def echo_cancel_module(pulse: PulseServer, method: str = "webrtc") -> str:

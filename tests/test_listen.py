@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from assistant.audio.reference import PlayedAudio
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig, ListenConfig, VadConfig
 from assistant.daemon import Daemon
 from assistant.endpointing.echo import EchoGate, frame_rms
+from assistant.endpointing.waveform import loudest_10ms
 from assistant.messages import AudioIn, Message, SpeechStarted
 from assistant.pipeline import Engines, Pipeline
 from assistant.stages.vad import VadStage
@@ -122,6 +124,94 @@ def test_echo_gate_learns_nothing_from_onsets_and_quiet_ends_and_judges_them_saf
     assert gate.coupling == pytest.approx(0.5, rel=0.01)  # neither taught it anything
     user = frame(0.25)  # over a steady stretch, 8 dB over the echo: the user's
     assert gate.playing(user, 7000 * ms) and gate.allow(user, strict_voiced=True)
+
+
+def _noise(rng: np.random.Generator, seconds: float, rms: float) -> np.ndarray:
+    """Speech-band noise at a steady level: a stand-in for a voice, one per ``rng``."""
+    white = rng.standard_normal(int(seconds * 16000) + 64)
+    band = np.convolve(white, np.hanning(8), mode="same")[:-64]  # low-passed, as a voice is
+    return band * (rms * 32768 / np.sqrt(np.mean(band**2)))
+
+
+@pytest.mark.parametrize("echo_like", [True, False], ids=["loopback", "unlike-its-playback"])
+def test_echo_gate_hears_a_user_as_loud_as_the_echo_by_the_waveform(echo_like: bool) -> None:
+    """At 0 dB echo the user's voice over the reply is only 3 dB over the echo, under the level
+    margin: only the waveform, unlike the playback's, tells them apart. Where the echo is not
+    like its playback either (a reverberant room), the level alone judges."""
+    rng = np.random.default_rng(5)
+    ms, start = 1_000_000, 10_000_000_000
+    reply = _noise(rng, 6.0, 0.2)
+    ring = PlayedAudio(keep_ms=8000)
+    ring.write(start, reply.astype(np.int16))
+
+    def peak(start_ns: int, end_ns: int) -> float:
+        return loudest_10ms(ring.read(start_ns, (end_ns - start_ns) * 16 // ms).tobytes())
+
+    delay = 25 * 16  # the loopback's: the microphone hears each sample 25 ms after it was played
+    echo = np.concatenate([np.zeros(delay), reply])[: reply.size] if echo_like else _noise(rng, 6.0, 0.2)
+    user = np.zeros(reply.size)
+    user[4 * 16000 : 5 * 16000] = _noise(rng, 1.0, 0.2)  # as loud as the reply, from 4 s to 5 s
+    mic = (echo + user).astype(np.int16).tobytes()
+
+    def run(gate: EchoGate) -> tuple[int, int]:
+        """(echo frames let through, user frames let through)."""
+        let = [0, 0]
+        for index in range(0, len(mic) // 960):
+            frame = mic[index * 960 : (index + 1) * 960]
+            at = start + (index + 1) * 30 * ms + 5 * ms  # arrives 5 ms after its last sample
+            assert gate.playing(frame, at)
+            if gate.allow(frame, strict_voiced=True):
+                let[(index + 1) * 30 > 4000 and index * 30 < 5000] += 1  # the user is in it
+        return let[0], let[1]
+
+    played = lambda start_ns, count: ring.read(start_ns, count).tobytes()  # noqa: E731
+    by_level, by_waveform = EchoGate(peak), EchoGate(peak, played)
+    assert run(by_level)[1] == 0, "the level alone lets the user through: not a 0 dB case"
+    echo_let, user_let = run(by_waveform)
+    assert echo_let == 0
+    if echo_like:
+        assert by_waveform.waveform is not None and (by_waveform.waveform.floor or 0) > 0.8
+        assert by_waveform.waveform.lag_ns == pytest.approx(-30 * ms, abs=ms)  # 25 ms + the 5 ms to arrive
+        assert user_let >= 30  # of 34 frames
+    else:
+        assert by_waveform.waveform is not None and by_waveform.waveform.floor is None
+        assert user_let == 0
+
+
+def test_echo_gate_hears_the_user_at_once_when_the_speaker_has_paused() -> None:
+    """The speaker pauses at the user's first syllable: the frames after it hold no echo, but
+    the loudest playback of the last ``hold_ms`` still stands over them, and a user quieter than
+    the reply was would be dismissed for that long. Where the echo's place in the playback is
+    known, the playback there (silence) judges them."""
+    rng = np.random.default_rng(7)
+    ms, start = 1_000_000, 10_000_000_000
+    reply = _noise(rng, 3.0, 0.2)
+    reply[2 * 16000 :] = 0  # paused at 2 s
+    ring = PlayedAudio(keep_ms=8000)
+    ring.write(start, reply.astype(np.int16))
+
+    def peak(start_ns: int, end_ns: int) -> float:
+        return loudest_10ms(ring.read(start_ns, (end_ns - start_ns) * 16 // ms).tobytes())
+
+    echo = np.concatenate([np.zeros(400), reply])[: reply.size]
+    user = np.zeros(reply.size)
+    user[2 * 16000 + 400 :] = _noise(rng, 1.0, 0.1)[: reply.size - 2 * 16000 - 400]  # 6 dB under it
+    mic = (echo + user).astype(np.int16).tobytes()
+    played = lambda start_ns, count: ring.read(start_ns, count).tobytes()  # noqa: E731
+    firsts = []
+    for gate in (EchoGate(peak), EchoGate(peak, played)):
+        first = None
+        for index in range(0, len(mic) // 960):
+            frame = mic[index * 960 : (index + 1) * 960]
+            at = start + (index + 1) * 30 * ms + 5 * ms
+            heard = not gate.playing(frame, at) or gate.allow(frame, strict_voiced=True)
+            if heard:  # let through, or the gate is out of the way (nothing played for hold_ms)
+                assert index * 30 >= 2000, "an echo frame let through"
+                first = index * 30 if first is None else first
+        firsts.append(first)
+    by_level, by_waveform = firsts
+    assert by_level is not None and by_level >= 2250  # only once the hold has passed
+    assert by_waveform is not None and by_waveform <= 2100  # the first frames the echo has left
 
 
 @pytest.mark.parametrize(("echo_db", "barges"), [(None, True), (0.0, False), (-20.0, True)])

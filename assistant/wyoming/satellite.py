@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from assistant.audio.sources import AudioSource, IdleSource
 from assistant.clock import StreamClock
-from assistant.endpointing.echo import EchoGate
+from assistant.endpointing.echo import gate_for
 from assistant.messages import SAMPLE_RATE, AudioIn, EndOfStream, Message, SpeechStarted
 from assistant.stages.vad import VadStage
 from assistant.turn.reports import EndpointFinal, ReportLog, SpeechBegan
@@ -187,7 +187,7 @@ class Satellite:
         vad = VadStage(replace(config.vad, speculate_after_ms=0), self._log)
         speaker = self.pipeline.speaker
         if speaker is not None:
-            vad.echo_gate = EchoGate(speaker.playback_peak, margin_db=config.listen.echo_margin_db)
+            vad.echo_gate = gate_for(speaker, config.listen.echo_margin_db)
         ring_bytes = (config.vad.preroll_ms + config.vad.start_ms + PREROLL_EXTRA_MS) * SAMPLE_RATE // 500
         while True:
             item = await self.mic.get()
