@@ -4,14 +4,17 @@ where nobody said it, and what listening for it costs against transcribing every
 - **Misses**: every corpus question and command after "Okay nabu," (``QUESTIONS + COMMANDS``) in
   piper's voice and ten espeak-ng voices, each voice's takes in one stream with a second between
   (the detector runs on, as it would on a microphone): clean, and with steady pink noise over the
-  whole stream at 15 dB and at 5 dB below the speech. A take is missed when no detection falls
-  inside it (or within 300 ms after it).
+  whole stream at 15 dB and at 5 dB below the speech; and the noisy streams again through WebRTC's
+  noise suppression (``SUPPRESSION``, as ``audio_processing.noise_suppression`` puts it before the
+  wake word; skipped where pywebrtc-audio does not load). A take is missed when no detection
+  falls inside it (or within 300 ms after it).
 - **The question after it**: from where the wake stage would start the question
   (``wake.word_end``) to the take's end, transcribed by Whisper, against the same question said
   alone in the same voice (word error rate, and takes heard word for word).
 - **False wakes**: sentences without the wake word (the corpus's questions, and plain English
   prose: the sentences of Python's own help topics) in the same voices, at least an hour of speech,
-  clean and with pink noise at 10 dB SNR; a few near misses ("Okay, now...", "Okay, no...") apart;
+  clean and with pink noise at 10 dB SNR (also suppressed); a few near misses ("Okay, now...",
+  "Okay, no...") apart;
   and ten minutes of music-like audio (random chords of harmonic tones). Reported per hour.
 - **CPU per hour of listening**: the detector's process time on all of the above, against
   always-on listening on the false-wake speech: the VAD on every frame and Whisper on every
@@ -68,6 +71,9 @@ NEAR = (
 """Sentences that sound somewhat like the wake word, reported apart from the rest."""
 SNRS = (15.0, 5.0)
 """Noise levels of the miss test, dB SNR."""
+SUPPRESSION = "very_high"
+"""The noise suppression the noisy streams are also heard through: the level Whisper does best
+after on the noisy corpus (README: Echo cancellation, noise suppression and gain)."""
 FALSE_SNR = 10.0
 """Noise level of the noisy false-wake pass, dB SNR."""
 MUSIC_S = 600
@@ -140,18 +146,33 @@ def music(seconds: int, seed: int = 7) -> bytes:
     return pcm
 
 
+def suppressed(pcm: bytes, level: str = SUPPRESSION) -> bytes | None:
+    """``pcm`` through WebRTC's noise suppression at ``level`` (a whole number of 10 ms frames of
+    it); None where pywebrtc-audio does not load."""
+    from assistant.audio.processing import FRAME, Features, ProcessingUnavailable, Processor
+
+    try:
+        processor = Processor(Features(echo=False, noise=level, gain=False))
+    except ProcessingUnavailable:
+        return None
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return processor.process(samples[: samples.size // FRAME * FRAME]).tobytes()
+
+
 def _misses(
-    detector: Any, items: Sequence[CorpusItem], snr_db: float | None
+    detector: Any, items: Sequence[CorpusItem], snr_db: float | None, suppress: bool = False
 ) -> tuple[int, int, float, float, list[bytes | None], dict[float, int]]:
     """(misses, extra detections, audio seconds, CPU seconds, per take the audio the VAD would get
     after the wake word: from ``word_end``'s cut to the take's end, None where missed) over one
     stream of ``items``, with steady pink noise at ``snr_db`` over all of it (a room's noise does
-    not stop between words)."""
+    not stop between words), through noise suppression if ``suppress``."""
     from assistant.wake import GAP_AFTER_MS, GAP_SEARCH_MS, word_end
 
     stream, positions = make_stream(items, gap_ms=1000.0)
     if snr_db is not None:
         stream = _noisy_stream(stream, snr_db)
+    if suppress:
+        stream = suppressed(stream) or stream
     found, cpu, trace = detect(detector, stream)
     lower = {t: fired(trace, t, detector.refractory_samples) for t in THRESHOLDS}
     misses_at = dict.fromkeys(THRESHOLDS, 0)
@@ -197,19 +218,25 @@ def run_wake_bench(
     result: dict[str, Any] = {
         "model": detector.name,
         "threshold": detector.threshold,
+        "suppression": SUPPRESSION,
         "voices": {},
         "heard": {},
     }
     cpu_s = audio_s = 0.0
     log(f"wake bench: {len(wake_questions)} questions after the wake word, {len(voices)} voices")
+    suppress = suppressed(bytes(320)) is not None
+    if not suppress:
+        result["suppression"] = None
+        log("  pywebrtc-audio does not load here: no figures through noise suppression")
+    conditions = [(None, False)] + [(snr, False) for snr in SNRS] + [(snr, True) for snr in SNRS if suppress]
     for voice in voices:
         clean = build_corpus(
             model_dir, questions=wake_questions, voices=[voice], snr_db=None, cache_dir=cache_dir
         )
         row: dict[str, Any] = {}
-        for snr in (None, *SNRS):
-            label = "clean" if snr is None else f"snr{snr:g}"
-            misses, extra, seconds, cpu, after, misses_at = _misses(detector, clean, snr)
+        for snr, quieter in conditions:
+            label = "clean" if snr is None else f"snr{snr:g}" + (" ns" if quieter else "")
+            misses, extra, seconds, cpu, after, misses_at = _misses(detector, clean, snr, quieter)
             row[label] = {"takes": len(clean), "misses": misses, "extra": extra}
             row[label] |= {f"misses_{t:g}": n for t, n in misses_at.items()}
             cpu_s, audio_s = cpu_s + cpu, audio_s + seconds
@@ -228,7 +255,9 @@ def run_wake_bench(
     result["heard"]["all"] = _heard_totals(result["heard"])
 
     sentences = prose(limit if limit is None else limit * 3)
-    counts = {"speech clean": [0, 0.0], f"speech snr{FALSE_SNR:g}": [0, 0.0], "music": [0, 0.0]}
+    noisy = f"speech snr{FALSE_SNR:g}"
+    counts = {"speech clean": [0, 0.0], noisy: [0, 0.0]} | ({f"{noisy} ns": [0, 0.0]} if suppress else {})
+    counts["music"] = [0, 0.0]
     sample: list[bytes] = []  # the speech the always-on CPU is measured on
     lower = {(label, t): 0 for label in counts for t in THRESHOLDS}
     for index, voice in enumerate(voices):
@@ -237,10 +266,10 @@ def run_wake_bench(
         stream = make_stream(items, gap_ms=500.0)[0]
         if sum(map(len, sample)) < asr_minutes * 60 * 2 * SAMPLE_RATE:
             sample.append(stream)
-        for label, audio in (
-            ("speech clean", stream),
-            (f"speech snr{FALSE_SNR:g}", _noisy_stream(stream, FALSE_SNR)),
-        ):
+        takes = [("speech clean", stream), (noisy, _noisy_stream(stream, FALSE_SNR))]
+        if suppress:
+            takes.append((f"{noisy} ns", suppressed(takes[1][1]) or takes[1][1]))
+        for label, audio in takes:
             found, cpu, trace = detect(detector, audio)
             counts[label][0] += len(found)
             counts[label][1] += len(audio) / 2 / SAMPLE_RATE
