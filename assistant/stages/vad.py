@@ -18,7 +18,10 @@ Steady noise (``vad.floor_gate``): webrtcvad takes a noise that starts out of si
 for seconds; a voiced verdict stands only for a frame 6 dB above the noise floor of the last 1.5 s
 (``envelope.FloorGate``, on the high-passed copy). While the speaker plays, the echo gate judges
 instead (the reply's own echo would raise the floor under the user's voice). The echo gate hears the
-microphone as captured (``AudioIn.raw``, before ``stages/apm.py``), the VAD the processed audio.
+microphone as captured (``AudioIn.raw``, before ``stages/apm.py``), the VAD the processed audio; while
+the speaker plays, a frame is also voiced (and strictly voiced) where the captured one is to a
+plain and a strict webrtcvad of its own (the canceller's suppressor may take the onset of the
+user's words off the processed audio), and the gate judges it.
 
 Warm-up: webrtcvad's noise model starts empty, so it calls the first two or three frames of any
 noise speech. The first ``warmup_ms`` (90 ms) of input are classified (to train it) but taken as
@@ -147,6 +150,10 @@ class VadStage(SegmenterEvents):
         self._raw_framer = Framer(config.frame_ms)
         """The same frames as captured (``AudioIn.raw``), for the echo gate."""
         self._highpass = HighPass(highpass_hz) if highpass_hz else None
+        self._raw_highpass = HighPass(highpass_hz) if highpass_hz else None
+        self._raw_vads: tuple[Any, Any] = (webrtcvad.Vad(config.aggressiveness), webrtcvad.Vad(3))
+        """The plain and the strict VAD on the frames as captured (where they differ: the
+        microphone is processed), for the frames heard while the speaker plays."""
         self._warmup_frames = -(-warmup_ms // config.frame_ms)
         self._segmenter = Segmenter(config)
         self._floor = FloorGate(config.frame_ms) if config.floor_gate else None
@@ -225,11 +232,8 @@ class VadStage(SegmenterEvents):
         raws = self._raw_framer.push(bytes(len(captured)) if self.muted else captured)
         if not frames:
             return []
-        heard = frames
-        if self._highpass is not None:
-            filtered = self._highpass(b"".join(frames))
-            size = self._framer.frame_bytes
-            heard = [filtered[i : i + size] for i in range(0, len(filtered), size)]
+        heard = self._highpassed(frames, self._highpass)
+        raw_heard = self._highpassed(raws, self._raw_highpass) if item.raw is not None else []
         messages: list[Message] = []
         # when each frame's last sample arrived: the piece's arrival, less what follows the frame
         arrived_ns = item.arrived_ns or time.monotonic_ns()
@@ -242,13 +246,16 @@ class VadStage(SegmenterEvents):
             at_ns = last_ns - (len(frames) - 1 - index) * frame_ns
             raw = raws[index] if index < len(raws) else frame
             playing = self.echo_gate is not None and self.echo_gate.playing(raw, at_ns)
+            raw_frame = raw_heard[index] if index < len(raw_heard) else None
             if playing:
                 self._played_frame = self.frames
+                voiced |= raw_frame is not None and self._raw_voiced(raw_frame, strict=False)
             above_floor = self._floor is None or self._floor.loud(vad_frame)
             voiced &= above_floor or playing  # while the speaker plays, the echo gate judges
             if playing and voiced:
                 assert self.echo_gate is not None
                 strict = bool(self._strict_vad.is_speech(vad_frame, SAMPLE_RATE))
+                strict |= raw_frame is not None and self._raw_voiced(raw_frame, strict=True)
                 voiced = self.echo_gate.allow(raw, strict)
             self.frames += 1
             self.voiced_frames += voiced
@@ -261,6 +268,20 @@ class VadStage(SegmenterEvents):
             self._watch_voice(voiced and playing and listening, sounded, events)
         self._apply_pending()
         return messages
+
+    def _highpassed(self, frames: list[bytes], highpass: HighPass | None) -> list[bytes]:
+        """``frames`` through ``highpass`` (the same frames unfiltered without one)."""
+        if highpass is None or not frames:
+            return frames
+        filtered = highpass(b"".join(frames))
+        size = self._framer.frame_bytes
+        return [filtered[i : i + size] for i in range(0, len(filtered), size)]
+
+    def _raw_voiced(self, frame: bytes, *, strict: bool) -> bool:
+        """The frame as captured is speech (to the strict VAD, if ``strict``): while the speaker
+        plays, the echo canceller and its suppressor may take the onset of the user's words off
+        the processed frame, and the echo gate judges the captured one."""
+        return bool(self._raw_vads[strict].is_speech(frame, SAMPLE_RATE))
 
     def _progress(self, turn_id: int, voiced: bool) -> list[Message]:
         """``SpeechSoFar`` at a voiced frame ``progress_ms`` after the last (or the turn's start),
@@ -333,6 +354,7 @@ class VadStage(SegmenterEvents):
         if asked_now and not asked_before:
             self._warn_turn_model()
         self._vad = self._webrtcvad.Vad(config.aggressiveness)
+        self._raw_vads = (self._webrtcvad.Vad(config.aggressiveness), self._raw_vads[1])
         position, wake_end = self._segmenter.frames_done, self._segmenter.wake_end
         self._segmenter = Segmenter(config)
         self._segmenter.frames_done, self._segmenter.wake_end = position, wake_end
