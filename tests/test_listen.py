@@ -17,7 +17,7 @@ from assistant.audio.reference import PlayedAudio
 from assistant.audio.sources import PcmSource
 from assistant.config import Config, LatencyConfig, ListenConfig, VadConfig
 from assistant.daemon import Daemon
-from assistant.endpointing.echo import EchoGate, frame_rms
+from assistant.endpointing.echo import EchoGate, frame_rms, gate_for
 from assistant.endpointing.waveform import loudest_10ms
 from assistant.messages import AudioIn, Message, SpeechStarted
 from assistant.pipeline import Engines, Pipeline
@@ -176,6 +176,25 @@ def test_echo_gate_hears_a_user_as_loud_as_the_echo_by_the_waveform(echo_like: b
     else:
         assert by_waveform.waveform is not None and by_waveform.waveform.floor is None
         assert user_let == 0
+
+
+def test_the_gate_for_a_speaker_that_reports_what_it_played_compares_waveforms_from_its_first_reply() -> None:
+    class Speaker:
+        def __init__(self) -> None:
+            self.asked: list[tuple[int, int]] = []
+
+        def playback_peak(self, start_ns: int, end_ns: int) -> float:
+            return 0.0
+
+    class Reporting(Speaker):
+        def played(self, start_ns: int, count: int) -> bytes:
+            self.asked.append((start_ns, count))
+            return bytes(2 * count)
+
+    reporting = Reporting()
+    assert gate_for(reporting, 6.0).waveform is not None  # type: ignore[arg-type]
+    assert reporting.asked, "the sink was not asked to keep what it plays before the first frame"
+    assert gate_for(Speaker(), 6.0).waveform is None  # type: ignore[arg-type]
 
 
 def test_echo_gate_hears_the_user_at_once_when_the_speaker_has_paused() -> None:
