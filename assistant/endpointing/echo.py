@@ -176,6 +176,8 @@ class EchoGate:
 def gate_for(speaker: Speaker, margin_db: float) -> EchoGate:
     """The gate for a live speaker: by level, and by waveform too where it reports what it played."""
     played = speaker.played if isinstance(speaker, EchoReference) else None
-    if played is not None:
+    if not callable(played):  # a speaker's attribute of that name that is no such report
+        played = None
+    else:
         played(0, 0)  # the sink keeps what it plays from its first reply on
     return EchoGate(speaker.playback_peak, played, margin_db=margin_db)
