@@ -20,7 +20,8 @@ hundreds of them: a sleeping peer is woken through the kernel each time, and two
 barely faster than one (51-59 against 43-54 tokens/s alone, quiet machine). A waiting thread now
 first spins ``GOMP_SPINCOUNT`` times (libgomp's unit: a few microseconds at 1,000), long enough
 to meet its peer at a barrier inside a token, too short to hold a core between tokens or while
-Whisper or the voice runs: 90-92 tokens/s on two threads, 48-56 on one (``llm.n_threads``).
+Whisper or the voice runs: 90-92 tokens/s on two threads, 48-56 on one (``llm.n_threads``; two
+threads 79-98 in 11 later runs, one 48-61).
 """
 
 from __future__ import annotations
