@@ -268,6 +268,30 @@ def test_the_fine_end_goes_back_no_further_than_max_lead() -> None:
     assert isinstance(ended, Ended) and ended.speech_end_ms == 32 * 30.0 - MAX_LEAD_MS
 
 
+@pytest.mark.parametrize(("amplitude", "resumes"), [(60, False), (8000, True)])
+def test_a_voiced_frame_in_the_silence_resumes_the_turn_only_when_loud_enough_to_be_speech(
+    amplitude: int, resumes: bool
+) -> None:
+    """Noise before the speech, the speech, then silence in which webrtcvad calls one frame of
+    the same noise speech (a crowd's murmur does): the silence goes on and the turn ends 600 ms
+    after the speech; a frame as loud as the speech resumes it."""
+    seg = Segmenter(replace(SPECULATING, fine_end=True))
+    noise, loud = _level(40), _level(8000)
+    frames = [(noise, False)] * 10 + [(loud, True)] * 12 + [(noise, False)] * 8
+    frames += [(_level(amplitude), True)] + [(noise, False)] * 40
+    counted = []
+    events: Events = []
+    for i, (pcm, voiced) in enumerate(frames):
+        events += [(i, e) for e in seg.process(pcm, voiced)]
+        counted.append(seg.voiced)
+    ended = next(e for _, e in events if isinstance(e, Ended))
+    assert isinstance(ended, Ended)
+    assert any(isinstance(e, Resumed) for _, e in events) == resumes
+    assert counted[30] == resumes  # the VAD stage counts the frame as the segmenter did
+    assert ended.speech_end_ms == (31 * 30.0 if resumes else 660.0)
+    assert ended.endpoint_ms == ended.speech_end_ms + 600
+
+
 def test_digital_silence_leaves_the_vad_s_end() -> None:
     seg = Segmenter(replace(SPECULATING, fine_end=True))
     frames = [(bytes(960), True)] * 12 + [(bytes(960), False)] * 40

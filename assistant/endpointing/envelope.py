@@ -9,7 +9,9 @@ block and ``FLOOR_MARGIN_DB`` above the noise floor heard before the speech bega
 
 The segmenter counts end-of-turn silence from that point, and the turn's latency budget starts
 there. Audio that is not loud enough to judge (digital silence, or a level the floor swamps)
-leaves the VAD's end as it is.
+leaves the VAD's end as it is. In that silence, a frame webrtcvad calls speech resumes the turn
+only if its mean power reaches the same level (``latest_loud``): a crowd's murmur at the noise's
+level does not.
 
 ``FloorGate`` keeps webrtcvad from calling a steady noise speech: a frame must stand above the
 noise floor of the last 1.5 s.
@@ -31,6 +33,8 @@ SPEECH_RANGE_DB = 35.0
 """A block more than this below the turn's loudest block is not speech (the decay's tail)."""
 FLOOR_MARGIN_DB = 6.0
 """A block less than this above the noise floor is not speech."""
+FLOOR_PERCENTILE = 20.0
+"""The noise floor is this percentile of the levels of the blocks before the speech began."""
 MAX_LEAD_MS = 120
 """The fine end lies at most this far before the VAD's (about webrtcvad's longest overhang): a
 quiet last sound that the envelope cannot tell from the noise does not pull it further back."""
@@ -67,25 +71,41 @@ class Envelope:
         """Add one frame (a whole number of blocks)."""
         self.levels += block_levels(pcm)
 
-    def speech_end(self, speech_start: int, vad_end: int) -> int:
-        """The end of speech in samples: the end of the last block up to ``vad_end`` loud enough to be
-        speech (see the module), or ``vad_end`` when nothing can be judged."""
-        earliest = max(speech_start, vad_end - MAX_LEAD_MS * SAMPLE_RATE // 1000)
+    def threshold(self, speech_start: int, vad_end: int) -> float | None:
+        """The level (dBFS) a block of the speech up to ``vad_end`` must reach to be speech (see the
+        module), or None when nothing can be judged."""
         first = max(0, (speech_start - self.start) // BLOCK_SAMPLES)
         last = min(len(self.levels), math.ceil((vad_end - self.start) / BLOCK_SAMPLES))
         speech = self.levels[first:last]
         if not speech:
-            return vad_end
+            return None
         peak = max(speech)
         before = self.levels[:first]
-        floor = float(np.percentile(before, 20)) if before else SILENT_DB
+        floor = float(np.percentile(before, FLOOR_PERCENTILE)) if before else SILENT_DB
         threshold = max(peak - SPEECH_RANGE_DB, floor + FLOOR_MARGIN_DB)
         if peak <= SILENT_DB or peak < threshold:
+            return None
+        return threshold
+
+    def speech_end(self, speech_start: int, vad_end: int, threshold: float | None = None) -> int:
+        """The end of speech in samples: the end of the last block up to ``vad_end`` loud enough to be
+        speech (see the module), or ``vad_end`` when nothing can be judged."""
+        threshold = self.threshold(speech_start, vad_end) if threshold is None else threshold
+        if threshold is None:
             return vad_end
+        earliest = max(speech_start, vad_end - MAX_LEAD_MS * SAMPLE_RATE // 1000)
+        first = max(0, (speech_start - self.start) // BLOCK_SAMPLES)
+        last = min(len(self.levels), math.ceil((vad_end - self.start) / BLOCK_SAMPLES))
         for index in range(last - 1, first - 1, -1):
-            if speech[index - first] >= threshold:
+            if self.levels[index] >= threshold:
                 return max(earliest, min(vad_end, self.start + (index + 1) * BLOCK_SAMPLES))
         return vad_end
+
+    def latest_loud(self, samples: int, threshold: float) -> bool:
+        """True if the latest ``samples`` (whole blocks) reach ``threshold`` on average power."""
+        latest = self.levels[-max(1, samples // BLOCK_SAMPLES) :]
+        power = sum(10.0 ** (level / 10.0) for level in latest) / max(1, len(latest))
+        return 10.0 * math.log10(max(power, 10.0 ** (SILENT_DB / 10.0))) >= threshold
 
 
 FLOOR_WINDOW_MS = 1500

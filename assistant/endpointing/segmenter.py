@@ -35,6 +35,10 @@ States and rules:
   (``quick_end_silence_ms``, ``end_silence_ms``) are counted from that finer end, and
   ``speech_end_ms`` reports it; the pause (``speculate_after_ms``) still counts from the VAD's
   end, so ASR hears the same audio, and the audio runs to the VAD's end plus the tail.
+  In that silence, a frame webrtcvad calls speech resumes the turn only if it is as loud as the
+  envelope wants speech to be (``Envelope.latest_loud``, on the frame's mean power): webrtcvad
+  takes a crowd's murmur for speech, and a murmur of babble 300 ms after a question used to
+  resume the turn and move its end (and the budget's clock) 300 ms past where the speaker stopped.
 - *sure end*: ``end_now()`` (called when the speculative transcript is a recognised command)
   ends a paused turn at once.
 - *the semantic end*: at a pause, two judges may say whether the turn is over: the speculative
@@ -123,6 +127,10 @@ class Segmenter:
         self._silent_frames = 0
         self._lead = 0  # samples between the fine end of speech and the VAD's, in the current silence
         self._envelope = Envelope()
+        self._loud: float | None = None
+        """The level a frame in the current silence must reach to resume the turn (None: any)."""
+        self.voiced = False
+        """The last frame counted as speech (the VAD's verdict, unless too quiet to resume a turn)."""
         self._pause_frames = frames(config.speculate_after_ms) if config.speculate_after_ms else 0
         self._quick_frames = frames(config.quick_end_silence_ms)
         self._agreed_frames = frames(min(config.agreed_end_silence_ms, config.quick_end_silence_ms))
@@ -192,6 +200,7 @@ class Segmenter:
         index = self._frame_index
         self._frame_index += 1
         frame_end = self._frame_index * self.frame_samples
+        self.voiced = is_speech
         if self._state == _SPEECH:
             return self._continue(frame_pcm, is_speech, frame_end)
         self._history.append(frame_pcm)
@@ -337,6 +346,8 @@ class Segmenter:
             self._envelope.push(frame_pcm)
         events: list[SegmenterEvent] = []
         frame_start = frame_end - self.frame_samples
+        if is_speech and self._silent_frames and self._loud is not None:
+            is_speech = self.voiced = self._envelope.latest_loud(self.frame_samples, self._loud)
         self._recent.append((frame_start, is_speech))
         if is_speech:
             self._voiced_frames += 1
@@ -351,7 +362,8 @@ class Segmenter:
         else:
             self._silent_frames += 1
             if self._silent_frames == 1 and self.config.fine_end:
-                fine = self._envelope.speech_end(self._speech_start, self._speech_end)
+                self._loud = self._envelope.threshold(self._speech_start, self._speech_end)
+                fine = self._envelope.speech_end(self._speech_start, self._speech_end, self._loud)
                 self._lead = self._speech_end - max(fine, self._speech_start)
             end_frames = self._needed_frames() if self._paused else self._end_frames
             if self._silence_reaches(end_frames):

@@ -262,9 +262,10 @@ class VadStage(SegmenterEvents):
             listening = self._segmenter.listening
             events = self._segmenter.process(frame, voiced)
             messages += self._translate(events)
+            counted = self._segmenter.voiced  # a murmur in a turn's silence is no speech
             if self.progress_ms and self._turn_id is not None and self._segmenter.in_speech:
-                messages += self._progress(self._turn_id, voiced)
-            self._unvoiced = 0 if voiced else self._unvoiced + 1
+                messages += self._progress(self._turn_id, counted)
+            self._unvoiced = 0 if counted else self._unvoiced + 1
             self._watch_voice(voiced and playing and listening, sounded, events)
         self._apply_pending()
         return messages
