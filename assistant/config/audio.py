@@ -49,7 +49,8 @@ class VadConfig:
     """End-of-turn silence when the speculative transcript is clearly a complete sentence."""
     fine_end: bool = True
     """Place the end of speech inside the last voiced frames by a 10 ms energy envelope, and count
-    the silences above from there (webrtcvad's last voiced frame ends tens of ms late)."""
+    the silences above from there (webrtcvad's last voiced frame ends tens of ms late); in those
+    silences, a voiced frame quieter than the envelope's speech level does not resume the turn."""
     floor_gate: bool = True
     """A frame webrtcvad calls speech must stand 6 dB above the noise floor of the last 1.5 s: a
     steady noise that starts out of silence is not taken for speech for seconds on end."""
