@@ -71,11 +71,15 @@ class Envelope:
         """Add one frame (a whole number of blocks)."""
         self.levels += block_levels(pcm)
 
+    def _blocks(self, speech_start: int, vad_end: int) -> tuple[int, int]:
+        """Indices of the first block of the speech and of the block after ``vad_end``'s."""
+        first = max(0, (speech_start - self.start) // BLOCK_SAMPLES)
+        return first, min(len(self.levels), math.ceil((vad_end - self.start) / BLOCK_SAMPLES))
+
     def threshold(self, speech_start: int, vad_end: int) -> float | None:
         """The level (dBFS) a block of the speech up to ``vad_end`` must reach to be speech (see the
         module), or None when nothing can be judged."""
-        first = max(0, (speech_start - self.start) // BLOCK_SAMPLES)
-        last = min(len(self.levels), math.ceil((vad_end - self.start) / BLOCK_SAMPLES))
+        first, last = self._blocks(speech_start, vad_end)
         speech = self.levels[first:last]
         if not speech:
             return None
@@ -87,15 +91,13 @@ class Envelope:
             return None
         return threshold
 
-    def speech_end(self, speech_start: int, vad_end: int, threshold: float | None = None) -> int:
-        """The end of speech in samples: the end of the last block up to ``vad_end`` loud enough to be
-        speech (see the module), or ``vad_end`` when nothing can be judged."""
-        threshold = self.threshold(speech_start, vad_end) if threshold is None else threshold
+    def speech_end(self, speech_start: int, vad_end: int, threshold: float | None) -> int:
+        """The end of speech in samples: the end of the last block up to ``vad_end`` that reaches
+        ``threshold`` (``threshold()``'s), or ``vad_end`` when nothing can be judged (None)."""
         if threshold is None:
             return vad_end
         earliest = max(speech_start, vad_end - MAX_LEAD_MS * SAMPLE_RATE // 1000)
-        first = max(0, (speech_start - self.start) // BLOCK_SAMPLES)
-        last = min(len(self.levels), math.ceil((vad_end - self.start) / BLOCK_SAMPLES))
+        first, last = self._blocks(speech_start, vad_end)
         for index in range(last - 1, first - 1, -1):
             if self.levels[index] >= threshold:
                 return max(earliest, min(vad_end, self.start + (index + 1) * BLOCK_SAMPLES))
